@@ -1,0 +1,249 @@
+//! `splade status`, `splade gc` and `splade verify`.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::artifact::ArtifactRoot;
+use crate::engine::{Engine, StageState};
+use crate::store::{now_ns, Store};
+
+fn dir_size(dir: &Path) -> u64 {
+    crate::fingerprint::walk_files(dir)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Bytes as a short human figure.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn ago(ns: u64) -> String {
+    let secs = now_ns().saturating_sub(ns) / 1_000_000_000;
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+/// Prints recent runs, interrupted work, and (with a pipeline) each stage's artifact.
+pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()> {
+    let artifacts = ArtifactRoot::new(root);
+    if let Some(e) = engine {
+        println!(
+            "pipeline `{}` ({})",
+            e.pipeline.name,
+            e.pipeline.file.display()
+        );
+        for (name, state) in e.plan()? {
+            match state {
+                StageState::Cached { fp, manifest, .. } => {
+                    let dir = artifacts.dir(&manifest.kind, &fp);
+                    let rows: Vec<String> = manifest
+                        .outputs
+                        .iter()
+                        .map(|(o, v)| match v.rows {
+                            Some(r) => format!("{o}: {r} rows"),
+                            None => o.clone(),
+                        })
+                        .collect();
+                    println!(
+                        "  {name:<16} cached   {}  {}  took {:.2}s  made {}  [{}]",
+                        dir.display(),
+                        human_bytes(dir_size(&dir)),
+                        manifest.seconds,
+                        ago(manifest.started_at_ns),
+                        rows.join(", ")
+                    );
+                }
+                StageState::Partial { state, .. } => {
+                    println!("  {name:<16} partial  resume state {state}")
+                }
+                StageState::Stale { reasons, .. } => {
+                    println!("  {name:<16} stale    {}", reasons.join("; "))
+                }
+            }
+        }
+        println!();
+    }
+    let resume = store.all_resume_states()?;
+    if !resume.is_empty() {
+        println!("interrupted work (resumes on the next run):");
+        for (fp, state) in resume {
+            println!("  {fp}  {state}");
+        }
+        println!();
+    }
+    let on_disk = artifacts.list()?;
+    let total: u64 = on_disk.iter().map(|(_, _, d)| dir_size(d)).sum();
+    println!(
+        "{} artifacts, {} in {}",
+        on_disk.len(),
+        human_bytes(total),
+        root.display()
+    );
+    let runs = store.recent_runs(10)?;
+    if !runs.is_empty() {
+        println!("recent runs:");
+    }
+    for r in runs {
+        let started = r["started_ns"].as_u64().unwrap_or(0);
+        let result = match r["result"].as_str() {
+            // We hold the store lock, so a run still marked running died without finishing.
+            Some("running") => "interrupted",
+            Some(x) => x,
+            None => "?",
+        };
+        let stages = r["stages"].as_array().cloned().unwrap_or_default();
+        let n = |what: &str| {
+            stages
+                .iter()
+                .filter(|s| s["outcome"].as_str().is_some_and(|o| o.starts_with(what)))
+                .count()
+        };
+        let secs = r["ended_ns"]
+            .as_u64()
+            .map(|e| format!("{:.2}s", e.saturating_sub(started) as f64 / 1e9))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<8} {:<12} {:<11} {:>8}  executed {} resumed {} cached {} failed {}",
+            ago(started),
+            r["pipeline"].as_str().unwrap_or("?"),
+            result,
+            secs,
+            n("executed"),
+            n("resumed"),
+            n("cached"),
+            n("failed")
+        );
+    }
+    Ok(())
+}
+
+/// Removes artifacts that no recorded pipeline stage points at, staging dirs without resume
+/// state, and trash. With `dry_run`, only prints what would go.
+pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
+    let artifacts = ArtifactRoot::new(root);
+    let referenced: HashSet<String> = store
+        .all_stage_status()?
+        .into_iter()
+        .filter_map(|(_, _, v)| v["fingerprint"].as_str().map(String::from))
+        .collect();
+    let resumable: HashSet<String> = store
+        .all_resume_states()?
+        .into_iter()
+        .map(|(fp, _)| fp)
+        .collect();
+    let mut doomed = Vec::new();
+    for (kind, fp, dir) in artifacts.list()? {
+        if !referenced.contains(&fp) {
+            doomed.push((format!("artifact {kind}/{fp}"), dir, Some(fp)));
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root.join(".staging")) {
+        for e in entries.flatten() {
+            let fp = e.file_name().to_string_lossy().to_string();
+            if !resumable.contains(&fp) {
+                doomed.push((format!("abandoned staging {fp}"), e.path(), None));
+            }
+        }
+    }
+    if root.join(".trash").is_dir() {
+        doomed.push(("trash".into(), root.join(".trash"), None));
+    }
+    let mut freed = 0;
+    for (what, dir, fp) in &doomed {
+        let size = dir_size(dir);
+        freed += size;
+        println!(
+            "{} {what} ({})",
+            if dry_run { "would remove" } else { "removing" },
+            human_bytes(size)
+        );
+        if !dry_run {
+            std::fs::remove_dir_all(dir)?;
+            if let Some(fp) = fp {
+                store.remove_artifact(fp)?;
+            }
+        }
+    }
+    store.flush()?;
+    println!(
+        "{} {} in {} entries",
+        if dry_run { "would free" } else { "freed" },
+        human_bytes(freed),
+        doomed.len()
+    );
+    Ok(())
+}
+
+/// Rehashes artifacts (a pipeline's current ones, or all); prints each and returns whether all
+/// are intact.
+pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
+    let mut targets = Vec::new();
+    match engine {
+        Some(e) => {
+            for (name, state) in e.plan()? {
+                match state {
+                    StageState::Cached { fp, manifest, .. } => {
+                        targets.push((name, root.dir(&manifest.kind, &fp), Some(*manifest)))
+                    }
+                    other => println!("  {name:<16} {:<8} (no artifact to verify)", other.label()),
+                }
+            }
+        }
+        None => {
+            for (kind, fp, dir) in root.list()? {
+                targets.push((format!("{kind}/{}", &fp[..12.min(fp.len())]), dir, None));
+            }
+        }
+    }
+    let mut ok = true;
+    for (name, dir, manifest) in targets {
+        let manifest = match manifest {
+            Some(m) => m,
+            None => match ArtifactRoot::read_manifest(&dir.join("manifest.json")) {
+                Ok(m) => m,
+                Err(e) => {
+                    ok = false;
+                    println!("  {name:<16} CORRUPT  {e}");
+                    continue;
+                }
+            },
+        };
+        let bad = root.verify(&dir, &manifest);
+        if bad.is_empty() {
+            println!(
+                "  {name:<16} ok       {} files, {}",
+                manifest.files.len(),
+                dir.display()
+            );
+        } else {
+            ok = false;
+            for c in bad {
+                println!("  {name:<16} CORRUPT  {}: {}", c.file.display(), c.problem);
+            }
+        }
+    }
+    let _: Option<Value> = None;
+    Ok(ok)
+}

@@ -1,0 +1,694 @@
+//! Pipeline files: TOML parsing with line numbers, includes, `--set` overrides, and validation
+//! of every stage against its kind's declared params — all before any stage runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use splade_stages::params::{suggest, ParamType};
+use splade_stages::Registry;
+use toml::de::{DeTable, DeValue};
+
+/// Where a value came from: a file and 1-based line, or a `--set` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file)
+        } else {
+            write!(f, "{}:{}", self.file, self.line)
+        }
+    }
+}
+
+/// A pipeline error: where, which key, and what is wrong.
+#[derive(Debug, Clone)]
+pub struct PipelineError {
+    pub origin: Origin,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: `{}`: {}", self.origin, self.key, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PipelineError {}
+
+fn err(origin: &Origin, key: impl Into<String>, message: impl Into<String>) -> PipelineError {
+    PipelineError {
+        origin: origin.clone(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Located {
+    value: Value,
+    origin: Origin,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RawStage {
+    header: Option<Origin>,
+    params: IndexMap<String, Located>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RawPipeline {
+    name: Option<Located>,
+    backend: IndexMap<String, Located>,
+    stages: IndexMap<String, RawStage>,
+}
+
+/// One input of a stage, resolved against the pipeline.
+#[derive(Debug, Clone)]
+pub enum InputDecl {
+    /// A user file or directory (hashed by content).
+    File {
+        key: String,
+        path: PathBuf,
+        origin: Origin,
+    },
+    /// Another stage's output: a DAG edge.
+    Artifact {
+        key: String,
+        stage: String,
+        output: String,
+        origin: Origin,
+    },
+}
+
+impl InputDecl {
+    /// The param key (`docs`, `queries.train`, `run`).
+    pub fn key(&self) -> &str {
+        match self {
+            InputDecl::File { key, .. } | InputDecl::Artifact { key, .. } => key,
+        }
+    }
+}
+
+/// A validated stage declaration.
+#[derive(Debug, Clone)]
+pub struct StageDecl {
+    pub name: String,
+    pub kind: String,
+    pub header: Origin,
+    /// Canonical params with defaults filled.
+    pub params: Value,
+    pub inputs: Vec<InputDecl>,
+    pub outputs: Vec<String>,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub file: PathBuf,
+    pub backend: Value,
+    pub stages: Vec<StageDecl>,
+}
+
+impl Pipeline {
+    /// The stage named `name`.
+    pub fn stage(&self, name: &str) -> Option<&StageDecl> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// An error for an unknown stage name, with a suggestion.
+    pub fn unknown_stage(&self, name: &str) -> String {
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+        format!(
+            "no stage `{name}` in pipeline `{}` (stages: {}){}",
+            self.name,
+            names.join(", "),
+            suggest(name, names.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+fn to_json(v: &DeValue<'_>, origin: &Origin, key: &str) -> Result<Value, PipelineError> {
+    Ok(match v {
+        DeValue::String(s) => Value::String(s.to_string()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            let digits = digits
+                .trim_start_matches("0x")
+                .trim_start_matches("0o")
+                .trim_start_matches("0b");
+            let n = i64::from_str_radix(digits, i.radix())
+                .map_err(|e| err(origin, key, format!("integer out of range: {e}")))?;
+            Value::from(n)
+        }
+        DeValue::Float(f) => {
+            let x: f64 = f
+                .as_str()
+                .replace('_', "")
+                .parse()
+                .map_err(|_| err(origin, key, format!("bad float `{}`", f.as_str())))?;
+            if !x.is_finite() {
+                return Err(err(origin, key, "inf and nan are not allowed here"));
+            }
+            Value::from(x)
+        }
+        DeValue::Boolean(b) => Value::Bool(*b),
+        DeValue::Datetime(d) => Value::String(d.to_string()),
+        DeValue::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| to_json(i.get_ref(), origin, key))
+                .collect::<Result<_, _>>()?,
+        ),
+        DeValue::Table(t) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in t.iter() {
+                m.insert(k.get_ref().to_string(), to_json(v.get_ref(), origin, key)?);
+            }
+            Value::Object(m)
+        }
+    })
+}
+
+fn parse_file(
+    path: &Path,
+    into: &mut RawPipeline,
+    depth: usize,
+    chain: &mut Vec<PathBuf>,
+) -> Result<(), PipelineError> {
+    let shown = path.display().to_string();
+    let whole = Origin {
+        file: shown.clone(),
+        line: 0,
+    };
+    if depth > 16 {
+        return Err(err(
+            &whole,
+            "include",
+            "includes nested deeper than 16 levels",
+        ));
+    }
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if chain.contains(&canonical) {
+        return Err(err(&whole, "include", "include cycle"));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(&whole, "", format!("cannot read pipeline file: {e}")))?;
+    let table = DeTable::parse(&text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(0);
+        err(
+            &Origin {
+                file: shown.clone(),
+                line,
+            },
+            "",
+            format!("invalid TOML: {}", e.message()),
+        )
+    })?;
+    let at = |offset: usize| Origin {
+        file: shown.clone(),
+        line: line_of(&text, offset),
+    };
+    chain.push(canonical);
+    // Includes first, so this file's keys win.
+    for (k, v) in table.get_ref().iter() {
+        if k.get_ref() != "include" {
+            continue;
+        }
+        let origin = at(v.span().start);
+        let list = to_json(v.get_ref(), &origin, "include")?;
+        let items = list
+            .as_array()
+            .filter(|a| a.iter().all(Value::is_string))
+            .ok_or_else(|| err(&origin, "include", "expected an array of file paths"))?;
+        for item in items {
+            let rel = PathBuf::from(item.as_str().unwrap_or_default());
+            let beside = path.parent().map(|p| p.join(&rel));
+            let target = if rel.exists() {
+                rel.clone()
+            } else if let Some(b) = beside.filter(|b| b.exists()) {
+                b
+            } else {
+                return Err(err(
+                    &origin,
+                    "include",
+                    format!("included file `{}` not found", rel.display()),
+                ));
+            };
+            parse_file(&target, into, depth + 1, chain)?;
+        }
+    }
+    for (k, v) in table.get_ref().iter() {
+        let key = k.get_ref().as_ref();
+        let origin = at(k.span().start);
+        match key {
+            "include" => {}
+            "name" => {
+                let value = to_json(v.get_ref(), &origin, "name")?;
+                if !value.is_string() {
+                    return Err(err(&origin, "name", "expected a string"));
+                }
+                into.name = Some(Located { value, origin });
+            }
+            "backend" => {
+                let DeValue::Table(t) = v.get_ref() else {
+                    return Err(err(&origin, "backend", "expected a table [backend]"));
+                };
+                for (bk, bv) in t.iter() {
+                    let o = at(bk.span().start);
+                    let name = format!("backend.{}", bk.get_ref());
+                    let value = to_json(bv.get_ref(), &o, &name)?;
+                    into.backend
+                        .insert(bk.get_ref().to_string(), Located { value, origin: o });
+                }
+            }
+            "stage" => {
+                let DeValue::Table(t) = v.get_ref() else {
+                    return Err(err(&origin, "stage", "expected tables [stage.NAME]"));
+                };
+                for (sk, sv) in t.iter() {
+                    let sname = sk.get_ref().to_string();
+                    let so = at(sk.span().start);
+                    validate_stage_name(&sname, &so)?;
+                    let DeValue::Table(params) = sv.get_ref() else {
+                        return Err(err(&so, format!("stage.{sname}"), "expected a table"));
+                    };
+                    let entry = into.stages.entry(sname.clone()).or_default();
+                    entry.header = Some(so);
+                    for (pk, pv) in params.iter() {
+                        let o = at(pk.span().start);
+                        let full = format!("stage.{sname}.{}", pk.get_ref());
+                        let value = to_json(pv.get_ref(), &o, &full)?;
+                        entry
+                            .params
+                            .insert(pk.get_ref().to_string(), Located { value, origin: o });
+                    }
+                }
+            }
+            other => {
+                let known = ["name", "include", "backend", "stage"];
+                return Err(err(
+                    &origin,
+                    other,
+                    format!(
+                        "unknown top-level key (valid: {}){}",
+                        known.join(", "),
+                        suggest(other, known.iter().copied())
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+    }
+    chain.pop();
+    Ok(())
+}
+
+fn validate_stage_name(name: &str, origin: &Origin) -> Result<(), PipelineError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(err(
+            origin,
+            format!("stage.{name}"),
+            "stage names use letters, digits, `_` and `-` only",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies one `--set stage.key=value` (or `backend.key=value`, `name=value`). The value is read
+/// as TOML (`10`, `[10, 100]`, `true`, `"x"`); anything that is not valid TOML is a plain string.
+fn apply_set(raw: &mut RawPipeline, assignment: &str) -> Result<(), PipelineError> {
+    let origin = Origin {
+        file: format!("--set {assignment}"),
+        line: 0,
+    };
+    let (path, text) = assignment
+        .split_once('=')
+        .ok_or_else(|| err(&origin, "", "expected `stage.key=value`"))?;
+    let path = path.trim();
+    let value = match DeValue::parse(text.trim()) {
+        Ok(v) => to_json(v.get_ref(), &origin, path)?,
+        Err(_) => Value::String(text.trim().to_string()),
+    };
+    let parts: Vec<&str> = path.split('.').collect();
+    let parts: &[&str] = if parts.first() == Some(&"stage") {
+        &parts[1..]
+    } else {
+        &parts
+    };
+    match parts {
+        ["name"] => {
+            raw.name = Some(Located { value, origin });
+        }
+        ["backend", key] => {
+            raw.backend
+                .insert(key.to_string(), Located { value, origin });
+        }
+        [stage, key, rest @ ..] => {
+            let Some(entry) = raw.stages.get_mut(*stage) else {
+                let names: Vec<&str> = raw.stages.keys().map(String::as_str).collect();
+                return Err(err(
+                    &origin,
+                    path,
+                    format!(
+                        "no stage `{stage}` (stages: {}){}",
+                        names.join(", "),
+                        suggest(stage, names.iter().copied())
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            };
+            if rest.is_empty() {
+                entry
+                    .params
+                    .insert(key.to_string(), Located { value, origin });
+            } else {
+                let slot = entry
+                    .params
+                    .entry(key.to_string())
+                    .or_insert_with(|| Located {
+                        value: Value::Object(Default::default()),
+                        origin: origin.clone(),
+                    });
+                let mut node = &mut slot.value;
+                for part in &rest[..rest.len() - 1] {
+                    if !node.is_object() {
+                        *node = Value::Object(Default::default());
+                    }
+                    node = node
+                        .as_object_mut()
+                        .map(|m| m.entry(part.to_string()).or_insert(Value::Null))
+                        .ok_or_else(|| err(&origin, path, "not a table"))?;
+                }
+                if !node.is_object() {
+                    *node = Value::Object(Default::default());
+                }
+                if let Some(m) = node.as_object_mut() {
+                    m.insert(rest[rest.len() - 1].to_string(), value);
+                }
+                slot.origin = origin;
+            }
+        }
+        _ => {
+            return Err(err(
+                &origin,
+                path,
+                "expected `stage.key=value`, `backend.key=value` or `name=value`",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Reads, merges, overrides and validates a pipeline file.
+pub fn load(path: &Path, sets: &[String], registry: &Registry) -> Result<Pipeline, PipelineError> {
+    let mut raw = RawPipeline::default();
+    parse_file(path, &mut raw, 0, &mut Vec::new())?;
+    for s in sets {
+        apply_set(&mut raw, s)?;
+    }
+    validate(path, raw, registry)
+}
+
+fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeline, PipelineError> {
+    let file_origin = Origin {
+        file: path.display().to_string(),
+        line: 0,
+    };
+    let name = match &raw.name {
+        Some(Located {
+            value: Value::String(s),
+            ..
+        }) if !s.trim().is_empty() => s.clone(),
+        Some(l) => return Err(err(&l.origin, "name", "must be a non-empty string")),
+        None => return Err(err(&file_origin, "name", "missing `name = \"...\"`")),
+    };
+    let mut backend = serde_json::Map::new();
+    let backend_keys = ["kind", "devices", "threads", "precision"];
+    for (k, v) in &raw.backend {
+        if !backend_keys.contains(&k.as_str()) {
+            return Err(err(
+                &v.origin,
+                format!("backend.{k}"),
+                format!(
+                    "unknown backend key (valid: {}){}",
+                    backend_keys.join(", "),
+                    suggest(k, backend_keys.iter().copied())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        backend.insert(k.clone(), v.value.clone());
+    }
+    if raw.stages.is_empty() {
+        return Err(err(
+            &file_origin,
+            "stage",
+            "the pipeline declares no [stage.NAME]",
+        ));
+    }
+
+    // First pass: kinds, params, defaults, outputs.
+    let mut stages = Vec::new();
+    let mut origins: HashMap<String, HashMap<String, Origin>> = HashMap::new();
+    for (sname, rs) in &raw.stages {
+        let header = rs.header.clone().unwrap_or_else(|| file_origin.clone());
+        let kind_loc = rs.params.get("kind").ok_or_else(|| {
+            err(
+                &header,
+                format!("stage.{sname}"),
+                format!(
+                    "missing `kind` (known kinds: {})",
+                    registry.names().join(", ")
+                ),
+            )
+        })?;
+        let kind_name = kind_loc.value.as_str().unwrap_or_default();
+        let kind = registry.get(kind_name).ok_or_else(|| {
+            err(
+                &kind_loc.origin,
+                format!("stage.{sname}.kind"),
+                format!(
+                    "unknown stage kind `{kind_name}` (known: {}){}",
+                    registry.names().join(", "),
+                    suggest(kind_name, registry.names().into_iter())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default()
+                ),
+            )
+        })?;
+        let specs = kind.params();
+        let mut params = serde_json::Map::new();
+        let mut stage_origins = HashMap::new();
+        for (key, loc) in &rs.params {
+            if key == "kind" {
+                continue;
+            }
+            let full = format!("stage.{sname}.{key}");
+            let Some(spec) = specs.iter().find(|s| s.name == key) else {
+                let valid: Vec<&str> = specs.iter().map(|s| s.name).collect();
+                return Err(err(
+                    &loc.origin,
+                    full,
+                    format!(
+                        "unknown param for kind `{kind_name}` (valid: {}){}",
+                        valid.join(", "),
+                        suggest(key, valid.iter().copied())
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            };
+            let value = spec
+                .ty
+                .canonicalize(&loc.value)
+                .map_err(|m| err(&loc.origin, &full, m))?;
+            params.insert(key.clone(), value);
+            stage_origins.insert(key.clone(), loc.origin.clone());
+        }
+        for spec in specs {
+            if !params.contains_key(spec.name) {
+                match spec.default_value() {
+                    Some(v) => {
+                        params.insert(spec.name.to_string(), v);
+                    }
+                    None => {
+                        return Err(err(
+                            &header,
+                            format!("stage.{sname}.{}", spec.name),
+                            format!(
+                                "missing required param: {} ({})",
+                                spec.doc,
+                                spec.ty.describe()
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        // Canonical order: the declared order of the kind's params.
+        let mut ordered = serde_json::Map::new();
+        for spec in specs {
+            if let Some(v) = params.remove(spec.name) {
+                ordered.insert(spec.name.to_string(), v);
+            }
+        }
+        let params = Value::Object(ordered);
+        if let Err((key, message)) = kind.check(&params) {
+            let o = stage_origins
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| header.clone());
+            return Err(err(&o, format!("stage.{sname}.{key}"), message));
+        }
+        let outputs = kind.outputs(&params);
+        origins.insert(sname.clone(), stage_origins);
+        stages.push(StageDecl {
+            name: sname.clone(),
+            kind: kind_name.to_string(),
+            header,
+            params,
+            inputs: Vec::new(),
+            outputs,
+        });
+    }
+
+    // Second pass: inputs (files must exist; references must name a stage output).
+    let outputs_by_stage: BTreeMap<String, Vec<String>> = stages
+        .iter()
+        .map(|s| (s.name.clone(), s.outputs.clone()))
+        .collect();
+    for stage in &mut stages {
+        let kind = registry.get(&stage.kind).expect("kind validated above");
+        let o = &origins[&stage.name];
+        for spec in kind.params() {
+            let value = &stage.params[spec.name];
+            if value.is_null() {
+                continue;
+            }
+            let origin = o
+                .get(spec.name)
+                .cloned()
+                .unwrap_or_else(|| stage.header.clone());
+            let full = format!("stage.{}.{}", stage.name, spec.name);
+            match spec.ty {
+                ParamType::File => {
+                    let p = PathBuf::from(value.as_str().unwrap_or_default());
+                    check_exists(&p, &origin, &full)?;
+                    stage.inputs.push(InputDecl::File {
+                        key: spec.name.into(),
+                        path: p,
+                        origin,
+                    });
+                }
+                ParamType::FileMap => {
+                    for (entry, v) in value.as_object().into_iter().flatten() {
+                        let p = PathBuf::from(v.as_str().unwrap_or_default());
+                        check_exists(&p, &origin, &format!("{full}.{entry}"))?;
+                        stage.inputs.push(InputDecl::File {
+                            key: format!("{}.{entry}", spec.name),
+                            path: p,
+                            origin: origin.clone(),
+                        });
+                    }
+                }
+                ParamType::Artifact => {
+                    let reference = value.as_str().unwrap_or_default();
+                    let Some((target, output)) = reference.split_once('.') else {
+                        return Err(err(
+                            &origin,
+                            &full,
+                            format!("`{reference}` is not a reference \"<stage>.<output>\""),
+                        ));
+                    };
+                    let Some(outs) = outputs_by_stage.get(target) else {
+                        let names: Vec<&str> =
+                            outputs_by_stage.keys().map(String::as_str).collect();
+                        return Err(err(
+                            &origin,
+                            &full,
+                            format!(
+                                "`{reference}` names no stage `{target}` (stages: {}){}",
+                                names.join(", "),
+                                suggest(target, names.iter().copied())
+                                    .map(|s| format!("; did you mean `{s}`?"))
+                                    .unwrap_or_default()
+                            ),
+                        ));
+                    };
+                    if !outs.iter().any(|x| x == output) {
+                        return Err(err(
+                            &origin,
+                            &full,
+                            format!(
+                                "stage `{target}` has no output `{output}` (outputs: {}){}",
+                                outs.join(", "),
+                                suggest(output, outs.iter().map(String::as_str))
+                                    .map(|s| format!("; did you mean `{s}`?"))
+                                    .unwrap_or_default()
+                            ),
+                        ));
+                    }
+                    stage.inputs.push(InputDecl::Artifact {
+                        key: spec.name.into(),
+                        stage: target.into(),
+                        output: output.into(),
+                        origin,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Pipeline {
+        name,
+        file: path.to_path_buf(),
+        backend: Value::Object(backend),
+        stages,
+    })
+}
+
+fn check_exists(p: &Path, origin: &Origin, key: &str) -> Result<(), PipelineError> {
+    if p.exists() {
+        Ok(())
+    } else {
+        Err(err(
+            origin,
+            key,
+            format!(
+                "file `{}` not found (relative paths are resolved from the current directory)",
+                p.display()
+            ),
+        ))
+    }
+}

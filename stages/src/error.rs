@@ -1,0 +1,62 @@
+//! The one error type stages return.
+
+use std::path::PathBuf;
+
+/// Why a stage failed. Every variant names the file (and line, where there is one) so a user can
+/// find the offending input without a debugger.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A user file holds something we cannot read; `line` is 1-based, 0 when unknown.
+    #[error("{path}:{line}: {message}")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A Parquet/Arrow file failed to read or write, or does not have the expected schema.
+    #[error("{path}: {message}")]
+    Parquet { path: PathBuf, message: String },
+    /// Params passed validation but make no sense together.
+    #[error("param `{key}`: {message}")]
+    Param { key: String, message: String },
+    /// Anything else, said plainly.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StageError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StageError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A malformed-input error at `path:line`.
+    pub fn malformed(path: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        StageError::Malformed {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// A Parquet error about `path`.
+    pub fn parquet(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        StageError::Parquet {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Shorthand for stage results.
+pub type Result<T, E = StageError> = std::result::Result<T, E>;

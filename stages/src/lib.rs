@@ -1,0 +1,25 @@
+//! The stages of the splade pipeline.
+//!
+//! This crate knows *what* is computed: the stage contract ([`Stage`], [`StageContext`]), the
+//! Parquet schemas every artifact follows ([`schema`]), readers for the formats users bring
+//! (MS MARCO TSV, BEIR jsonl, TREC/JSON qrels and runs), and one module per stage kind. It knows
+//! nothing about sled, TOML files or the command line: the engine in the `splade` package drives
+//! stages only through the contract.
+
+pub mod contract;
+pub mod error;
+pub mod evaluate;
+pub mod ingest;
+pub mod params;
+pub mod parquet_io;
+pub mod registry;
+pub mod schema;
+pub mod text_input;
+
+#[cfg(feature = "test-stages")]
+pub mod slow_shards;
+
+pub use contract::{InputSlot, ResolvedInput, ResumeStore, Stage, StageContext, StageOutcome};
+pub use error::StageError;
+pub use params::{ParamSpec, ParamType};
+pub use registry::Registry;

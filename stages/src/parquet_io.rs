@@ -1,0 +1,367 @@
+//! Parquet writing (arrow-rs, zstd, atomic rename) and schema-checked reading of artifacts.
+//!
+//! A sharded output is a directory of `part-NNNNN.parquet` files read in name order; a single
+//! output is one file. Readers check every expected column's name and type and name the file on
+//! any mismatch, so a wrong or corrupt artifact is never read silently.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, Float32Array, Float32Builder, Float64Array, Int32Array, Int32Builder,
+    RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
+};
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Result, StageError};
+use crate::schema;
+
+/// Writes record batches of one schema to a Parquet file via `<path>.tmp` + fsync + rename.
+pub struct ParquetSink {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+    schema: SchemaRef,
+    rows: u64,
+}
+
+impl ParquetSink {
+    /// Starts a new file at `path` (written in full only by [`ParquetSink::finish`]).
+    pub fn create(path: &Path, schema: SchemaRef) -> Result<Self> {
+        let tmp = path.with_extension("parquet.tmp");
+        let file = File::create(&tmp).map_err(|e| StageError::io(&tmp, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(256 * 1024))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| StageError::parquet(&tmp, e))?;
+        Ok(ParquetSink {
+            path: path.to_path_buf(),
+            tmp,
+            writer,
+            schema,
+            rows: 0,
+        })
+    }
+
+    /// The schema every batch must have.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Appends one batch.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .map_err(|e| StageError::parquet(&self.tmp, e))
+    }
+
+    /// Appends columns as one batch.
+    pub fn write_columns(&mut self, columns: Vec<ArrayRef>) -> Result<()> {
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| StageError::parquet(&self.tmp, e))?;
+        self.write(&batch)
+    }
+
+    /// Closes, fsyncs and renames the file into place; returns the number of rows.
+    pub fn finish(self) -> Result<u64> {
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(|e| StageError::parquet(&self.tmp, e))?;
+        file.sync_all().map_err(|e| StageError::io(&self.tmp, e))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| StageError::io(&self.path, e))?;
+        Ok(self.rows)
+    }
+}
+
+/// The Parquet files of an output: the file itself, or the `*.parquet` files of a shard directory
+/// in name order.
+pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| StageError::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect();
+        files.sort();
+        Ok(files)
+    } else if path.exists() {
+        Ok(vec![path.to_path_buf()])
+    } else {
+        Err(StageError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        ))
+    }
+}
+
+/// Reads every batch of an output, checking that each expected column exists with its type.
+pub fn read_batches(path: &Path, expected: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for file in parquet_files(path)? {
+        let f = File::open(&file).map_err(|e| StageError::io(&file, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+            .map_err(|e| StageError::parquet(&file, e))?;
+        check_schema(&file, builder.schema(), expected)?;
+        let reader = builder
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| StageError::parquet(&file, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| StageError::parquet(&file, e))?;
+            out.push(batch);
+        }
+    }
+    Ok(out)
+}
+
+fn check_schema(file: &Path, actual: &SchemaRef, expected: &SchemaRef) -> Result<()> {
+    for field in expected.fields() {
+        match actual.field_with_name(field.name()) {
+            Ok(f) if f.data_type() == field.data_type() => {}
+            Ok(f) => {
+                return Err(StageError::parquet(
+                    file,
+                    format!(
+                        "column `{}` has type {}, expected {}",
+                        field.name(),
+                        f.data_type(),
+                        field.data_type()
+                    ),
+                ))
+            }
+            Err(_) => {
+                return Err(StageError::parquet(
+                    file,
+                    format!(
+                        "missing column `{}` (has: {})",
+                        field.name(),
+                        actual
+                            .fields()
+                            .iter()
+                            .map(|f| f.name().as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn column<'a, T: 'static>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| StageError::parquet(path, format!("column `{name}` missing or mistyped")))
+}
+
+/// An `id, text` table (documents or queries).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IdText {
+    pub ids: Vec<String>,
+    pub texts: Vec<String>,
+}
+
+/// Reads an `id, text` artifact.
+pub fn read_id_text(path: &Path) -> Result<IdText> {
+    let mut out = IdText::default();
+    for batch in read_batches(path, &schema::id_text())? {
+        let ids = column::<StringArray>(path, &batch, "id")?;
+        let texts = column::<StringArray>(path, &batch, "text")?;
+        for i in 0..batch.num_rows() {
+            out.ids.push(ids.value(i).to_string());
+            out.texts.push(texts.value(i).to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes an `id, text` artifact.
+pub fn write_id_text(path: &Path, rows: &IdText) -> Result<u64> {
+    let mut sink = ParquetSink::create(path, schema::id_text())?;
+    for start in (0..rows.ids.len()).step_by(64 * 1024) {
+        let end = (start + 64 * 1024).min(rows.ids.len());
+        let mut ids = StringBuilder::new();
+        let mut texts = StringBuilder::new();
+        for i in start..end {
+            ids.append_value(&rows.ids[i]);
+            texts.append_value(&rows.texts[i]);
+        }
+        sink.write_columns(vec![Arc::new(ids.finish()), Arc::new(texts.finish())])?;
+    }
+    sink.finish()
+}
+
+/// One relevance judgment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qrel {
+    pub qid: String,
+    pub did: String,
+    pub rel: i32,
+}
+
+/// Reads a qrels artifact.
+pub fn read_qrels(path: &Path) -> Result<Vec<Qrel>> {
+    let mut out = Vec::new();
+    for batch in read_batches(path, &schema::qrels())? {
+        let q = column::<StringArray>(path, &batch, "qid")?;
+        let d = column::<StringArray>(path, &batch, "did")?;
+        let r = column::<Int32Array>(path, &batch, "rel")?;
+        for i in 0..batch.num_rows() {
+            out.push(Qrel {
+                qid: q.value(i).into(),
+                did: d.value(i).into(),
+                rel: r.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a qrels artifact.
+pub fn write_qrels(path: &Path, rows: &[Qrel]) -> Result<u64> {
+    let mut sink = ParquetSink::create(path, schema::qrels())?;
+    for chunk in rows.chunks(64 * 1024) {
+        let mut q = StringBuilder::new();
+        let mut d = StringBuilder::new();
+        let mut r = Int32Builder::new();
+        for row in chunk {
+            q.append_value(&row.qid);
+            d.append_value(&row.did);
+            r.append_value(row.rel);
+        }
+        sink.write_columns(vec![
+            Arc::new(q.finish()),
+            Arc::new(d.finish()),
+            Arc::new(r.finish()),
+        ])?;
+    }
+    sink.finish()
+}
+
+/// One ranked result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub qid: String,
+    pub did: String,
+    pub rank: u32,
+    pub score: f32,
+}
+
+/// Reads a run artifact.
+pub fn read_run(path: &Path) -> Result<Vec<RunRow>> {
+    let mut out = Vec::new();
+    for batch in read_batches(path, &schema::run())? {
+        let q = column::<StringArray>(path, &batch, "qid")?;
+        let d = column::<StringArray>(path, &batch, "did")?;
+        let r = column::<UInt32Array>(path, &batch, "rank")?;
+        let s = column::<Float32Array>(path, &batch, "score")?;
+        for i in 0..batch.num_rows() {
+            out.push(RunRow {
+                qid: q.value(i).into(),
+                did: d.value(i).into(),
+                rank: r.value(i),
+                score: s.value(i),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a run artifact.
+pub fn write_run(path: &Path, rows: &[RunRow]) -> Result<u64> {
+    let mut sink = ParquetSink::create(path, schema::run())?;
+    for chunk in rows.chunks(64 * 1024) {
+        let mut q = StringBuilder::new();
+        let mut d = StringBuilder::new();
+        let mut r = UInt32Builder::new();
+        let mut s = Float32Builder::new();
+        for row in chunk {
+            q.append_value(&row.qid);
+            d.append_value(&row.did);
+            r.append_value(row.rank);
+            s.append_value(row.score);
+        }
+        sink.write_columns(vec![
+            Arc::new(q.finish()),
+            Arc::new(d.finish()),
+            Arc::new(r.finish()),
+            Arc::new(s.finish()),
+        ])?;
+    }
+    sink.finish()
+}
+
+/// Writes a `metric, value` table.
+pub fn write_metrics(path: &Path, rows: &[(String, f64)]) -> Result<u64> {
+    let mut sink = ParquetSink::create(path, schema::metrics())?;
+    let names = StringArray::from_iter_values(rows.iter().map(|(m, _)| m.as_str()));
+    let values = Float64Array::from_iter_values(rows.iter().map(|(_, v)| *v));
+    sink.write_columns(vec![Arc::new(names), Arc::new(values)])?;
+    sink.finish()
+}
+
+/// Reads a `metric, value` table.
+pub fn read_metrics(path: &Path) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for batch in read_batches(path, &schema::metrics())? {
+        let m = column::<StringArray>(path, &batch, "metric")?;
+        let v = column::<Float64Array>(path, &batch, "value")?;
+        for i in 0..batch.num_rows() {
+            out.push((m.value(i).to_string(), v.value(i)));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a `qid, metric, value` table.
+pub fn write_per_query(path: &Path, rows: &[(String, String, f64)]) -> Result<u64> {
+    let mut sink = ParquetSink::create(path, schema::per_query_metrics())?;
+    for chunk in rows.chunks(64 * 1024) {
+        let q = StringArray::from_iter_values(chunk.iter().map(|r| r.0.as_str()));
+        let m = StringArray::from_iter_values(chunk.iter().map(|r| r.1.as_str()));
+        let v = Float64Array::from_iter_values(chunk.iter().map(|r| r.2));
+        sink.write_columns(vec![Arc::new(q), Arc::new(m), Arc::new(v)])?;
+    }
+    if rows.is_empty() {
+        let empty: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(Vec::<&str>::new())),
+            Arc::new(StringArray::from(Vec::<&str>::new())),
+            Arc::new(Float64Array::from(Vec::<f64>::new())),
+        ];
+        sink.write_columns(empty)?;
+    }
+    sink.finish()
+}
+
+/// Row count and a one-line schema of a Parquet file, from its footer (for manifests).
+pub fn describe_file(path: &Path) -> Result<(u64, String)> {
+    let f = File::open(path).map_err(|e| StageError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| StageError::parquet(path, e))?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let schema = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((rows, schema))
+}
+
+#[allow(dead_code)]
+fn _assert_array_trait(a: &dyn Array) -> usize {
+    a.len()
+}

@@ -1,0 +1,40 @@
+//! The stage kinds this build knows.
+
+use crate::contract::Stage;
+
+/// All stage kinds, looked up by name.
+pub struct Registry {
+    kinds: Vec<Box<dyn Stage>>,
+}
+
+impl Registry {
+    /// Every kind compiled into this build.
+    pub fn builtin() -> Self {
+        #[allow(unused_mut)]
+        let mut kinds: Vec<Box<dyn Stage>> = vec![
+            Box::new(crate::ingest::Ingest),
+            Box::new(crate::evaluate::Evaluate),
+        ];
+        #[cfg(feature = "test-stages")]
+        kinds.push(Box::new(crate::slow_shards::SlowShards));
+        Registry { kinds }
+    }
+
+    /// The kind named `name`.
+    pub fn get(&self, name: &str) -> Option<&dyn Stage> {
+        self.kinds
+            .iter()
+            .find(|k| k.kind() == name)
+            .map(|k| k.as_ref())
+    }
+
+    /// All kind names, for error messages and suggestions.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.kinds.iter().map(|k| k.kind()).collect()
+    }
+
+    /// All kinds.
+    pub fn all(&self) -> impl Iterator<Item = &dyn Stage> {
+        self.kinds.iter().map(|k| k.as_ref())
+    }
+}

@@ -1,0 +1,50 @@
+//! The Arrow schemas of the artifacts stages exchange (DESIGN.md "Parquet schemas").
+//! Ids are strings everywhere; nothing assumes integer ids.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// `id: utf8, text: utf8` — documents and queries.
+pub fn id_text() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+    ]))
+}
+
+/// `qid: utf8, did: utf8, rel: int32` — relevance judgments.
+pub fn qrels() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("qid", DataType::Utf8, false),
+        Field::new("did", DataType::Utf8, false),
+        Field::new("rel", DataType::Int32, false),
+    ]))
+}
+
+/// `qid: utf8, did: utf8, rank: uint32, score: float32` — a ranked run.
+pub fn run() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("qid", DataType::Utf8, false),
+        Field::new("did", DataType::Utf8, false),
+        Field::new("rank", DataType::UInt32, false),
+        Field::new("score", DataType::Float32, false),
+    ]))
+}
+
+/// `metric: utf8, value: float64` — a metrics summary.
+pub fn metrics() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}
+
+/// `qid: utf8, metric: utf8, value: float64` — per-query metric values.
+pub fn per_query_metrics() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("qid", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, false),
+    ]))
+}

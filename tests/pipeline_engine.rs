@@ -1,0 +1,227 @@
+//! The engine end to end on the toy pipeline: cache skip, param change → exact sub-DAG rerun,
+//! swap-back, plan reasons, inspect/path, verify, gc, status.
+
+mod common;
+use common::*;
+
+const TOY: &str = "pipelines/toy.toml";
+
+#[test]
+fn toy_runs_then_every_stage_is_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let first = ok(a, &["run", TOY]);
+    assert_eq!(outcome_of(&first, "ingest"), "executed");
+    assert_eq!(outcome_of(&first, "evaluate"), "executed");
+    assert!(first.contains("MRR@10"), "metrics table printed:\n{first}");
+    assert!(first.contains("Recall@1000"), "{first}");
+    let second = ok(a, &["run", TOY]);
+    assert_eq!(outcome_of(&second, "ingest"), "cached");
+    assert_eq!(outcome_of(&second, "evaluate"), "cached");
+    assert!(second.contains("0 executed"), "{second}");
+    // The cached run still shows the metrics, identical to the first run's.
+    let table = |s: &str| {
+        s.lines()
+            .filter(|l| l.contains("MRR@10"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(table(&first), table(&second));
+}
+
+#[test]
+fn param_change_reruns_only_dependents_and_swap_back_hits_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let plan0 = ok(a, &["plan", TOY]);
+    assert_eq!(plan_of(&plan0, "ingest").0, "stale");
+    assert!(plan_of(&plan0, "ingest").1.contains("never run"), "{plan0}");
+    ok(a, &["run", TOY]);
+
+    let plan1 = ok(a, &["plan", TOY, "--set", "evaluate.k=[10,100]"]);
+    assert_eq!(plan_of(&plan1, "ingest").0, "cached", "{plan1}");
+    let (status, line) = plan_of(&plan1, "evaluate");
+    assert_eq!(status, "stale", "{plan1}");
+    assert!(
+        line.contains("param `k` changed: [100,1000] -> [10,100]"),
+        "{line}"
+    );
+
+    let changed = ok(a, &["run", TOY, "--set", "evaluate.k=[10,100]"]);
+    assert_eq!(outcome_of(&changed, "ingest"), "cached");
+    assert_eq!(outcome_of(&changed, "evaluate"), "executed");
+    assert!(changed.contains("Recall@10 "), "{changed}");
+
+    let plan2 = ok(a, &["plan", TOY]);
+    let (status, line) = plan_of(&plan2, "evaluate");
+    assert_eq!(status, "cached", "{plan2}");
+    assert!(line.contains("earlier artifact"), "{line}");
+    let back = ok(a, &["run", TOY]);
+    assert_eq!(outcome_of(&back, "ingest"), "cached");
+    assert_eq!(outcome_of(&back, "evaluate"), "cached");
+}
+
+#[test]
+fn input_file_change_is_named_in_plan_and_reruns_downstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let data = tmp.path().join("run.trec");
+    std::fs::copy(repo().join("pipelines/data/toy/run.dev.bm25.trec"), &data).unwrap();
+    let set = format!("ingest.runs.bm25_dev={}", data.display());
+    ok(a, &["run", TOY, "--set", &set]);
+    // Drop the last line of the run: ingest and evaluate must rerun, and plan says why.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let plan = ok(a, &["plan", TOY, "--set", &set]);
+    let (status, line) = plan_of(&plan, "ingest");
+    assert_eq!(status, "stale");
+    assert!(line.contains("input `runs.bm25_dev` changed"), "{line}");
+    let (status, line) = plan_of(&plan, "evaluate");
+    assert_eq!(status, "stale");
+    assert!(line.contains("waits on upstream `ingest`"), "{line}");
+    let out = ok(a, &["run", TOY, "--set", &set]);
+    assert_eq!(outcome_of(&out, "ingest"), "executed");
+    assert_eq!(outcome_of(&out, "evaluate"), "executed");
+}
+
+#[test]
+fn inspect_and_path_show_artifacts_through_polars() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    ok(a, &["run", TOY]);
+    let path = ok(a, &["path", TOY, "ingest.docs"]);
+    let path = std::path::PathBuf::from(path.trim());
+    assert!(
+        path.is_file() && path.to_string_lossy().ends_with("docs.parquet"),
+        "{path:?}"
+    );
+
+    let schema = ok(a, &["inspect", TOY, "ingest.docs", "--schema"]);
+    assert!(
+        schema.contains("id: str") && schema.contains("text: str"),
+        "{schema}"
+    );
+    let head = ok(a, &["inspect", TOY, "ingest.dev_queries", "--head", "3"]);
+    assert!(head.contains("shape: (3, 2)"), "{head}");
+    let sql = ok(
+        a,
+        &[
+            "inspect",
+            TOY,
+            "ingest.docs",
+            "--sql",
+            "SELECT count(*) AS n FROM t",
+        ],
+    );
+    assert!(sql.contains("300"), "{sql}");
+    let desc = ok(a, &["inspect", TOY, "ingest.bm25_dev_run", "--describe"]);
+    assert!(
+        desc.contains("score (f32)") && desc.contains("mean="),
+        "{desc}"
+    );
+    let metrics = ok(
+        a,
+        &[
+            "inspect",
+            TOY,
+            "evaluate.metrics",
+            "--sql",
+            "SELECT value FROM metrics WHERE metric = 'MRR@10'",
+        ],
+    );
+    assert!(metrics.contains("0."), "{metrics}");
+    let err = fails(a, &["inspect", TOY, "evaluate"]);
+    assert!(
+        err.contains("several outputs") && err.contains("evaluate.per_query"),
+        "{err}"
+    );
+    let err = fails(a, &["inspect", TOY, "evalute.metrics"]);
+    assert!(err.contains("did you mean `evaluate`"), "{err}");
+}
+
+#[test]
+fn verify_reports_a_flipped_byte_and_the_engine_never_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    ok(a, &["run", TOY]);
+    let report = ok(a, &["verify", TOY]);
+    assert!(
+        report.contains("ingest") && report.contains("ok"),
+        "{report}"
+    );
+    let run_path = ok(a, &["path", TOY, "ingest.bm25_dev_run"]);
+    let run_path = run_path.trim();
+    let mut bytes = std::fs::read(run_path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    std::fs::write(run_path, bytes).unwrap();
+
+    let out = run(a, &["verify", TOY]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CORRUPT") && stdout.contains("bm25_dev_run.parquet"),
+        "{stdout}"
+    );
+    let all = run(a, &["verify"]);
+    assert!(!all.status.success());
+
+    // A stage that must read the corrupt output refuses to.
+    let err = fails(a, &["run", TOY, "--set", "evaluate.k=[7]"]);
+    assert!(
+        err.contains("corrupt") && err.contains("--force ingest"),
+        "{err}"
+    );
+    let out = ok(
+        a,
+        &["run", TOY, "--set", "evaluate.k=[7]", "--force", "ingest"],
+    );
+    assert_eq!(outcome_of(&out, "ingest"), "executed");
+    assert_eq!(outcome_of(&out, "evaluate"), "executed");
+    ok(a, &["verify", TOY]);
+}
+
+#[test]
+fn gc_removes_only_unreferenced_artifacts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    ok(a, &["run", TOY, "--set", "evaluate.k=[5]"]);
+    ok(a, &["run", TOY]);
+    let dry = ok(a, &["gc", "--dry-run"]);
+    assert!(dry.contains("would remove artifact evaluate/"), "{dry}");
+    assert!(!dry.contains("artifact ingest/"), "{dry}");
+    let count = |kind: &str| std::fs::read_dir(a.join(kind)).unwrap().count();
+    assert_eq!(count("evaluate"), 2, "dry run removes nothing");
+    ok(a, &["gc"]);
+    assert_eq!(count("evaluate"), 1);
+    let again = ok(a, &["run", TOY]);
+    assert!(again.contains("0 executed"), "{again}");
+}
+
+#[test]
+fn status_lists_runs_and_artifacts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    ok(a, &["run", TOY]);
+    ok(a, &["run", TOY]);
+    let s = ok(a, &["status", TOY]);
+    assert!(s.contains("recent runs"), "{s}");
+    assert!(s.contains("executed 2"), "{s}");
+    assert!(s.contains("cached 2"), "{s}");
+    assert!(s.contains("docs: 300 rows"), "{s}");
+}
+
+#[test]
+fn until_runs_only_ancestors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let out = ok(a, &["run", TOY, "--until", "ingest"]);
+    assert_eq!(outcome_of(&out, "ingest"), "executed");
+    assert!(!out.contains("evaluate "), "{out}");
+    let plan = ok(a, &["plan", TOY]);
+    assert_eq!(plan_of(&plan, "evaluate").0, "stale");
+    let err = fails(a, &["run", TOY, "--until", "nope"]);
+    assert!(err.contains("no stage `nope`"), "{err}");
+}

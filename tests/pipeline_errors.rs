@@ -1,0 +1,185 @@
+//! Every class of pipeline-file mistake is caught before any stage runs, with file, line and key.
+
+mod common;
+use common::*;
+
+const HEAD: &str = "name = \"t\"\n";
+const INGEST: &str = "[stage.ingest]\nkind = \"ingest\"\nqrels = { dev = \"pipelines/data/toy/qrels.dev.trec\" }\nruns = { r = \"pipelines/data/toy/run.dev.bm25.trec\" }\n";
+
+/// Runs `splade run` on `body`, asserts failure, that nothing was computed, and returns stderr.
+fn rejects(body: &str) -> (String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = write_pipeline(tmp.path(), "p.toml", body);
+    let art = tmp.path().join("artifacts");
+    let err = fails(&art, &["run", &file]);
+    assert!(
+        !art.join("ingest").exists(),
+        "no stage may run on an invalid pipeline"
+    );
+    (err, file)
+}
+
+#[test]
+fn unknown_kind_suggests_the_nearest() {
+    let (err, file) = rejects(&format!("{HEAD}[stage.x]\nkind = \"evalute\"\n"));
+    assert!(err.contains(&format!("{file}:3")), "{err}");
+    assert!(
+        err.contains("stage.x.kind") && err.contains("did you mean `evaluate`"),
+        "{err}"
+    );
+    assert!(err.contains("known: ingest, evaluate"), "{err}");
+}
+
+#[test]
+fn unknown_param_lists_valid_ones() {
+    let (err, file) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"ingest.r_run\"\nqrels = \"ingest.dev_qrels\"\nmeasurs = [\"map\"]\n"
+    ));
+    assert!(err.contains(&format!("{file}:10")), "{err}");
+    assert!(
+        err.contains("stage.e.measurs") && err.contains("did you mean `measures`"),
+        "{err}"
+    );
+    assert!(err.contains("valid: run, qrels, measures"), "{err}");
+}
+
+#[test]
+fn wrong_type_says_expected_and_got() {
+    let (err, file) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"ingest.r_run\"\nqrels = \"ingest.dev_qrels\"\nk = \"10\"\n"
+    ));
+    assert!(err.contains(&format!("{file}:10")), "{err}");
+    assert!(
+        err.contains("stage.e.k") && err.contains("expected an array of integers, got a string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_references_name_stage_and_output() {
+    let (err, _) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"ingets.r_run\"\nqrels = \"ingest.dev_qrels\"\n"
+    ));
+    assert!(
+        err.contains("names no stage `ingets`") && err.contains("did you mean `ingest`"),
+        "{err}"
+    );
+    let (err, file) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"ingest.r_rn\"\nqrels = \"ingest.dev_qrels\"\n"
+    ));
+    assert!(err.contains(&format!("{file}:8")), "{err}");
+    assert!(
+        err.contains("has no output `r_rn`") && err.contains("outputs: dev_qrels, r_run"),
+        "{err}"
+    );
+    let (err, _) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"nodot\"\nqrels = \"ingest.dev_qrels\"\n"
+    ));
+    assert!(err.contains("is not a reference"), "{err}");
+}
+
+#[test]
+fn cycles_are_printed_as_a_path() {
+    let (err, _) = rejects(&format!(
+        "{HEAD}[stage.a]\nkind = \"evaluate\"\nrun = \"b.metrics\"\nqrels = \"b.metrics\"\n[stage.b]\nkind = \"evaluate\"\nrun = \"a.metrics\"\nqrels = \"a.metrics\"\n"
+    ));
+    assert!(
+        err.contains("cycle: a -> b -> a") || err.contains("cycle: b -> a -> b"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_required_param_and_missing_kind() {
+    let (err, file) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"ingest.r_run\"\n"
+    ));
+    assert!(
+        err.contains(&format!("{file}:6"))
+            && err.contains("stage.e.qrels")
+            && err.contains("missing required"),
+        "{err}"
+    );
+    let (err, _) = rejects(&format!("{HEAD}[stage.e]\nrun = \"x.y\"\n"));
+    assert!(err.contains("missing `kind`"), "{err}");
+}
+
+#[test]
+fn invalid_toml_and_duplicate_tables_give_lines() {
+    let (err, file) = rejects(&format!("{HEAD}[stage.ingest]\nkind = \"ingest\n"));
+    assert!(
+        err.contains(&format!("{file}:3")) && err.contains("invalid TOML"),
+        "{err}"
+    );
+    let (err, file) = rejects(&format!("{HEAD}{INGEST}{INGEST}"));
+    assert!(
+        err.contains(&format!("{file}:")) && err.contains("invalid TOML"),
+        "{err}"
+    );
+    let (err, _) = rejects("[stage.a]\nkind = \"ingest\"\n");
+    assert!(err.contains("missing `name"), "{err}");
+    let (err, file) = rejects(&format!("{HEAD}stages = 1\n"));
+    assert!(
+        err.contains(&format!("{file}:2")) && err.contains("did you mean `stage`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_input_files_are_reported_before_running() {
+    let (err, file) = rejects(&format!(
+        "{HEAD}[stage.ingest]\nkind = \"ingest\"\ndocs = \"no/such/file.tsv\"\n"
+    ));
+    assert!(
+        err.contains(&format!("{file}:4"))
+            && err.contains("no/such/file.tsv")
+            && err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn set_overrides_are_typed_and_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let err = fails(a, &["run", "pipelines/toy.toml", "--set", "evaluate.k=ten"]);
+    assert!(
+        err.contains("--set evaluate.k=ten") && err.contains("expected an array of integers"),
+        "{err}"
+    );
+    let err = fails(a, &["run", "pipelines/toy.toml", "--set", "evaluat.k=[1]"]);
+    assert!(err.contains("did you mean `evaluate`"), "{err}");
+    let err = fails(
+        a,
+        &[
+            "run",
+            "pipelines/toy.toml",
+            "--set",
+            "evaluate.complete=maybe",
+        ],
+    );
+    assert!(err.contains("expected a boolean"), "{err}");
+    assert!(!a.join("ingest").exists());
+}
+
+#[test]
+fn includes_merge_with_later_keys_winning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = write_pipeline(
+        tmp.path(),
+        "base.toml",
+        &format!("name = \"base\"\n{INGEST}[stage.e]\nkind = \"evaluate\"\nrun = \"ingest.r_run\"\nqrels = \"ingest.dev_qrels\"\nk = [3]\n"),
+    );
+    let top = write_pipeline(
+        tmp.path(),
+        "top.toml",
+        &format!("name = \"top\"\ninclude = [\"{base}\"]\n[stage.e]\nmeasures = [\"recall\"]\nk = [20]\n"),
+    );
+    let a = tmp.path().join("artifacts");
+    let out = ok(&a, &["run", &top]);
+    assert!(out.contains("pipeline `top`"), "{out}");
+    assert!(
+        out.contains("Recall@20") && !out.contains("Recall@3 "),
+        "{out}"
+    );
+}
