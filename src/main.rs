@@ -1,6 +1,7 @@
 //! `splade`: SPLADE learned-sparse retrieval as a pipeline of resumable stages.
 
 mod artifact;
+mod bench;
 mod dag;
 mod engine;
 mod fingerprint;
@@ -123,6 +124,53 @@ enum Command {
     },
     /// List stage kinds and their params.
     Kinds,
+    /// Benchmarks (see README "Performance").
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Print the bag of expanded words SPLADE gives each text, strongest first.
+    Expand {
+        /// Hugging Face BERT/DistilBERT masked-LM directory.
+        #[arg(long, default_value = "conf/models/splade-tiny")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 256)]
+        max_length: usize,
+        /// Terms to show per text (0 = all); --json always prints all.
+        #[arg(long, default_value_t = 30)]
+        top: usize,
+        /// One JSON line per text: {"text", "weights": {"<term id>": weight}}.
+        #[arg(long)]
+        json: bool,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
+    Encode {
+        #[arg(long, default_value = "conf/models/splade-tiny")]
+        model: PathBuf,
+        /// `id<TAB>text` lines (cycled to reach --docs).
+        #[arg(long, default_value = "pipelines/data/toy/collection.tsv")]
+        texts: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        docs: usize,
+        #[arg(long, default_value_t = 128)]
+        max_length: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Length-bucketing window (0 = keep input order).
+        #[arg(long, default_value_t = 2048)]
+        sort_window: usize,
+        #[arg(long, default_value_t = 8192)]
+        vocab_chunk: usize,
+        /// `flex` or `tch`.
+        #[arg(long, default_value = "flex")]
+        backend: String,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 fn main() {
@@ -394,6 +442,34 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench(BenchCommand::Encode {
+            model,
+            texts,
+            docs,
+            max_length,
+            batch_size,
+            sort_window,
+            vocab_chunk,
+            backend,
+            device,
+        }) => bench::encode(&bench::EncodeBench {
+            model,
+            texts,
+            docs,
+            max_length,
+            batch_size,
+            sort_window,
+            vocab_chunk,
+            backend,
+            device,
+        }),
+        Command::Expand {
+            model,
+            max_length,
+            top,
+            json,
+            texts,
+        } => expand(&model, max_length, top, json, &texts),
         Command::Kinds => {
             for kind in Registry::builtin().all() {
                 println!("{} (v{}): {}", kind.kind(), kind.version(), kind.doc());
@@ -413,4 +489,46 @@ fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn expand(model: &Path, max_length: usize, top: usize, json: bool, texts: &[String]) -> Result<()> {
+    use splade_stages::model::encoder::{Pooling, SpladeEncoder};
+    let devices = splade_stages::model::devices_from_backend(&serde_json::json!({"kind": "flex"}))?;
+    let enc = SpladeEncoder::load(model, max_length, Pooling::Max, &devices[0])
+        .with_context(|| format!("loading model {}", model.display()))?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let vectors = enc.encode_texts(&refs)?;
+    for (text, v) in texts.iter().zip(&vectors) {
+        if json {
+            let weights: serde_json::Map<String, serde_json::Value> = v
+                .terms
+                .iter()
+                .zip(&v.weights)
+                .map(|(t, w)| (t.to_string(), serde_json::json!(w)))
+                .collect();
+            println!("{}", serde_json::json!({"text": text, "weights": weights}));
+            continue;
+        }
+        let mut pairs: Vec<(u32, f32)> = v
+            .terms
+            .iter()
+            .copied()
+            .zip(v.weights.iter().copied())
+            .collect();
+        pairs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        println!(
+            "{text}  ({} terms, sum {:.2})",
+            pairs.len(),
+            v.weights.iter().sum::<f32>()
+        );
+        let shown = if top == 0 {
+            pairs.len()
+        } else {
+            top.min(pairs.len())
+        };
+        for (t, w) in &pairs[..shown] {
+            println!("  {:<16} {:>7.4}   ({t})", enc.tokenizer.token(*t), w);
+        }
+    }
+    Ok(())
 }

@@ -208,8 +208,8 @@ fn status_lists_runs_and_artifacts() {
     ok(a, &["run", TOY]);
     let s = ok(a, &["status", TOY]);
     assert!(s.contains("recent runs"), "{s}");
-    assert!(s.contains("executed 2"), "{s}");
-    assert!(s.contains("cached 2"), "{s}");
+    assert!(s.contains("executed 4"), "{s}");
+    assert!(s.contains("cached 4"), "{s}");
     assert!(s.contains("docs: 300 rows"), "{s}");
 }
 

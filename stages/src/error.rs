@@ -14,7 +14,7 @@ pub enum StageError {
         source: std::io::Error,
     },
     /// A user file holds something we cannot read; `line` is 1-based, 0 when unknown.
-    #[error("{path}:{line}: {message}")]
+    #[error("{}: {message}", at_line(path, *line))]
     Malformed {
         path: PathBuf,
         line: usize,
@@ -29,6 +29,14 @@ pub enum StageError {
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
+}
+
+fn at_line(path: &std::path::Path, line: usize) -> String {
+    if line == 0 {
+        path.display().to_string()
+    } else {
+        format!("{}:{line}", path.display())
+    }
 }
 
 impl StageError {

@@ -7,9 +7,11 @@
 //! stages only through the contract.
 
 pub mod contract;
+pub mod encode;
 pub mod error;
 pub mod evaluate;
 pub mod ingest;
+pub mod model;
 pub mod params;
 pub mod parquet_io;
 pub mod registry;

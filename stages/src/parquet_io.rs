@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, Float32Array, Float32Builder, Float64Array, Int32Array, Int32Builder,
-    RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
+    ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -359,6 +359,110 @@ pub fn describe_file(path: &Path) -> Result<(u64, String)> {
         .collect::<Vec<_>>()
         .join(", ");
     Ok((rows, schema))
+}
+
+/// A sparse vector: term ids ascending, with their (positive) weights.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseVector {
+    pub terms: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl SparseVector {
+    /// Number of non-zero terms.
+    pub fn nnz(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// Dot product with another vector (both sorted by term).
+    pub fn dot(&self, other: &SparseVector) -> f32 {
+        let (mut i, mut j, mut s) = (0, 0, 0.0f32);
+        while i < self.terms.len() && j < other.terms.len() {
+            match self.terms[i].cmp(&other.terms[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    s += self.weights[i] * other.weights[j];
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Writes `(id, sparse vector)` rows.
+pub fn write_sparse(path: &Path, ids: &[String], vectors: &[SparseVector]) -> Result<u64> {
+    let mut sink = ParquetSink::create(path, schema::sparse_vectors())?;
+    let schema = schema::sparse_vectors();
+    let item = |i: usize| match schema.field(i).data_type() {
+        arrow::datatypes::DataType::List(f) => f.clone(),
+        _ => unreachable!("sparse schema columns 1 and 2 are lists"),
+    };
+    for start in (0..ids.len()).step_by(16 * 1024) {
+        let end = (start + 16 * 1024).min(ids.len());
+        let mut id_b = StringBuilder::new();
+        let mut t_b = ListBuilder::new(UInt32Builder::new()).with_field(item(1));
+        let mut w_b = ListBuilder::new(Float32Builder::new()).with_field(item(2));
+        for i in start..end {
+            id_b.append_value(&ids[i]);
+            t_b.values().append_slice(&vectors[i].terms);
+            t_b.append(true);
+            w_b.values().append_slice(&vectors[i].weights);
+            w_b.append(true);
+        }
+        sink.write_columns(vec![
+            Arc::new(id_b.finish()),
+            Arc::new(t_b.finish()),
+            Arc::new(w_b.finish()),
+        ])?;
+    }
+    if ids.is_empty() {
+        let mut t_b = ListBuilder::new(UInt32Builder::new()).with_field(item(1));
+        let mut w_b = ListBuilder::new(Float32Builder::new()).with_field(item(2));
+        sink.write_columns(vec![
+            Arc::new(StringArray::from(Vec::<&str>::new())),
+            Arc::new(t_b.finish()),
+            Arc::new(w_b.finish()),
+        ])?;
+    }
+    sink.finish()
+}
+
+/// Reads `(ids, vectors)` from a sparse-vectors output (file or shard directory).
+pub fn read_sparse(path: &Path) -> Result<(Vec<String>, Vec<SparseVector>)> {
+    let mut ids = Vec::new();
+    let mut vectors = Vec::new();
+    for batch in read_batches(path, &schema::sparse_vectors())? {
+        let id = column::<StringArray>(path, &batch, "id")?;
+        let terms = column::<ListArray>(path, &batch, "terms")?;
+        let weights = column::<ListArray>(path, &batch, "weights")?;
+        for i in 0..batch.num_rows() {
+            let t = terms.value(i);
+            let w = weights.value(i);
+            let t = t
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .ok_or_else(|| StageError::parquet(path, "terms are not uint32"))?;
+            let w = w
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .ok_or_else(|| StageError::parquet(path, "weights are not float32"))?;
+            if t.len() != w.len() {
+                return Err(StageError::parquet(
+                    path,
+                    format!("row {i}: {} terms but {} weights", t.len(), w.len()),
+                ));
+            }
+            ids.push(id.value(i).to_string());
+            vectors.push(SparseVector {
+                terms: t.values().to_vec(),
+                weights: w.values().to_vec(),
+            });
+        }
+    }
+    Ok((ids, vectors))
 }
 
 #[allow(dead_code)]

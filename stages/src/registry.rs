@@ -13,6 +13,7 @@ impl Registry {
         #[allow(unused_mut)]
         let mut kinds: Vec<Box<dyn Stage>> = vec![
             Box::new(crate::ingest::Ingest),
+            Box::new(crate::encode::Encode),
             Box::new(crate::evaluate::Evaluate),
         ];
         #[cfg(feature = "test-stages")]

@@ -48,3 +48,16 @@ pub fn per_query_metrics() -> SchemaRef {
         Field::new("value", DataType::Float64, false),
     ]))
 }
+
+/// `id: utf8, terms: list<uint32>, weights: list<float32>` — SPLADE sparse vectors, terms ascending.
+pub fn sparse_vectors() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new_list("terms", Field::new("item", DataType::UInt32, true), false),
+        Field::new_list(
+            "weights",
+            Field::new("item", DataType::Float32, true),
+            false,
+        ),
+    ]))
+}

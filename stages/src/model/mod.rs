@@ -1,0 +1,15 @@
+//! SPLADE encoders in burn: BERT and DistilBERT masked-LM networks built from Hugging Face model
+//! directories, the SPLADE activation and pooling, tokenization, and backend/device selection.
+
+pub mod backend;
+pub mod config;
+pub mod encoder;
+pub mod loader;
+pub mod network;
+pub mod tokenize;
+
+pub use backend::devices_from_backend;
+pub use config::{Arch, ModelConfig};
+pub use encoder::{Pooling, SpladeEncoder};
+pub use network::MlmEncoder;
+pub use tokenize::TextTokenizer;

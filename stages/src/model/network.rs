@@ -1,0 +1,146 @@
+//! The masked-LM network: embeddings, a post-LN transformer encoder, and the MLM head whose
+//! decoder is tied to the word embeddings — plus the SPLADE activation and pooling.
+
+use burn::module::{Module, Param};
+use burn::nn::transformer::{
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, relu};
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use super::config::ModelConfig;
+
+/// Word + position (+ token type) embeddings, then LayerNorm.
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Option<Embedding>,
+    pub layer_norm: LayerNorm,
+}
+
+/// The MLM head: dense → GELU → LayerNorm, then `· word_embeddingsᵀ + bias`.
+#[derive(Module, Debug)]
+pub struct MlmHead {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub bias: Param<Tensor<1>>,
+}
+
+/// A BERT/DistilBERT masked-LM encoder.
+#[derive(Module, Debug)]
+pub struct MlmEncoder {
+    pub embeddings: Embeddings,
+    pub encoder: TransformerEncoder,
+    pub head: MlmHead,
+}
+
+/// How token activations become one vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolingKind {
+    /// `max_j mask_j · log(1 + relu(logit_jv))` (SPLADE-max, v2 onwards).
+    Max,
+    /// `Σ_j mask_j · log(1 + relu(logit_jv))` (SPLADE v1).
+    Sum,
+}
+
+impl MlmEncoder {
+    /// A randomly initialised network of the given shape (weights are then loaded).
+    pub fn init(cfg: &ModelConfig, device: &Device) -> Self {
+        let embeddings = Embeddings {
+            word_embeddings: EmbeddingConfig::new(cfg.vocab_size, cfg.hidden).init(device),
+            position_embeddings: EmbeddingConfig::new(cfg.max_positions, cfg.hidden).init(device),
+            token_type_embeddings: (cfg.type_vocab_size > 0)
+                .then(|| EmbeddingConfig::new(cfg.type_vocab_size, cfg.hidden).init(device)),
+            layer_norm: LayerNormConfig::new(cfg.hidden)
+                .with_epsilon(cfg.layer_norm_eps)
+                .init(device),
+        };
+        let encoder =
+            TransformerEncoderConfig::new(cfg.hidden, cfg.intermediate, cfg.heads, cfg.layers)
+                .with_norm_first(false)
+                .with_layer_norm_eps(cfg.layer_norm_eps)
+                .with_dropout(0.1)
+                .init(device);
+        let head = MlmHead {
+            dense: LinearConfig::new(cfg.hidden, cfg.hidden).init(device),
+            layer_norm: LayerNormConfig::new(cfg.hidden)
+                .with_epsilon(cfg.layer_norm_eps)
+                .init(device),
+            bias: Param::from_tensor(Tensor::zeros([cfg.vocab_size], device)),
+        };
+        MlmEncoder {
+            embeddings,
+            encoder,
+            head,
+        }
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.head.bias.val().dims()[0]
+    }
+
+    /// Contextual token states after the transformer (`[B, L, H]`); `pad` is true at padding.
+    pub fn hidden(&self, ids: Tensor<2, Int>, pad: Tensor<2, Bool>) -> Tensor<3> {
+        let [b, l] = ids.dims();
+        let device = ids.device();
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &device)
+            .reshape([1, l])
+            .repeat_dim(0, b);
+        let mut x = self.embeddings.word_embeddings.forward(ids)
+            + self.embeddings.position_embeddings.forward(positions);
+        if let Some(tt) = &self.embeddings.token_type_embeddings {
+            x = x + tt.forward(Tensor::<2, Int>::zeros([b, l], &device));
+        }
+        let x = self.embeddings.layer_norm.forward(x);
+        self.encoder
+            .forward(TransformerEncoderInput::new(x).mask_pad(pad))
+    }
+
+    /// SPLADE representations `[B, V]`. The vocabulary projection runs in chunks of `chunk`
+    /// terms with the pooling applied per chunk, so the `B × L × V` logits never exist at once.
+    pub fn splade(
+        &self,
+        ids: Tensor<2, Int>,
+        mask: Tensor<2>,
+        pooling: PoolingKind,
+        chunk: usize,
+    ) -> Tensor<2> {
+        let [b, l] = ids.dims();
+        let pad = mask.clone().equal_elem(0.0);
+        let h = self.hidden(ids, pad);
+        let h = self.head.dense.forward(h);
+        let h = self.head.layer_norm.forward(gelu(h));
+        let hd = h.dims()[2];
+        let rows = h.reshape([b * l, hd]);
+        let words = self.embeddings.word_embeddings.weight.val(); // [V, H]
+        let bias = self.head.bias.val();
+        let v = words.dims()[0];
+        let chunk = chunk.clamp(1, v);
+        // 0 on real tokens, a large negative on padding, broadcast over the vocabulary.
+        let mask3 = mask.reshape([b, l, 1]);
+        let pad_penalty = (mask3.clone() - 1.0) * 1e9;
+        let mut parts = Vec::with_capacity(v.div_ceil(chunk));
+        let mut start = 0;
+        while start < v {
+            let n = chunk.min(v - start);
+            let w = words.clone().narrow(0, start, n).transpose(); // [H, n]
+            let logits = rows.clone().matmul(w) + bias.clone().narrow(0, start, n).reshape([1, n]);
+            let logits = logits.reshape([b, l, n]);
+            let pooled: Tensor<2> = match pooling {
+                // log1p∘relu is monotone: pool the logits first, activate B×n values only.
+                PoolingKind::Max => relu((logits + pad_penalty.clone()).max_dim(1))
+                    .log1p()
+                    .reshape([b, n]),
+                PoolingKind::Sum => (relu(logits).log1p() * mask3.clone())
+                    .sum_dim(1)
+                    .reshape([b, n]),
+            };
+            parts.push(pooled);
+            start += n;
+        }
+        Tensor::cat(parts, 1)
+    }
+}

@@ -1,0 +1,231 @@
+//! The encode stage and `splade expand` through the real binary.
+
+mod common;
+use common::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use splade_stages::parquet_io::read_sparse;
+
+const TOY: &str = "pipelines/toy.toml";
+
+fn vectors(
+    a: &std::path::Path,
+    pipeline: &str,
+    target: &str,
+) -> (Vec<String>, Vec<splade_stages::parquet_io::SparseVector>) {
+    let p = PathBuf::from(ok(a, &["path", pipeline, target]).trim());
+    read_sparse(&p).unwrap()
+}
+
+#[test]
+fn toy_encodes_docs_and_queries_consistently_with_expand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let out = ok(a, &["run", TOY]);
+    assert_eq!(outcome_of(&out, "encode_docs"), "executed");
+    let (ids, docs) = vectors(a, TOY, "encode_docs.vectors");
+    assert_eq!(ids.len(), 300);
+    assert_eq!(
+        ids[0], "0",
+        "input order is restored after length bucketing"
+    );
+    for v in &docs {
+        assert!(!v.terms.is_empty());
+        assert!(v.terms.windows(2).all(|w| w[0] < w[1]), "terms ascending");
+        assert!(v.weights.iter().all(|w| *w > 0.0 && w.is_finite()));
+    }
+    let m: serde_json::Value = serde_json::from_str(&ok(
+        a,
+        &["inspect", TOY, "encode_docs.vectors", "--manifest"],
+    ))
+    .unwrap();
+    assert_eq!(m["stats"]["shards"], 3);
+    assert!(
+        m["stats"]["nnz_mean"].as_f64().unwrap() > 10.0,
+        "{}",
+        m["stats"]
+    );
+
+    // Batched, bucketed encoding equals encoding each text alone (`splade expand --json`).
+    let (qids, queries) = vectors(a, TOY, "encode_dev_queries.vectors");
+    let texts: Vec<String> =
+        std::fs::read_to_string(repo().join("pipelines/data/toy/queries.dev.tsv"))
+            .unwrap()
+            .lines()
+            .take(5)
+            .map(|l| l.split_once('\t').unwrap().1.to_string())
+            .collect();
+    let mut args = vec!["expand", "--json", "--max-length", "64"];
+    args.extend(texts.iter().map(String::as_str));
+    let lines = ok(a, &args);
+    for (i, line) in lines.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let single: BTreeMap<u32, f32> = v["weights"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, w)| (k.parse().unwrap(), w.as_f64().unwrap() as f32))
+            .collect();
+        let idx = qids
+            .iter()
+            .position(|q| *q == format!("{}", 2000 + i))
+            .unwrap();
+        let batched: BTreeMap<u32, f32> = queries[idx]
+            .terms
+            .iter()
+            .copied()
+            .zip(queries[idx].weights.iter().copied())
+            .collect();
+        assert_eq!(
+            single.keys().collect::<Vec<_>>(),
+            batched.keys().collect::<Vec<_>>(),
+            "{}",
+            texts[i]
+        );
+        for (t, w) in &single {
+            assert!((w - batched[t]).abs() < 1e-4, "{}: term {t}", texts[i]);
+        }
+    }
+}
+
+#[test]
+fn pruning_and_bag_of_words_mode() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let top5 = ["--set", "encode_dev_queries.top_k=5"];
+    ok(
+        a,
+        &[
+            "run",
+            TOY,
+            "--until",
+            "encode_dev_queries",
+            top5[0],
+            top5[1],
+        ],
+    );
+    let p = PathBuf::from(
+        ok(
+            a,
+            &["path", TOY, "encode_dev_queries.vectors", top5[0], top5[1]],
+        )
+        .trim(),
+    );
+    let (_, q) = read_sparse(&p).unwrap();
+    assert!(q.iter().all(|v| v.nnz() <= 5 && v.nnz() > 0));
+    let set = ["--set", "encode_dev_queries.mode=\"bag_of_words\""];
+    let mut args = vec!["run", TOY, "--until", "encode_dev_queries"];
+    args.extend(set);
+    ok(a, &args);
+    let mut args = vec!["path", TOY, "encode_dev_queries.vectors"];
+    args.extend(set);
+    let p = PathBuf::from(ok(a, &args).trim());
+    let (_, bow) = read_sparse(&p).unwrap();
+    for v in &bow {
+        assert!(v.weights.iter().all(|w| *w == 1.0));
+        assert!(
+            !v.terms.contains(&101) && !v.terms.contains(&102),
+            "[CLS]/[SEP] excluded"
+        );
+    }
+}
+
+#[test]
+fn expand_prints_expansion_terms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(
+        tmp.path(),
+        &["expand", "--top", "5", "what is the capital of france?"],
+    );
+    assert!(
+        out.contains("capital") && out.contains("france") && out.contains("(15 terms"),
+        "{out}"
+    );
+    let json = ok(
+        tmp.path(),
+        &["expand", "--json", "what is the capital of france?"],
+    );
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["weights"].as_object().unwrap().len(), 15);
+    assert!((v["weights"]["3007"].as_f64().unwrap() - 2.789453).abs() < 1e-4);
+    let err = fails(tmp.path(), &["expand", "--model", "/no/such/model", "x"]);
+    assert!(err.contains("/no/such/model"), "{err}");
+}
+
+#[test]
+fn killed_encode_resumes_per_shard_with_identical_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        "enc.toml",
+        "name = \"enc\"\n\
+         [stage.ingest]\nkind = \"ingest\"\ndocs = \"pipelines/data/toy/collection.tsv\"\n\
+         [stage.encode]\nkind = \"encode\"\ninput = \"ingest.docs\"\nshard_size = 10\nbatch_size = 5\n",
+    );
+    let reference = tmp.path().join("reference");
+    ok(&reference, &["run", &pipeline]);
+
+    let a = tmp.path().join("killed");
+    let mut child = splade(&a)
+        .args(["run", &pipeline, "--no-progress"])
+        .spawn()
+        .unwrap();
+    let shards = || {
+        std::fs::read_dir(a.join(".staging"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        std::fs::read_dir(e.path().join("vectors"))
+                            .map(|v| v.count())
+                            .unwrap_or(0)
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while shards() < 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "encode never committed 3 shards"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = ok(&a, &["run", &pipeline]);
+    assert_eq!(outcome_of(&out, "encode"), "resumed", "{out}");
+    let m: serde_json::Value = serde_json::from_str(&ok(
+        &a,
+        &["inspect", &pipeline, "encode.vectors", "--manifest"],
+    ))
+    .unwrap();
+    assert!(
+        m["stats"]["resumed_from_shard"].as_u64().unwrap() >= 3,
+        "{}",
+        m["stats"]
+    );
+    let files = |root: &std::path::Path| {
+        let dir = PathBuf::from(ok(root, &["path", &pipeline, "encode.vectors"]).trim());
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        files(&a),
+        files(&reference),
+        "resumed artifact is byte-identical"
+    );
+}
