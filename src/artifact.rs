@@ -216,6 +216,11 @@ impl ArtifactRoot {
                         .filter(|f| f.path.starts_with(&prefix))
                         .collect(),
                 )
+            } else if let Some(f) = files
+                .iter()
+                .find(|f| !f.path.contains('/') && f.path.split('.').next() == Some(name.as_str()))
+            {
+                (f.path.clone(), vec![f])
             } else {
                 return Err(ArtifactError::MissingOutput {
                     output: name.clone(),

@@ -83,3 +83,173 @@ pub fn encode(b: &EncodeBench) -> Result<()> {
     );
     Ok(())
 }
+
+/// Deterministic 64-bit generator (splitmix64) so every machine builds the same collection.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        (-2.0 * self.unit().ln()).sqrt() * (2.0 * std::f64::consts::PI * self.unit()).cos()
+    }
+}
+
+/// A SPLADE-shaped synthetic vector: term ids Zipfian over the vocabulary (rank r has
+/// probability ∝ 1/r), a permutation decoupling id from frequency, weights in (0, 3].
+fn synth_vector(
+    rng: &mut SplitMix,
+    nnz: usize,
+    cdf: &[f64],
+    perm: &[u32],
+) -> splade_stages::parquet_io::SparseVector {
+    let mut terms = Vec::with_capacity(nnz);
+    let mut guard = 0;
+    while terms.len() < nnz && guard < nnz * 20 {
+        guard += 1;
+        let u = rng.unit();
+        let r = cdf.partition_point(|c| *c < u).min(cdf.len() - 1);
+        terms.push(perm[r]);
+        if terms.len() % 16 == 0 || terms.len() == nnz {
+            terms.sort_unstable();
+            terms.dedup();
+        }
+    }
+    terms.sort_unstable();
+    terms.dedup();
+    let weights = terms
+        .iter()
+        .map(|_| (3.0 * rng.unit().powf(1.6)).clamp(0.01, 3.0) as f32)
+        .collect();
+    splade_stages::parquet_io::SparseVector { terms, weights }
+}
+
+/// Writes `docs.parquet` and `queries.parquet` of a synthetic SPLADE-shaped collection.
+pub fn synth(out: &std::path::Path, docs: usize, queries: usize, seed: u64) -> Result<()> {
+    const VOCAB: usize = 30522;
+    std::fs::create_dir_all(out)?;
+    let mut rng = SplitMix(seed);
+    let mut cdf = Vec::with_capacity(VOCAB);
+    let mut acc = 0.0;
+    for r in 1..=VOCAB {
+        acc += 1.0 / (r as f64).powf(1.0);
+        cdf.push(acc);
+    }
+    for c in cdf.iter_mut() {
+        *c /= acc;
+    }
+    let mut perm: Vec<u32> = (0..VOCAB as u32).collect();
+    for i in (1..VOCAB).rev() {
+        let j = (rng.next() % (i as u64 + 1)) as usize;
+        perm.swap(i, j);
+    }
+    let t0 = Instant::now();
+    // Document nnz: log-normal around 150 (mean ≈ 170, long tail), capped at 1000.
+    let doc_vecs: Vec<_> = (0..docs)
+        .map(|_| {
+            let nnz = (150.0 * (0.5 * rng.normal()).exp()).clamp(10.0, 1000.0) as usize;
+            synth_vector(&mut rng, nnz, &cdf, &perm)
+        })
+        .collect();
+    let q_vecs: Vec<_> = (0..queries)
+        .map(|_| {
+            let nnz = 20 + (rng.next() % 26) as usize;
+            synth_vector(&mut rng, nnz, &cdf, &perm)
+        })
+        .collect();
+    let ids: Vec<String> = (0..docs).map(|i| format!("d{i}")).collect();
+    let qids: Vec<String> = (0..queries).map(|i| format!("q{i}")).collect();
+    splade_stages::parquet_io::write_sparse(&out.join("docs.parquet"), &ids, &doc_vecs)?;
+    splade_stages::parquet_io::write_sparse(&out.join("queries.parquet"), &qids, &q_vecs)?;
+    let nnz: usize = doc_vecs.iter().map(|v| v.nnz()).sum();
+    let qnnz: usize = q_vecs.iter().map(|v| v.nnz()).sum();
+    println!(
+        "synth docs={docs} queries={queries} doc_nnz_mean={:.1} query_nnz_mean={:.1} secs={:.1} out={}",
+        nnz as f64 / docs.max(1) as f64,
+        qnnz as f64 / queries.max(1) as f64,
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// Index build speed and size, then latency (1 thread) and throughput (all threads) of each
+/// algorithm at k = 10 and 1000 on a synthetic collection made by [`synth`].
+pub fn retrieve(
+    dir: &std::path::Path,
+    max_queries: usize,
+    dump: Option<&std::path::Path>,
+) -> Result<()> {
+    use rayon::prelude::*;
+    use splade_stages::index::reader::InvertedIndex;
+    use splade_stages::retrieve::algorithms::{exhaustive, maxscore};
+    let (_, docs) = splade_stages::parquet_io::read_sparse(&dir.join("docs.parquet"))?;
+    let (_, mut queries) = splade_stages::parquet_io::read_sparse(&dir.join("queries.parquet"))?;
+    queries.truncate(max_queries);
+    let index_dir = dir.join("index");
+    let t0 = Instant::now();
+    let stats = splade_stages::index::build::build(&index_dir, &docs, 30522, 0.0)?;
+    let build_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let index = InvertedIndex::open(&index_dir)?;
+    let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    drop(docs);
+    println!(
+        "index docs={} postings={} build_docs_per_s={:.0} bytes_per_posting={:.3} postings_mib={:.1} open_ms={:.1} rss_mib={:.0}",
+        stats.n_docs,
+        stats.n_postings,
+        stats.n_docs as f64 / build_s,
+        stats.postings_bytes as f64 / stats.n_postings.max(1) as f64,
+        stats.postings_bytes as f64 / (1 << 20) as f64,
+        open_ms,
+        peak_rss_mib()
+    );
+    if let Some(path) = dump {
+        // MaxScore top-1000 per query as `query_index<TAB>doc_index<TAB>integer score`.
+        let mut out = String::new();
+        for (qi, q) in queries.iter().enumerate() {
+            for h in maxscore(&index, q, 1000) {
+                out += &format!("{qi}\t{}\t{}\n", h.doc, h.score);
+            }
+        }
+        std::fs::write(path, out)?;
+    }
+    for k in [10usize, 1000] {
+        for algo in ["exhaustive", "maxscore"] {
+            let run = |q: &splade_stages::parquet_io::SparseVector, acc: &mut Vec<u32>| {
+                if algo == "exhaustive" {
+                    exhaustive(&index, q, k, acc)
+                } else {
+                    maxscore(&index, q, k)
+                }
+            };
+            let mut acc = Vec::new();
+            let t0 = Instant::now();
+            let mut hits = 0usize;
+            for q in &queries {
+                hits += run(q, &mut acc).len();
+            }
+            let single_ms = t0.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
+            let t0 = Instant::now();
+            let total: usize = queries
+                .par_iter()
+                .map_init(Vec::new, |acc, q| run(q, acc).len())
+                .sum();
+            let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
+            anyhow::ensure!(total == hits, "parallel and sequential runs disagree");
+            println!(
+                "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} qps_all_threads={qps:.1} threads={}",
+                rayon::current_num_threads()
+            );
+        }
+    }
+    Ok(())
+}

@@ -147,6 +147,26 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Write a deterministic SPLADE-shaped synthetic collection (docs.parquet, queries.parquet).
+    Synth {
+        #[arg(long, default_value_t = 100_000)]
+        docs: usize,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Index build and retrieval speed (each algorithm, k = 10 and 1000) on a `bench synth` dir.
+    Retrieve {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Write MaxScore's top-1000 (query index, doc index, integer score) here, for comparisons.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+    },
     /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
     Encode {
         #[arg(long, default_value = "conf/models/splade-tiny")]
@@ -252,7 +272,7 @@ fn print_report(r: &StageReport) {
         Outcome::Skipped(why) => ("skipped".to_string(), why.clone()),
     };
     println!(
-        "  {:<16} {:<10} {:<9} {:<12} {}",
+        "  {:<22} {:<9} {:<9} {:<12} {}",
         r.name, r.kind, what, fp, detail
     );
 }
@@ -319,7 +339,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 p.pipeline.display()
             );
             println!(
-                "  {:<16} {:<10} {:<8} {:<12} detail",
+                "  {:<22} {:<9} {:<8} {:<12} detail",
                 "stage", "kind", "status", "fingerprint"
             );
             for (name, state) in engine.plan()? {
@@ -349,7 +369,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ),
                 };
                 println!(
-                    "  {:<16} {:<10} {:<8} {:<12} {}",
+                    "  {:<22} {:<9} {:<8} {:<12} {}",
                     name,
                     kind,
                     state.label(),
@@ -441,6 +461,15 @@ fn dispatch(cli: Cli) -> Result<()> {
                 bail!("corruption found (see above); `splade run PIPELINE --force STAGE` recomputes an artifact");
             }
             Ok(())
+        }
+        Command::Bench(BenchCommand::Synth {
+            docs,
+            queries,
+            seed,
+            out,
+        }) => bench::synth(&out, docs, queries, seed),
+        Command::Bench(BenchCommand::Retrieve { dir, queries, dump }) => {
+            bench::retrieve(&dir, queries, dump.as_deref())
         }
         Command::Bench(BenchCommand::Encode {
             model,

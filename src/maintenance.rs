@@ -67,7 +67,7 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
                         })
                         .collect();
                     println!(
-                        "  {name:<16} cached   {}  {}  took {:.2}s  made {}  [{}]",
+                        "  {name:<22} cached   {}  {}  took {:.2}s  made {}  [{}]",
                         dir.display(),
                         human_bytes(dir_size(&dir)),
                         manifest.seconds,
@@ -76,10 +76,10 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
                     );
                 }
                 StageState::Partial { state, .. } => {
-                    println!("  {name:<16} partial  resume state {state}")
+                    println!("  {name:<22} partial  resume state {state}")
                 }
                 StageState::Stale { reasons, .. } => {
-                    println!("  {name:<16} stale    {}", reasons.join("; "))
+                    println!("  {name:<22} stale    {}", reasons.join("; "))
                 }
             }
         }
@@ -207,7 +207,7 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
                     StageState::Cached { fp, manifest, .. } => {
                         targets.push((name, root.dir(&manifest.kind, &fp), Some(*manifest)))
                     }
-                    other => println!("  {name:<16} {:<8} (no artifact to verify)", other.label()),
+                    other => println!("  {name:<22} {:<8} (no artifact to verify)", other.label()),
                 }
             }
         }
@@ -225,7 +225,7 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
                 Ok(m) => m,
                 Err(e) => {
                     ok = false;
-                    println!("  {name:<16} CORRUPT  {e}");
+                    println!("  {name:<22} CORRUPT  {e}");
                     continue;
                 }
             },
@@ -233,14 +233,14 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
         let bad = root.verify(&dir, &manifest);
         if bad.is_empty() {
             println!(
-                "  {name:<16} ok       {} files, {}",
+                "  {name:<22} ok       {} files, {}",
                 manifest.files.len(),
                 dir.display()
             );
         } else {
             ok = false;
             for c in bad {
-                println!("  {name:<16} CORRUPT  {}: {}", c.file.display(), c.problem);
+                println!("  {name:<22} CORRUPT  {}: {}", c.file.display(), c.problem);
             }
         }
     }

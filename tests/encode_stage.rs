@@ -196,6 +196,8 @@ fn killed_encode_resumes_per_shard_with_identical_output() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // A shard renamed into place just before the kill may not have its resume state saved yet.
+    let committed = shards() as u64 - 1;
     let out = ok(&a, &["run", &pipeline]);
     assert_eq!(outcome_of(&out, "encode"), "resumed", "{out}");
     let m: serde_json::Value = serde_json::from_str(&ok(
@@ -204,7 +206,7 @@ fn killed_encode_resumes_per_shard_with_identical_output() {
     ))
     .unwrap();
     assert!(
-        m["stats"]["resumed_from_shard"].as_u64().unwrap() >= 3,
+        m["stats"]["resumed_from_shard"].as_u64().unwrap() >= committed,
         "{}",
         m["stats"]
     );

@@ -11,14 +11,39 @@ fn toy_runs_then_every_stage_is_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path();
     let first = ok(a, &["run", TOY]);
-    assert_eq!(outcome_of(&first, "ingest"), "executed");
-    assert_eq!(outcome_of(&first, "evaluate"), "executed");
+    for stage in [
+        "ingest",
+        "encode_docs",
+        "index",
+        "retrieve",
+        "evaluate",
+        "bm25_evaluate",
+    ] {
+        assert_eq!(outcome_of(&first, stage), "executed", "{first}");
+    }
     assert!(first.contains("MRR@10"), "metrics table printed:\n{first}");
-    assert!(first.contains("Recall@1000"), "{first}");
+    assert!(first.contains("Recall@100"), "{first}");
+    assert!(
+        first.contains("\nevaluate (50 queries)"),
+        "SPLADE metrics: {first}"
+    );
+    assert!(
+        first.contains("\nbm25_evaluate (50 queries)"),
+        "BM25 metrics: {first}"
+    );
+    assert!(first.contains("12 stages: 12 executed"), "{first}");
     let second = ok(a, &["run", TOY]);
-    assert_eq!(outcome_of(&second, "ingest"), "cached");
-    assert_eq!(outcome_of(&second, "evaluate"), "cached");
-    assert!(second.contains("0 executed"), "{second}");
+    for stage in [
+        "ingest",
+        "encode_docs",
+        "index",
+        "retrieve",
+        "evaluate",
+        "bm25_evaluate",
+    ] {
+        assert_eq!(outcome_of(&second, stage), "cached", "{second}");
+    }
+    assert!(second.contains("0 executed, 12 cached"), "{second}");
     // The cached run still shows the metrics, identical to the first run's.
     let table = |s: &str| {
         s.lines()
@@ -38,27 +63,29 @@ fn param_change_reruns_only_dependents_and_swap_back_hits_the_cache() {
     assert!(plan_of(&plan0, "ingest").1.contains("never run"), "{plan0}");
     ok(a, &["run", TOY]);
 
-    let plan1 = ok(a, &["plan", TOY, "--set", "evaluate.k=[10,100]"]);
+    let plan1 = ok(a, &["plan", TOY, "--set", "evaluate.k=[5,50]"]);
     assert_eq!(plan_of(&plan1, "ingest").0, "cached", "{plan1}");
+    assert_eq!(plan_of(&plan1, "retrieve").0, "cached", "{plan1}");
     let (status, line) = plan_of(&plan1, "evaluate");
     assert_eq!(status, "stale", "{plan1}");
     assert!(
-        line.contains("param `k` changed: [100,1000] -> [10,100]"),
+        line.contains("param `k` changed: [10,100] -> [5,50]"),
         "{line}"
     );
 
-    let changed = ok(a, &["run", TOY, "--set", "evaluate.k=[10,100]"]);
+    let changed = ok(a, &["run", TOY, "--set", "evaluate.k=[5,50]"]);
     assert_eq!(outcome_of(&changed, "ingest"), "cached");
+    assert_eq!(outcome_of(&changed, "retrieve"), "cached");
     assert_eq!(outcome_of(&changed, "evaluate"), "executed");
-    assert!(changed.contains("Recall@10 "), "{changed}");
+    assert!(changed.contains("1 executed, 11 cached"), "{changed}");
+    assert!(changed.contains("Recall@50 "), "{changed}");
 
     let plan2 = ok(a, &["plan", TOY]);
     let (status, line) = plan_of(&plan2, "evaluate");
     assert_eq!(status, "cached", "{plan2}");
     assert!(line.contains("earlier artifact"), "{line}");
     let back = ok(a, &["run", TOY]);
-    assert_eq!(outcome_of(&back, "ingest"), "cached");
-    assert_eq!(outcome_of(&back, "evaluate"), "cached");
+    assert!(back.contains("0 executed, 12 cached"), "{back}");
 }
 
 #[test]
@@ -69,7 +96,8 @@ fn input_file_change_is_named_in_plan_and_reruns_downstream() {
     std::fs::copy(repo().join("pipelines/data/toy/run.dev.bm25.trec"), &data).unwrap();
     let set = format!("ingest.runs.bm25_dev={}", data.display());
     ok(a, &["run", TOY, "--set", &set]);
-    // Drop the last line of the run: ingest and evaluate must rerun, and plan says why.
+    // Drop the last line of the run: ingest and the evaluation of that run rerun, and plan says
+    // why; the docs output did not change, so everything downstream of it stays cached.
     let text = std::fs::read_to_string(&data).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     lines.pop();
@@ -78,12 +106,18 @@ fn input_file_change_is_named_in_plan_and_reruns_downstream() {
     let (status, line) = plan_of(&plan, "ingest");
     assert_eq!(status, "stale");
     assert!(line.contains("input `runs.bm25_dev` changed"), "{line}");
-    let (status, line) = plan_of(&plan, "evaluate");
+    let (status, line) = plan_of(&plan, "bundled_bm25_evaluate");
     assert_eq!(status, "stale");
     assert!(line.contains("waits on upstream `ingest`"), "{line}");
     let out = ok(a, &["run", TOY, "--set", &set]);
     assert_eq!(outcome_of(&out, "ingest"), "executed");
-    assert_eq!(outcome_of(&out, "evaluate"), "executed");
+    assert_eq!(outcome_of(&out, "bundled_bm25_evaluate"), "executed");
+    assert_eq!(
+        outcome_of(&out, "encode_docs"),
+        "cached",
+        "content-addressed inputs: {out}"
+    );
+    assert_eq!(outcome_of(&out, "evaluate"), "cached", "{out}");
 }
 
 #[test]
@@ -169,17 +203,24 @@ fn verify_reports_a_flipped_byte_and_the_engine_never_reads_it() {
     assert!(!all.status.success());
 
     // A stage that must read the corrupt output refuses to.
-    let err = fails(a, &["run", TOY, "--set", "evaluate.k=[7]"]);
+    let err = fails(a, &["run", TOY, "--set", "bundled_bm25_evaluate.k=[7]"]);
     assert!(
         err.contains("corrupt") && err.contains("--force ingest"),
         "{err}"
     );
     let out = ok(
         a,
-        &["run", TOY, "--set", "evaluate.k=[7]", "--force", "ingest"],
+        &[
+            "run",
+            TOY,
+            "--set",
+            "bundled_bm25_evaluate.k=[7]",
+            "--force",
+            "ingest",
+        ],
     );
     assert_eq!(outcome_of(&out, "ingest"), "executed");
-    assert_eq!(outcome_of(&out, "evaluate"), "executed");
+    assert_eq!(outcome_of(&out, "bundled_bm25_evaluate"), "executed");
     ok(a, &["verify", TOY]);
 }
 
@@ -193,9 +234,9 @@ fn gc_removes_only_unreferenced_artifacts() {
     assert!(dry.contains("would remove artifact evaluate/"), "{dry}");
     assert!(!dry.contains("artifact ingest/"), "{dry}");
     let count = |kind: &str| std::fs::read_dir(a.join(kind)).unwrap().count();
-    assert_eq!(count("evaluate"), 2, "dry run removes nothing");
+    assert_eq!(count("evaluate"), 4, "dry run removes nothing");
     ok(a, &["gc"]);
-    assert_eq!(count("evaluate"), 1);
+    assert_eq!(count("evaluate"), 3);
     let again = ok(a, &["run", TOY]);
     assert!(again.contains("0 executed"), "{again}");
 }
@@ -208,8 +249,8 @@ fn status_lists_runs_and_artifacts() {
     ok(a, &["run", TOY]);
     let s = ok(a, &["status", TOY]);
     assert!(s.contains("recent runs"), "{s}");
-    assert!(s.contains("executed 4"), "{s}");
-    assert!(s.contains("cached 4"), "{s}");
+    assert!(s.contains("executed 12"), "{s}");
+    assert!(s.contains("cached 12"), "{s}");
     assert!(s.contains("docs: 300 rows"), "{s}");
 }
 
@@ -219,7 +260,7 @@ fn until_runs_only_ancestors() {
     let a = tmp.path();
     let out = ok(a, &["run", TOY, "--until", "ingest"]);
     assert_eq!(outcome_of(&out, "ingest"), "executed");
-    assert!(!out.contains("evaluate "), "{out}");
+    assert!(!out.contains("encode_docs"), "{out}");
     let plan = ok(a, &["plan", TOY]);
     assert_eq!(plan_of(&plan, "evaluate").0, "stale");
     let err = fails(a, &["run", TOY, "--until", "nope"]);

@@ -27,7 +27,10 @@ fn unknown_kind_suggests_the_nearest() {
         err.contains("stage.x.kind") && err.contains("did you mean `evaluate`"),
         "{err}"
     );
-    assert!(err.contains("known: ingest, encode, evaluate"), "{err}");
+    assert!(
+        err.contains("known: ingest, bm25, encode, index, retrieve, evaluate"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -6,15 +6,18 @@
 //! nothing about sled, TOML files or the command line: the engine in the `splade` package drives
 //! stages only through the contract.
 
+pub mod bm25;
 pub mod contract;
 pub mod encode;
 pub mod error;
 pub mod evaluate;
+pub mod index;
 pub mod ingest;
 pub mod model;
 pub mod params;
 pub mod parquet_io;
 pub mod registry;
+pub mod retrieve;
 pub mod schema;
 pub mod text_input;
 

@@ -13,7 +13,10 @@ impl Registry {
         #[allow(unused_mut)]
         let mut kinds: Vec<Box<dyn Stage>> = vec![
             Box::new(crate::ingest::Ingest),
+            Box::new(crate::bm25::Bm25),
             Box::new(crate::encode::Encode),
+            Box::new(crate::index::Index),
+            Box::new(crate::retrieve::Retrieve),
             Box::new(crate::evaluate::Evaluate),
         ];
         #[cfg(feature = "test-stages")]

@@ -1,0 +1,125 @@
+//! Query processing over the quantized index. Scores are integers (quantized query weight ×
+//! impact), so every algorithm computes exactly the same scores and, with the shared tie rule,
+//! the same top-k: dynamic pruning is safe by construction, and property-tested.
+
+use crate::index::format::TermMeta;
+use crate::index::reader::{InvertedIndex, END};
+use crate::parquet_io::SparseVector;
+
+use super::topk::{Hit, TopK};
+
+/// Query weights are quantized as `round(w · QUERY_SCALE)` (Anserini's ×100 convention).
+pub const QUERY_SCALE: f32 = 100.0;
+
+/// A query's terms that have postings, with integer weights.
+pub fn prepare(index: &InvertedIndex, q: &SparseVector) -> Vec<(TermMeta, u32)> {
+    q.terms
+        .iter()
+        .zip(&q.weights)
+        .filter_map(|(t, w)| {
+            let qw = (w * QUERY_SCALE).round();
+            if qw < 1.0 {
+                return None;
+            }
+            index
+                .term(*t)
+                .map(|m| (m, qw.min(u32::MAX as f32 / 256.0) as u32))
+        })
+        .collect()
+}
+
+/// Term-at-a-time over every posting with a dense accumulator: the reference.
+pub fn exhaustive(
+    index: &InvertedIndex,
+    q: &SparseVector,
+    k: usize,
+    acc: &mut Vec<u32>,
+) -> Vec<Hit> {
+    let terms = prepare(index, q);
+    acc.clear();
+    acc.resize(index.n_docs as usize, 0);
+    for (meta, qw) in &terms {
+        let mut c = index.cursor(*meta);
+        while c.doc() != END {
+            acc[c.doc() as usize] += qw * c.impact();
+            c.next();
+        }
+    }
+    let mut top = TopK::new(k);
+    for (d, s) in acc.iter().enumerate() {
+        if *s > 0 {
+            top.push(Hit {
+                score: *s,
+                doc: d as u32,
+            });
+        }
+    }
+    top.into_sorted()
+}
+
+/// MaxScore (Turtle & Flood) document-at-a-time: terms sorted by their maximum contribution;
+/// those whose summed maxima cannot beat the current k-th score are only probed for documents
+/// found through the others, and a document is abandoned as soon as its upper bound cannot enter.
+pub fn maxscore(index: &InvertedIndex, q: &SparseVector, k: usize) -> Vec<Hit> {
+    let mut terms = prepare(index, q);
+    terms.sort_by_key(|(m, qw)| qw * m.max_impact as u32);
+    let max: Vec<u32> = terms
+        .iter()
+        .map(|(m, qw)| qw * m.max_impact as u32)
+        .collect();
+    // ub[i] = Σ_{j ≤ i} max[j]
+    let mut ub = Vec::with_capacity(max.len());
+    let mut s = 0u32;
+    for m in &max {
+        s += m;
+        ub.push(s);
+    }
+    let weights: Vec<u32> = terms.iter().map(|t| t.1).collect();
+    let mut cursors: Vec<_> = terms.iter().map(|(m, _)| index.cursor(*m)).collect();
+    let mut top = TopK::new(k);
+    let mut threshold = 0u32;
+    // Terms [0, first_essential) are non-essential.
+    let mut first_essential = 0usize;
+    let n = cursors.len();
+    loop {
+        let mut doc = END;
+        for c in &cursors[first_essential..] {
+            doc = doc.min(c.doc());
+        }
+        if doc == END {
+            break;
+        }
+        let mut score = 0u32;
+        for i in first_essential..n {
+            if cursors[i].doc() == doc {
+                score += weights[i] * cursors[i].impact();
+                cursors[i].next();
+            }
+        }
+        let mut alive = true;
+        for i in (0..first_essential).rev() {
+            if score + ub[i] <= threshold {
+                alive = false;
+                break;
+            }
+            cursors[i].next_geq(doc);
+            if cursors[i].doc() == doc {
+                score += weights[i] * cursors[i].impact();
+            }
+        }
+        if alive && score > threshold {
+            top.push(Hit { score, doc });
+            let t = top.threshold();
+            if t != threshold {
+                threshold = t;
+                while first_essential < n && ub[first_essential] <= threshold {
+                    first_essential += 1;
+                }
+            }
+        }
+        if first_essential == n {
+            break;
+        }
+    }
+    top.into_sorted()
+}

@@ -1,0 +1,124 @@
+//! Safety of dynamic pruning: on random collections, MaxScore returns exactly the top-k of
+//! exhaustive scoring over the same quantized index (ties by doc index), and exhaustive scoring
+//! equals a brute-force dot product of the quantized vectors (so encode/decode is lossless).
+
+use splade_stages::index::build::{build, quantize};
+use splade_stages::index::reader::InvertedIndex;
+use splade_stages::parquet_io::SparseVector;
+use splade_stages::retrieve::algorithms::{exhaustive, maxscore, QUERY_SCALE};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Zipf-ish term: low ids are much more frequent.
+    fn term(&mut self, vocab: u32) -> u32 {
+        let u = self.unit().max(1e-6);
+        ((vocab as f32).powf(u) - 1.0) as u32 % vocab
+    }
+}
+
+fn vector(rng: &mut Rng, vocab: u32, nnz: usize, coarse: bool) -> SparseVector {
+    let mut terms: Vec<u32> = (0..nnz).map(|_| rng.term(vocab)).collect();
+    terms.sort_unstable();
+    terms.dedup();
+    let weights = terms
+        .iter()
+        .map(|_| {
+            if coarse {
+                (1 + rng.below(3)) as f32
+            } else {
+                0.01 + 3.0 * rng.unit()
+            }
+        })
+        .collect();
+    SparseVector { terms, weights }
+}
+
+#[test]
+fn maxscore_equals_exhaustive_on_random_collections() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in 0..24u64 {
+        let mut rng = Rng(case * 7919 + 1);
+        let vocab = 50 + rng.below(400) as u32;
+        let n_docs = 1 + rng.below(3000) as usize;
+        // Coarse weights produce many exact score ties.
+        let coarse = case % 3 == 0;
+        let docs: Vec<SparseVector> = (0..n_docs)
+            .map(|_| {
+                let nnz = 1 + rng.below(60) as usize;
+                vector(&mut rng, vocab, nnz, coarse)
+            })
+            .collect();
+        let dir = tmp.path().join(format!("case{case}"));
+        let stats = build(&dir, &docs, vocab as usize, 0.0).unwrap();
+        let index = InvertedIndex::open(&dir).unwrap();
+        assert_eq!(index.n_docs as usize, n_docs);
+        let mut acc = Vec::new();
+        for qi in 0..40 {
+            let nnz = 1 + rng.below(30) as usize;
+            let q = vector(&mut rng, vocab, nnz, coarse);
+            for k in [1usize, 10, 100, 1000] {
+                let want = exhaustive(&index, &q, k, &mut acc);
+                let got = maxscore(&index, &q, k);
+                assert_eq!(
+                    got, want,
+                    "case {case} query {qi} k {k}: maxscore differs from exhaustive"
+                );
+            }
+            // Exhaustive equals a brute-force dot product of quantized vectors.
+            let want = exhaustive(&index, &q, n_docs, &mut acc);
+            let mut brute: Vec<(u32, u32)> = docs
+                .iter()
+                .enumerate()
+                .map(|(d, v)| {
+                    let mut s = 0u32;
+                    for (t, w) in q.terms.iter().zip(&q.weights) {
+                        let qw = (w * QUERY_SCALE).round() as u32;
+                        if let Ok(pos) = v.terms.binary_search(t) {
+                            s += qw * quantize(v.weights[pos], stats.scale) as u32;
+                        }
+                    }
+                    (s, d as u32)
+                })
+                .filter(|(s, _)| *s > 0)
+                .collect();
+            brute.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            let got: Vec<(u32, u32)> = want.iter().map(|h| (h.score, h.doc)).collect();
+            assert_eq!(
+                got, brute,
+                "case {case} query {qi}: index scoring differs from brute force"
+            );
+        }
+    }
+}
+
+#[test]
+fn ties_are_broken_by_doc_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let same = SparseVector {
+        terms: vec![3, 7],
+        weights: vec![1.0, 2.0],
+    };
+    let docs = vec![same.clone(); 300];
+    build(tmp.path(), &docs, 10, 0.0).unwrap();
+    let index = InvertedIndex::open(tmp.path()).unwrap();
+    let hits = maxscore(&index, &same, 10);
+    assert_eq!(
+        hits.iter().map(|h| h.doc).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<u32>>()
+    );
+    let mut acc = Vec::new();
+    assert_eq!(exhaustive(&index, &same, 10, &mut acc), hits);
+}
