@@ -91,6 +91,30 @@ fn acquire_lock(root: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
+/// Creates a new sled database beside `dir` and renames it into place, so a kill during sled's
+/// first write (its `conf` file is not written atomically) can never leave an unopenable store.
+fn create_atomically(root: &Path, dir: &Path) -> Result<(), StoreError> {
+    let tmp = root.join(".store.creating");
+    let open_err = |e: std::io::Error| StoreError::Open {
+        path: tmp.clone(),
+        message: e.to_string(),
+    };
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(open_err)?;
+    }
+    {
+        let db = sled::Config::new().path(&tmp).open()?;
+        db.open_tree("meta")?
+            .insert("layout", LAYOUT_VERSION.to_string().as_bytes())?;
+        db.flush()?;
+    }
+    std::fs::rename(&tmp, dir).map_err(open_err)?;
+    File::open(root)
+        .and_then(|f| f.sync_all())
+        .map_err(open_err)?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating) the store under `root`, failing at once if another process owns it.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
@@ -99,8 +123,12 @@ impl Store {
             message: e.to_string(),
         })?;
         let lock = acquire_lock(root)?;
+        let dir = root.join(".store");
+        if !dir.exists() {
+            create_atomically(root, &dir)?;
+        }
         let db = sled::Config::new()
-            .path(root.join(".store"))
+            .path(&dir)
             .flush_every_ms(Some(500))
             .open()?;
         let meta = db.open_tree("meta")?;

@@ -120,7 +120,7 @@ fn kill_at_many_moments_always_recovers() {
     let reference = tmp.path().join("reference");
     ok(&reference, &["run", &pipeline]);
     let a = tmp.path().join("chaos");
-    for delay_ms in [5u64, 40, 90, 150, 230, 320] {
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 90, 150, 230, 320] {
         let mut child = splade(&a)
             .args(["run", &pipeline, "--no-progress"])
             .spawn()

@@ -11,6 +11,7 @@ pub mod contract;
 pub mod encode;
 pub mod error;
 pub mod evaluate;
+pub mod export;
 pub mod index;
 pub mod ingest;
 pub mod model;

@@ -18,6 +18,7 @@ impl Registry {
             Box::new(crate::index::Index),
             Box::new(crate::retrieve::Retrieve),
             Box::new(crate::evaluate::Evaluate),
+            Box::new(crate::export::Export),
         ];
         #[cfg(feature = "test-stages")]
         kinds.push(Box::new(crate::slow_shards::SlowShards));

@@ -81,20 +81,18 @@ pub fn maxscore(index: &InvertedIndex, q: &SparseVector, k: usize) -> Vec<Hit> {
     // Terms [0, first_essential) are non-essential.
     let mut first_essential = 0usize;
     let n = cursors.len();
-    loop {
-        let mut doc = END;
-        for c in &cursors[first_essential..] {
-            doc = doc.min(c.doc());
-        }
-        if doc == END {
-            break;
-        }
+    let mut doc = cursors.iter().map(|c| c.doc()).min().unwrap_or(END);
+    while doc != END {
+        // Score the essential terms and find the next candidate in the same pass.
         let mut score = 0u32;
+        let mut next = END;
         for i in first_essential..n {
-            if cursors[i].doc() == doc {
-                score += weights[i] * cursors[i].impact();
-                cursors[i].next();
+            let c = &mut cursors[i];
+            if c.doc() == doc {
+                score += weights[i] * c.impact();
+                c.next();
             }
+            next = next.min(c.doc());
         }
         let mut alive = true;
         for i in (0..first_essential).rev() {
@@ -112,14 +110,23 @@ pub fn maxscore(index: &InvertedIndex, q: &SparseVector, k: usize) -> Vec<Hit> {
             let t = top.threshold();
             if t != threshold {
                 threshold = t;
+                let before = first_essential;
                 while first_essential < n && ub[first_essential] <= threshold {
                     first_essential += 1;
                 }
+                if first_essential == n {
+                    break;
+                }
+                if first_essential != before {
+                    next = cursors[first_essential..]
+                        .iter()
+                        .map(|c| c.doc())
+                        .min()
+                        .unwrap_or(END);
+                }
             }
         }
-        if first_essential == n {
-            break;
-        }
+        doc = next;
     }
     top.into_sorted()
 }

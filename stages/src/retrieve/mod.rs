@@ -24,9 +24,9 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::with_default("k", ParamType::Int, "1000", "documents per query"),
     ParamSpec::with_default(
         "algorithm",
-        ParamType::Choice(&["maxscore", "exhaustive"]),
-        "\"maxscore\"",
-        "maxscore (safe dynamic pruning) or exhaustive term-at-a-time",
+        ParamType::Choice(&["exhaustive", "maxscore"]),
+        "\"exhaustive\"",
+        "exhaustive term-at-a-time (fastest today) or maxscore (safe dynamic pruning, same top-k)",
     ),
     ParamSpec::with_default(
         "batch_size",

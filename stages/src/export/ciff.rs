@@ -1,0 +1,86 @@
+//! CIFF (Common Index File Format, Lin et al. 2020): length-delimited protobuf messages — one
+//! `Header`, then every `PostingsList` (terms sorted, doc ids gap-coded, tf = impact), then every
+//! `DocRecord`. PISA's `ciff2pisa` and Anserini read it.
+
+use std::io::{Read, Write};
+
+use prost::Message;
+
+/// CIFF header.
+#[derive(Clone, PartialEq, Message)]
+pub struct Header {
+    #[prost(int32, tag = "1")]
+    pub version: i32,
+    #[prost(int32, tag = "2")]
+    pub num_postings_lists: i32,
+    #[prost(int32, tag = "3")]
+    pub num_docs: i32,
+    #[prost(int32, tag = "4")]
+    pub total_postings_lists: i32,
+    #[prost(int32, tag = "5")]
+    pub total_docs: i32,
+    #[prost(int64, tag = "6")]
+    pub total_terms_in_collection: i64,
+    #[prost(double, tag = "7")]
+    pub average_doclength: f64,
+    #[prost(string, tag = "8")]
+    pub description: String,
+}
+
+/// One posting: doc id gap (absolute for the first) and term frequency (here: the impact).
+#[derive(Clone, PartialEq, Message)]
+pub struct Posting {
+    #[prost(int32, tag = "1")]
+    pub docid: i32,
+    #[prost(int32, tag = "2")]
+    pub tf: i32,
+}
+
+/// One term's postings.
+#[derive(Clone, PartialEq, Message)]
+pub struct PostingsList {
+    #[prost(string, tag = "1")]
+    pub term: String,
+    #[prost(int64, tag = "2")]
+    pub df: i64,
+    #[prost(int64, tag = "3")]
+    pub cf: i64,
+    #[prost(message, repeated, tag = "4")]
+    pub postings: Vec<Posting>,
+}
+
+/// One document.
+#[derive(Clone, PartialEq, Message)]
+pub struct DocRecord {
+    #[prost(int32, tag = "1")]
+    pub docid: i32,
+    #[prost(string, tag = "2")]
+    pub collection_docid: String,
+    #[prost(int32, tag = "3")]
+    pub doclength: i32,
+}
+
+/// Writes one length-delimited message.
+pub fn write_delimited<M: Message, W: Write>(w: &mut W, m: &M) -> std::io::Result<()> {
+    w.write_all(&m.encode_length_delimited_to_vec())
+}
+
+/// Reads every length-delimited message of a CIFF stream.
+pub fn read_all<R: Read>(
+    r: &mut R,
+) -> std::io::Result<(Header, Vec<PostingsList>, Vec<DocRecord>)> {
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes)?;
+    let mut buf = bytes.as_slice();
+    let bad = |e: prost::DecodeError| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let header = Header::decode_length_delimited(&mut buf).map_err(bad)?;
+    let mut lists = Vec::with_capacity(header.num_postings_lists.max(0) as usize);
+    for _ in 0..header.num_postings_lists {
+        lists.push(PostingsList::decode_length_delimited(&mut buf).map_err(bad)?);
+    }
+    let mut docs = Vec::with_capacity(header.num_docs.max(0) as usize);
+    for _ in 0..header.num_docs {
+        docs.push(DocRecord::decode_length_delimited(&mut buf).map_err(bad)?);
+    }
+    Ok((header, lists, docs))
+}
