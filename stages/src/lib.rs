@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod export;
 pub mod index;
 pub mod ingest;
+pub mod mine;
 pub mod model;
 pub mod params;
 pub mod parquet_io;

@@ -465,6 +465,86 @@ pub fn read_sparse(path: &Path) -> Result<(Vec<String>, Vec<SparseVector>)> {
     Ok((ids, vectors))
 }
 
+/// One query's mined training examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NegativesRow {
+    pub qid: String,
+    pub pos: Vec<String>,
+    pub neg: Vec<String>,
+    pub neg_rank: Vec<u32>,
+    pub source: String,
+}
+
+/// Writes a negatives artifact.
+pub fn write_negatives(path: &Path, rows: &[NegativesRow]) -> Result<u64> {
+    let schema = schema::negatives();
+    let item = |i: usize| match schema.field(i).data_type() {
+        arrow::datatypes::DataType::List(f) => f.clone(),
+        _ => unreachable!("negatives schema columns 1..=3 are lists"),
+    };
+    let mut sink = ParquetSink::create(path, schema.clone())?;
+    let mut q = StringBuilder::new();
+    let mut pos = ListBuilder::new(StringBuilder::new()).with_field(item(1));
+    let mut neg = ListBuilder::new(StringBuilder::new()).with_field(item(2));
+    let mut rank = ListBuilder::new(UInt32Builder::new()).with_field(item(3));
+    let mut src = StringBuilder::new();
+    for r in rows {
+        q.append_value(&r.qid);
+        for p in &r.pos {
+            pos.values().append_value(p);
+        }
+        pos.append(true);
+        for n in &r.neg {
+            neg.values().append_value(n);
+        }
+        neg.append(true);
+        rank.values().append_slice(&r.neg_rank);
+        rank.append(true);
+        src.append_value(&r.source);
+    }
+    sink.write_columns(vec![
+        Arc::new(q.finish()),
+        Arc::new(pos.finish()),
+        Arc::new(neg.finish()),
+        Arc::new(rank.finish()),
+        Arc::new(src.finish()),
+    ])?;
+    sink.finish()
+}
+
+/// Reads a negatives artifact.
+pub fn read_negatives(path: &Path) -> Result<Vec<NegativesRow>> {
+    let strings = |a: ArrayRef| -> Vec<String> {
+        a.as_any()
+            .downcast_ref::<StringArray>()
+            .map(|s| (0..s.len()).map(|i| s.value(i).to_string()).collect())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for batch in read_batches(path, &schema::negatives())? {
+        let q = column::<StringArray>(path, &batch, "qid")?;
+        let pos = column::<ListArray>(path, &batch, "pos")?;
+        let neg = column::<ListArray>(path, &batch, "neg")?;
+        let rank = column::<ListArray>(path, &batch, "neg_rank")?;
+        let src = column::<StringArray>(path, &batch, "source")?;
+        for i in 0..batch.num_rows() {
+            let r = rank.value(i);
+            let r = r
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .ok_or_else(|| StageError::parquet(path, "neg_rank is not uint32"))?;
+            out.push(NegativesRow {
+                qid: q.value(i).to_string(),
+                pos: strings(pos.value(i)),
+                neg: strings(neg.value(i)),
+                neg_rank: r.values().to_vec(),
+                source: src.value(i).to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[allow(dead_code)]
 fn _assert_array_trait(a: &dyn Array) -> usize {
     a.len()

@@ -19,6 +19,7 @@ impl Registry {
             Box::new(crate::retrieve::Retrieve),
             Box::new(crate::evaluate::Evaluate),
             Box::new(crate::export::Export),
+            Box::new(crate::mine::Mine),
         ];
         #[cfg(feature = "test-stages")]
         kinds.push(Box::new(crate::slow_shards::SlowShards));

@@ -61,3 +61,18 @@ pub fn sparse_vectors() -> SchemaRef {
         ),
     ]))
 }
+
+/// `qid, pos: list<utf8>, neg: list<utf8>, neg_rank: list<uint32>, source` — mined negatives.
+pub fn negatives() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("qid", DataType::Utf8, false),
+        Field::new_list("pos", Field::new("item", DataType::Utf8, true), false),
+        Field::new_list("neg", Field::new("item", DataType::Utf8, true), false),
+        Field::new_list(
+            "neg_rank",
+            Field::new("item", DataType::UInt32, true),
+            false,
+        ),
+        Field::new("source", DataType::Utf8, false),
+    ]))
+}

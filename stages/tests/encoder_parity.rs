@@ -95,3 +95,26 @@ fn splade_tiny_matches_pytorch_on_flex() {
         compare(&r.0, v, &r.2);
     }
 }
+
+/// The same parity on libtorch (CPU), when the `tch` feature is built.
+#[cfg(feature = "tch")]
+#[test]
+fn splade_tiny_matches_pytorch_on_tch() {
+    let devices = splade_stages::model::devices_from_backend(
+        &serde_json::json!({"kind": "tch", "devices": ["cpu"]}),
+    )
+    .unwrap();
+    let enc = SpladeEncoder::load(
+        &root().join("conf/models/splade-tiny"),
+        256,
+        Pooling::Max,
+        &devices[0],
+    )
+    .unwrap();
+    let refs = reference();
+    let texts: Vec<&str> = refs.iter().map(|r| r.0.as_str()).collect();
+    let batched = enc.encode_texts(&texts).unwrap();
+    for (v, r) in batched.iter().zip(&refs) {
+        compare(&r.0, v, &r.2);
+    }
+}
