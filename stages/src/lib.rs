@@ -8,6 +8,7 @@
 
 pub mod bm25;
 pub mod contract;
+pub mod distill;
 pub mod encode;
 pub mod error;
 pub mod evaluate;

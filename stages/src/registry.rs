@@ -20,6 +20,7 @@ impl Registry {
             Box::new(crate::evaluate::Evaluate),
             Box::new(crate::export::Export),
             Box::new(crate::mine::Mine),
+            Box::new(crate::distill::Distill),
         ];
         #[cfg(feature = "test-stages")]
         kinds.push(Box::new(crate::slow_shards::SlowShards));
