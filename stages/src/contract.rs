@@ -160,6 +160,18 @@ impl StageContext {
         self.resume.load()
     }
 
+    /// Shards `0..n` of `dir` (files `part-NNNNN.parquet`) that an interrupted run committed: the
+    /// `done` count of the saved resume state, trusted only as far as those files exist.
+    pub fn committed_shards(&self, dir: &Path, shards: usize) -> usize {
+        let done = self
+            .resume_state()
+            .and_then(|s| s.get("done").and_then(Value::as_u64))
+            .unwrap_or(0) as usize;
+        (0..done.min(shards))
+            .take_while(|s| shard_file(dir, *s).is_file())
+            .count()
+    }
+
     /// Durably saves resume state. Call it only after the work it describes is on disk.
     pub fn save_resume_state(&self, state: &Value) -> Result<()> {
         self.resume
@@ -185,6 +197,11 @@ impl StageContext {
         bar.set_prefix(self.name.clone());
         bar
     }
+}
+
+/// The file of shard `index` in a sharded output directory.
+pub fn shard_file(dir: &Path, index: usize) -> PathBuf {
+    dir.join(format!("part-{index:05}.parquet"))
 }
 
 /// Writes `bytes` to `path` through a temporary file, fsync and rename, so a crash leaves either

@@ -197,14 +197,8 @@ impl Stage for Encode {
         let shard_size = p.shard_size as usize;
         let shards = n.div_ceil(shard_size).max(1);
         let dir = ctx.output_dir("vectors")?;
-        let shard_path = |s: usize| dir.join(format!("part-{s:05}.parquet"));
-        let done = ctx
-            .resume_state()
-            .and_then(|s| s.get("done").and_then(Value::as_u64))
-            .unwrap_or(0) as usize;
-        let done = (0..done.min(shards))
-            .take_while(|s| shard_path(*s).is_file())
-            .count();
+        let shard_path = |s: usize| crate::contract::shard_file(&dir, s);
+        let done = ctx.committed_shards(&dir, shards);
         if done > 0 {
             tracing::info!(stage = %ctx.name, done, shards, "resuming after committed shards");
         }

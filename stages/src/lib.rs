@@ -21,6 +21,7 @@ pub mod params;
 pub mod parquet_io;
 pub mod registry;
 pub mod retrieve;
+pub mod rng;
 pub mod schema;
 pub mod text_input;
 

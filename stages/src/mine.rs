@@ -10,6 +10,7 @@ use crate::contract::{Stage, StageContext, StageOutcome};
 use crate::error::{Result, StageError};
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{read_qrels, read_run, write_negatives, NegativesRow};
+use crate::rng::splitmix64;
 
 /// The mine stage kind.
 pub struct Mine;
@@ -42,14 +43,6 @@ struct Params {
     source: String,
 }
 
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// A per-query random state: blake3 of (seed, qid), so results do not depend on query order.
 fn query_rng(seed: i64, qid: &str) -> u64 {
     let h = blake3::hash(format!("{seed}\u{0}{qid}").as_bytes());
@@ -67,14 +60,14 @@ pub fn sample<T: Clone>(candidates: &[T], n: usize, sampling: &str, rng: &mut u6
             .map(|s| {
                 let lo = s * candidates.len() / n;
                 let hi = ((s + 1) * candidates.len() / n).max(lo + 1);
-                lo + (splitmix(rng) % (hi - lo) as u64) as usize
+                lo + (splitmix64(rng) % (hi - lo) as u64) as usize
             })
             .collect(),
         _ => {
             // Partial Fisher-Yates.
             let mut idx: Vec<usize> = (0..candidates.len()).collect();
             for i in 0..n {
-                let j = i + (splitmix(rng) % (idx.len() - i) as u64) as usize;
+                let j = i + (splitmix64(rng) % (idx.len() - i) as u64) as usize;
                 idx.swap(i, j);
             }
             idx.truncate(n);

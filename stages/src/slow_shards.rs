@@ -8,6 +8,7 @@ use crate::contract::{Stage, StageContext, StageOutcome};
 use crate::error::Result;
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{describe_file, parquet_files, write_id_text, IdText};
+use crate::rng::splitmix64;
 
 /// The test-only sharded stage kind.
 pub struct SlowShards;
@@ -30,14 +31,6 @@ const PARAMS: &[ParamSpec] = &[
         "fail (error) at this shard",
     ),
 ];
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 impl Stage for SlowShards {
     fn kind(&self) -> &'static str {
@@ -69,15 +62,7 @@ impl Stage for SlowShards {
             }
         }
         let dir = ctx.output_dir("shards")?;
-        let done = ctx
-            .resume_state()
-            .and_then(|s| s.get("done").and_then(Value::as_i64))
-            .unwrap_or(0)
-            .clamp(0, shards);
-        // Trust the state only as far as the files it describes exist.
-        let done = (0..done)
-            .take_while(|i| dir.join(format!("part-{i:05}.parquet")).is_file())
-            .count() as i64;
+        let done = ctx.committed_shards(&dir, shards.max(0) as usize) as i64;
         if done > 0 {
             tracing::info!(stage = %ctx.name, done, "resuming after committed shards");
         }
@@ -93,9 +78,9 @@ impl Stage for SlowShards {
             let mut table = IdText::default();
             for j in 0..rows {
                 table.ids.push(format!("s{i}-r{j}"));
-                table.texts.push(format!("{:016x}", splitmix(&mut state)));
+                table.texts.push(format!("{:016x}", splitmix64(&mut state)));
             }
-            write_id_text(&dir.join(format!("part-{i:05}.parquet")), &table)?;
+            write_id_text(&crate::contract::shard_file(&dir, i as usize), &table)?;
             ctx.save_resume_state(&json!({ "done": i + 1 }))?;
             bar.inc(1);
             std::thread::sleep(std::time::Duration::from_millis(delay));

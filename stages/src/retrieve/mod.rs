@@ -117,14 +117,8 @@ impl Stage for Retrieve {
         let batch = p.batch_size as usize;
         let shards = qids.len().div_ceil(batch).max(1);
         let dir = ctx.output_dir("run")?;
-        let shard_path = |s: usize| dir.join(format!("part-{s:05}.parquet"));
-        let done = ctx
-            .resume_state()
-            .and_then(|s| s.get("done").and_then(Value::as_u64))
-            .unwrap_or(0) as usize;
-        let done = (0..done.min(shards))
-            .take_while(|s| shard_path(*s).is_file())
-            .count();
+        let shard_path = |s: usize| crate::contract::shard_file(&dir, s);
+        let done = ctx.committed_shards(&dir, shards);
         let to_float = 1.0 / (index.scale * QUERY_SCALE);
         let bar = ctx.progress(qids.len() as u64, "queries");
         bar.set_position((done * batch).min(qids.len()) as u64);
