@@ -9,15 +9,28 @@ use splade_stages::encode::length_bucketed_batches;
 use splade_stages::model::encoder::{Pooling, SpladeEncoder};
 
 /// Settings of `splade bench encode`.
+#[derive(clap::Args)]
 pub struct EncodeBench {
+    #[arg(long, default_value = "conf/models/splade-tiny")]
     pub model: PathBuf,
+    /// `id<TAB>text` lines (cycled to reach --docs).
+    #[arg(long, default_value = "pipelines/data/toy/collection.tsv")]
     pub texts: PathBuf,
+    #[arg(long, default_value_t = 512)]
     pub docs: usize,
+    #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Length-bucketing window (0 = keep input order).
+    #[arg(long, default_value_t = 2048)]
     pub sort_window: usize,
+    #[arg(long, default_value_t = 8192)]
     pub vocab_chunk: usize,
+    /// `flex` or `tch`.
+    #[arg(long, default_value = "flex")]
     pub backend: String,
+    #[arg(long, default_value = "cpu")]
     pub device: String,
 }
 

@@ -168,29 +168,7 @@ enum BenchCommand {
         dump: Option<PathBuf>,
     },
     /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
-    Encode {
-        #[arg(long, default_value = "conf/models/splade-tiny")]
-        model: PathBuf,
-        /// `id<TAB>text` lines (cycled to reach --docs).
-        #[arg(long, default_value = "pipelines/data/toy/collection.tsv")]
-        texts: PathBuf,
-        #[arg(long, default_value_t = 512)]
-        docs: usize,
-        #[arg(long, default_value_t = 128)]
-        max_length: usize,
-        #[arg(long, default_value_t = 32)]
-        batch_size: usize,
-        /// Length-bucketing window (0 = keep input order).
-        #[arg(long, default_value_t = 2048)]
-        sort_window: usize,
-        #[arg(long, default_value_t = 8192)]
-        vocab_chunk: usize,
-        /// `flex` or `tch`.
-        #[arg(long, default_value = "flex")]
-        backend: String,
-        #[arg(long, default_value = "cpu")]
-        device: String,
-    },
+    Encode(bench::EncodeBench),
 }
 
 fn main() {
@@ -471,27 +449,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Retrieve { dir, queries, dump }) => {
             bench::retrieve(&dir, queries, dump.as_deref())
         }
-        Command::Bench(BenchCommand::Encode {
-            model,
-            texts,
-            docs,
-            max_length,
-            batch_size,
-            sort_window,
-            vocab_chunk,
-            backend,
-            device,
-        }) => bench::encode(&bench::EncodeBench {
-            model,
-            texts,
-            docs,
-            max_length,
-            batch_size,
-            sort_window,
-            vocab_chunk,
-            backend,
-            device,
-        }),
+        Command::Bench(BenchCommand::Encode(b)) => bench::encode(&b),
         Command::Expand {
             model,
             max_length,

@@ -4,7 +4,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use splade_stages::parquet_io::read_sparse;
 
@@ -172,28 +171,8 @@ fn killed_encode_resumes_per_shard_with_identical_output() {
         .args(["run", &pipeline, "--no-progress"])
         .spawn()
         .unwrap();
-    let shards = || {
-        std::fs::read_dir(a.join(".staging"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| {
-                        std::fs::read_dir(e.path().join("vectors"))
-                            .map(|v| v.count())
-                            .unwrap_or(0)
-                    })
-                    .max()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0)
-    };
-    let t0 = Instant::now();
-    while shards() < 3 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "encode never committed 3 shards"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let shards = || committed_shards(&a, "vectors");
+    wait_for(|| shards() >= 3, "three committed encode shards");
     child.kill().unwrap();
     child.wait().unwrap();
     // A shard renamed into place just before the kill may not have its resume state saved yet.
@@ -210,24 +189,9 @@ fn killed_encode_resumes_per_shard_with_identical_output() {
         "{}",
         m["stats"]
     );
-    let files = |root: &std::path::Path| {
-        let dir = PathBuf::from(ok(root, &["path", &pipeline, "encode.vectors"]).trim());
-        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
     assert_eq!(
-        files(&a),
-        files(&reference),
+        output_files(&a, &pipeline, "encode.vectors"),
+        output_files(&reference, &pipeline, "encode.vectors"),
         "resumed artifact is byte-identical"
     );
 }

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn slow_pipeline(dir: &Path, delay_ms: u64) -> String {
@@ -19,52 +19,6 @@ fn slow_pipeline(dir: &Path, delay_ms: u64) -> String {
     )
 }
 
-fn committed_shards(artifacts: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(artifacts.join(".staging")) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| {
-            std::fs::read_dir(e.path().join("shards"))
-                .map(|d| {
-                    d.flatten()
-                        .filter(|f| f.path().extension().is_some_and(|x| x == "parquet"))
-                        .count()
-                })
-                .unwrap_or(0)
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn shard_bytes(artifacts: &Path, pipeline: &str, target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(ok(artifacts, &["path", pipeline, target]).trim());
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn killed_stage_resumes_after_committed_shards_with_identical_output() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,11 +28,14 @@ fn killed_stage_resumes_after_committed_shards_with_identical_output() {
 
     let a = tmp.path().join("killed");
     let mut child = splade(&a).args(["run", &pipeline]).spawn().unwrap();
-    wait_for(|| committed_shards(&a) >= 3, "three committed shards");
+    wait_for(
+        || committed_shards(&a, "shards") >= 3,
+        "three committed shards",
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     // A shard renamed into place just before the kill may not have its resume state saved yet.
-    let committed = committed_shards(&a) as i64 - 1;
+    let committed = committed_shards(&a, "shards") as i64 - 1;
 
     let plan = ok(&a, &["plan", &pipeline]);
     let (status, line) = plan_of(&plan, "a");
@@ -101,12 +58,12 @@ fn killed_stage_resumes_after_committed_shards_with_identical_output() {
     );
 
     assert_eq!(
-        shard_bytes(&a, &pipeline, "a.shards"),
-        shard_bytes(&reference, &pipeline, "a.shards")
+        output_files(&a, &pipeline, "a.shards"),
+        output_files(&reference, &pipeline, "a.shards")
     );
     assert_eq!(
-        shard_bytes(&a, &pipeline, "b.shards"),
-        shard_bytes(&reference, &pipeline, "b.shards")
+        output_files(&a, &pipeline, "b.shards"),
+        output_files(&reference, &pipeline, "b.shards")
     );
     ok(&a, &["verify", &pipeline]);
     let again = ok(&a, &["run", &pipeline]);
@@ -133,12 +90,12 @@ fn kill_at_many_moments_always_recovers() {
     }
     ok(&a, &["run", &pipeline]);
     assert_eq!(
-        shard_bytes(&a, &pipeline, "a.shards"),
-        shard_bytes(&reference, &pipeline, "a.shards")
+        output_files(&a, &pipeline, "a.shards"),
+        output_files(&reference, &pipeline, "a.shards")
     );
     assert_eq!(
-        shard_bytes(&a, &pipeline, "b.shards"),
-        shard_bytes(&reference, &pipeline, "b.shards")
+        output_files(&a, &pipeline, "b.shards"),
+        output_files(&reference, &pipeline, "b.shards")
     );
     ok(&a, &["verify"]);
 }
@@ -154,7 +111,7 @@ fn second_run_is_refused_at_once_and_the_first_is_unaffected() {
         .spawn()
         .unwrap();
     wait_for(
-        || committed_shards(&a) >= 1,
+        || committed_shards(&a, "shards") >= 1,
         "the first run to start working",
     );
     let t0 = Instant::now();

@@ -84,3 +84,53 @@ pub fn write_pipeline(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&p, text).expect("write pipeline");
     p.to_string_lossy().into_owned()
 }
+
+/// The most `.parquet` shards any staging directory under `artifacts` holds in its `output`
+/// subdirectory (in-progress `.tmp` files excluded).
+pub fn committed_shards(artifacts: &Path, output: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(artifacts.join(".staging")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            std::fs::read_dir(e.path().join(output))
+                .map(|d| {
+                    d.flatten()
+                        .filter(|f| f.path().extension().is_some_and(|x| x == "parquet"))
+                        .count()
+                })
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Polls `cond` every 10 ms, failing the test after 120 s.
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// `(file name, bytes)` of every file of a directory output, sorted, for byte-for-byte comparisons.
+pub fn output_files(artifacts: &Path, pipeline: &str, target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = PathBuf::from(ok(artifacts, &["path", pipeline, target]).trim());
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+        .expect("output directory")
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("read output file"),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
