@@ -622,49 +622,38 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
                         });
                     }
                 }
+                ParamType::FileOrArtifact => {
+                    let text = value.as_str().unwrap_or_default();
+                    let is_reference = text
+                        .split_once('.')
+                        .is_some_and(|(target, _)| outputs_by_stage.contains_key(target));
+                    if is_reference {
+                        stage.inputs.push(resolve_reference(
+                            text,
+                            spec.name,
+                            &outputs_by_stage,
+                            origin,
+                            &full,
+                        )?);
+                    } else {
+                        let p = PathBuf::from(text);
+                        check_exists(&p, &origin, &full)?;
+                        stage.inputs.push(InputDecl::File {
+                            key: spec.name.into(),
+                            path: p,
+                            origin,
+                        });
+                    }
+                }
                 ParamType::Artifact => {
                     let reference = value.as_str().unwrap_or_default();
-                    let Some((target, output)) = reference.split_once('.') else {
-                        return Err(err(
-                            &origin,
-                            &full,
-                            format!("`{reference}` is not a reference \"<stage>.<output>\""),
-                        ));
-                    };
-                    let Some(outs) = outputs_by_stage.get(target) else {
-                        let names: Vec<&str> =
-                            outputs_by_stage.keys().map(String::as_str).collect();
-                        return Err(err(
-                            &origin,
-                            &full,
-                            format!(
-                                "`{reference}` names no stage `{target}` (stages: {}){}",
-                                names.join(", "),
-                                suggest(target, names.iter().copied())
-                                    .map(|s| format!("; did you mean `{s}`?"))
-                                    .unwrap_or_default()
-                            ),
-                        ));
-                    };
-                    if !outs.iter().any(|x| x == output) {
-                        return Err(err(
-                            &origin,
-                            &full,
-                            format!(
-                                "stage `{target}` has no output `{output}` (outputs: {}){}",
-                                outs.join(", "),
-                                suggest(output, outs.iter().map(String::as_str))
-                                    .map(|s| format!("; did you mean `{s}`?"))
-                                    .unwrap_or_default()
-                            ),
-                        ));
-                    }
-                    stage.inputs.push(InputDecl::Artifact {
-                        key: spec.name.into(),
-                        stage: target.into(),
-                        output: output.into(),
+                    stage.inputs.push(resolve_reference(
+                        reference,
+                        spec.name,
+                        &outputs_by_stage,
                         origin,
-                    });
+                        &full,
+                    )?);
                 }
                 _ => {}
             }
@@ -675,6 +664,56 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
         file: path.to_path_buf(),
         backend: Value::Object(backend),
         stages,
+    })
+}
+
+/// Resolves a reference `"<stage>.<output>"` to an artifact input, or says what is wrong with it.
+fn resolve_reference(
+    reference: &str,
+    key: &str,
+    outputs_by_stage: &BTreeMap<String, Vec<String>>,
+    origin: Origin,
+    full: &str,
+) -> Result<InputDecl, PipelineError> {
+    let Some((target, output)) = reference.split_once('.') else {
+        return Err(err(
+            &origin,
+            full,
+            format!("`{reference}` is not a reference \"<stage>.<output>\""),
+        ));
+    };
+    let Some(outs) = outputs_by_stage.get(target) else {
+        let names: Vec<&str> = outputs_by_stage.keys().map(String::as_str).collect();
+        return Err(err(
+            &origin,
+            full,
+            format!(
+                "`{reference}` names no stage `{target}` (stages: {}){}",
+                names.join(", "),
+                suggest(target, names.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default()
+            ),
+        ));
+    };
+    if !outs.iter().any(|x| x == output) {
+        return Err(err(
+            &origin,
+            full,
+            format!(
+                "stage `{target}` has no output `{output}` (outputs: {}){}",
+                outs.join(", "),
+                suggest(output, outs.iter().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(InputDecl::Artifact {
+        key: key.into(),
+        stage: target.into(),
+        output: output.into(),
+        origin,
     })
 }
 

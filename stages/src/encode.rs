@@ -25,9 +25,9 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::required("input", ParamType::Artifact, "docs or queries (id, text)"),
     ParamSpec::with_default(
         "model",
-        ParamType::File,
+        ParamType::FileOrArtifact,
         "\"conf/models/splade-tiny\"",
-        "Hugging Face BERT/DistilBERT masked-LM directory",
+        "Hugging Face BERT/DistilBERT masked-LM directory, or a trained model (\"train.model\")",
     ),
     ParamSpec::with_default(
         "mode",

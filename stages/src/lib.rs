@@ -24,6 +24,7 @@ pub mod retrieve;
 pub mod rng;
 pub mod schema;
 pub mod text_input;
+pub mod train;
 
 #[cfg(feature = "test-stages")]
 pub mod slow_shards;

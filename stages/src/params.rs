@@ -24,6 +24,11 @@ pub enum ParamType {
     FileMap,
     /// A reference `"<stage>.<output>"` to another stage's output; it is a DAG edge.
     Artifact,
+    /// A model directory: a reference `"<stage>.<output>"` when it names a stage of the pipeline
+    /// (a trained model), else a file path like [`ParamType::File`].
+    FileOrArtifact,
+    /// A table of name → number (e.g. loss weights `{ kl_div = 0.99, contrastive = 0.01 }`).
+    FloatMap,
 }
 
 impl ParamType {
@@ -40,6 +45,10 @@ impl ParamType {
             ParamType::File => "a file path (string)".into(),
             ParamType::FileMap => "a table of name = \"file path\"".into(),
             ParamType::Artifact => "a reference \"<stage>.<output>\"".into(),
+            ParamType::FileOrArtifact => {
+                "a directory path or a reference \"<stage>.<output>\" (string)".into()
+            }
+            ParamType::FloatMap => "a table of name = number".into(),
         }
     }
 
@@ -47,7 +56,7 @@ impl ParamType {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            ParamType::File | ParamType::FileMap | ParamType::Artifact
+            ParamType::File | ParamType::FileMap | ParamType::Artifact | ParamType::FileOrArtifact
         )
     }
 
@@ -63,7 +72,7 @@ impl ParamType {
                 Some(_) => Err("expected a finite number".into()),
                 None => Err(got()),
             },
-            ParamType::Str | ParamType::File | ParamType::Artifact => {
+            ParamType::Str | ParamType::File | ParamType::Artifact | ParamType::FileOrArtifact => {
                 value.as_str().map(Value::from).ok_or_else(got)
             }
             ParamType::Choice(choices) => match value.as_str() {
@@ -88,6 +97,21 @@ impl ParamType {
             ParamType::FileMap => match value.as_object() {
                 Some(map) if map.values().all(Value::is_string) => Ok(value.clone()),
                 _ => Err(got()),
+            },
+            ParamType::FloatMap => match value.as_object() {
+                Some(map) => {
+                    let mut out = serde_json::Map::new();
+                    for (k, v) in map {
+                        match v.as_f64() {
+                            Some(x) if x.is_finite() => {
+                                out.insert(k.clone(), Value::from(x));
+                            }
+                            _ => return Err(format!("`{k}`: expected a finite number")),
+                        }
+                    }
+                    Ok(Value::Object(out))
+                }
+                None => Err(got()),
             },
         }
     }

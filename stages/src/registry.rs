@@ -21,6 +21,7 @@ impl Registry {
             Box::new(crate::export::Export),
             Box::new(crate::mine::Mine),
             Box::new(crate::distill::Distill),
+            Box::new(crate::train::Train),
         ];
         #[cfg(feature = "test-stages")]
         kinds.push(Box::new(crate::slow_shards::SlowShards));

@@ -27,6 +27,8 @@ pub struct ModelConfig {
     pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
     pub pad_token_id: u32,
+    /// Dropout probability in training (`hidden_dropout_prob` / `dropout`; unused when encoding).
+    pub dropout: f64,
 }
 
 impl ModelConfig {
@@ -69,6 +71,7 @@ impl ModelConfig {
                     type_vocab_size: get("type_vocab_size").unwrap_or(2),
                     layer_norm_eps: v.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-12),
                     pad_token_id: pad,
+                    dropout: v.get("hidden_dropout_prob").and_then(Value::as_f64).unwrap_or(0.1),
                 })
             }
             "distilbert" => {
@@ -87,6 +90,7 @@ impl ModelConfig {
                     type_vocab_size: 0,
                     layer_norm_eps: 1e-12,
                     pad_token_id: pad,
+                    dropout: v.get("dropout").and_then(Value::as_f64).unwrap_or(0.1),
                 })
             }
             other => Err(bad(format!(

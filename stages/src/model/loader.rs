@@ -199,6 +199,15 @@ fn try_load(
 /// Builds the encoder of `dir` (a Hugging Face BERT/DistilBERT masked-LM directory) on `device`.
 pub fn load_mlm(dir: &Path, device: &Device) -> Result<(ModelConfig, MlmEncoder)> {
     let cfg = ModelConfig::from_dir(dir)?;
+    load_mlm_as(dir, cfg, device)
+}
+
+/// Like [`load_mlm`], with a config read (and possibly adjusted, e.g. dropout) by the caller.
+pub fn load_mlm_as(
+    dir: &Path,
+    cfg: ModelConfig,
+    device: &Device,
+) -> Result<(ModelConfig, MlmEncoder)> {
     let weights = weights_file(dir)?;
     let (model, problems) = try_load(&cfg, &weights, device, false)?;
     if problems.is_empty() {

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod config;
 pub mod encoder;
+pub mod export;
 pub mod loader;
 pub mod network;
 pub mod tokenize;

@@ -5,7 +5,9 @@ use burn::module::{Module, Param};
 use burn::nn::transformer::{
     TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
 };
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::tensor::activation::{gelu, relu};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
@@ -46,25 +48,54 @@ pub enum PoolingKind {
 }
 
 impl MlmEncoder {
-    /// A randomly initialised network of the given shape (weights are then loaded).
+    /// A network of the given shape with burn's default initialisation (weights are then loaded).
     pub fn init(cfg: &ModelConfig, device: &Device) -> Self {
+        Self::init_with(cfg, device, None)
+    }
+
+    /// A network initialised as BERT pre-training does (normal(0, 0.02) weights, unit LayerNorms,
+    /// zero decoder bias), for training from scratch. Seed the device first for a reproducible draw.
+    pub fn init_random(cfg: &ModelConfig, device: &Device) -> Self {
+        Self::init_with(
+            cfg,
+            device,
+            Some(Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }),
+        )
+    }
+
+    fn init_with(cfg: &ModelConfig, device: &Device, init: Option<Initializer>) -> Self {
+        let embedding = |n: usize| {
+            let c = EmbeddingConfig::new(n, cfg.hidden);
+            match &init {
+                Some(i) => c.with_initializer(i.clone()),
+                None => c,
+            }
+            .init(device)
+        };
         let embeddings = Embeddings {
-            word_embeddings: EmbeddingConfig::new(cfg.vocab_size, cfg.hidden).init(device),
-            position_embeddings: EmbeddingConfig::new(cfg.max_positions, cfg.hidden).init(device),
+            word_embeddings: embedding(cfg.vocab_size),
+            position_embeddings: embedding(cfg.max_positions),
             token_type_embeddings: (cfg.type_vocab_size > 0)
-                .then(|| EmbeddingConfig::new(cfg.type_vocab_size, cfg.hidden).init(device)),
+                .then(|| embedding(cfg.type_vocab_size)),
             layer_norm: LayerNormConfig::new(cfg.hidden)
                 .with_epsilon(cfg.layer_norm_eps)
                 .init(device),
         };
-        let encoder =
+        let mut encoder_cfg =
             TransformerEncoderConfig::new(cfg.hidden, cfg.intermediate, cfg.heads, cfg.layers)
                 .with_norm_first(false)
                 .with_layer_norm_eps(cfg.layer_norm_eps)
-                .with_dropout(0.1)
-                .init(device);
+                .with_dropout(cfg.dropout);
+        let mut dense_cfg = LinearConfig::new(cfg.hidden, cfg.hidden);
+        if let Some(i) = &init {
+            encoder_cfg = encoder_cfg.with_initializer(i.clone());
+            dense_cfg = dense_cfg.with_initializer(i.clone());
+        }
         let head = MlmHead {
-            dense: LinearConfig::new(cfg.hidden, cfg.hidden).init(device),
+            dense: dense_cfg.init(device),
             layer_norm: LayerNormConfig::new(cfg.hidden)
                 .with_epsilon(cfg.layer_norm_eps)
                 .init(device),
@@ -72,7 +103,7 @@ impl MlmEncoder {
         };
         MlmEncoder {
             embeddings,
-            encoder,
+            encoder: encoder_cfg.init(device),
             head,
         }
     }

@@ -1,0 +1,273 @@
+//! Training examples: a query, one positive and N negatives (texts, optional teacher scores),
+//! drawn from the `negatives` artifact as a pure function of `(seed, step)` so a resumed run
+//! sees exactly the batches an uninterrupted run would have seen.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Result, StageError};
+use crate::parquet_io::{read_id_text, read_negatives, IdText};
+use crate::rng::splitmix64;
+
+/// One training example: query text and `1 + N` document texts (positive first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub qid: String,
+    pub query: String,
+    pub docs: Vec<String>,
+    /// Teacher scores of `docs`, in the same order, when the loss needs them.
+    pub teacher: Option<Vec<f32>>,
+}
+
+/// A query usable for training: its positives and candidate negatives (indices into `docs`).
+struct Entry {
+    query: usize,
+    pos: Vec<usize>,
+    neg: Vec<usize>,
+}
+
+/// Why queries of the negatives artifact were not used, for the manifest.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub queries_in: usize,
+    pub queries_used: usize,
+    pub dropped_no_positive: usize,
+    pub dropped_no_negative: usize,
+    pub dropped_no_teacher: usize,
+    pub negatives_without_teacher: usize,
+}
+
+/// Teacher scores keyed by `(qid, did)`.
+pub type TeacherScores = HashMap<(String, String), f32>;
+
+/// The examples a training run draws from.
+pub struct TrainingSet {
+    docs: IdText,
+    queries: IdText,
+    entries: Vec<Entry>,
+    teacher: Option<TeacherScores>,
+    negatives: usize,
+    seed: u64,
+    pub coverage: Coverage,
+}
+
+fn mix(a: u64, b: u64) -> u64 {
+    let mut s = a ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    splitmix64(&mut s)
+}
+
+impl TrainingSet {
+    /// Joins the negatives artifact with the texts (and teacher scores). Ids that the texts do not
+    /// know are an error naming the file; queries left without a positive or a negative (or, with
+    /// a teacher, without scores) are dropped and counted.
+    pub fn load(
+        negatives_path: &Path,
+        docs_path: &Path,
+        queries_path: &Path,
+        teacher: Option<TeacherScores>,
+        negatives: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let docs = read_id_text(docs_path)?;
+        let queries = read_id_text(queries_path)?;
+        let doc_index: HashMap<&str, usize> = docs
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.as_str(), i))
+            .collect();
+        let query_index: HashMap<&str, usize> = queries
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.as_str(), i))
+            .collect();
+        let rows = read_negatives(negatives_path)?;
+        let mut coverage = Coverage {
+            queries_in: rows.len(),
+            ..Coverage::default()
+        };
+        let mut entries = Vec::with_capacity(rows.len());
+        let mut unknown: Vec<String> = Vec::new();
+        for row in rows {
+            let Some(&q) = query_index.get(row.qid.as_str()) else {
+                unknown.push(format!("query {}", row.qid));
+                continue;
+            };
+            let mut resolve = |ids: &[String]| -> Vec<usize> {
+                ids.iter()
+                    .filter_map(|d| match doc_index.get(d.as_str()) {
+                        Some(&i) => Some(i),
+                        None => {
+                            unknown.push(format!("document {d}"));
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            let mut pos = resolve(&row.pos);
+            let mut neg = resolve(&row.neg);
+            if let Some(t) = &teacher {
+                let scored = |d: &usize| t.contains_key(&(row.qid.clone(), docs.ids[*d].clone()));
+                let before = neg.len();
+                pos.retain(scored);
+                neg.retain(scored);
+                coverage.negatives_without_teacher += before - neg.len();
+                if pos.is_empty() && !row.pos.is_empty() {
+                    coverage.dropped_no_teacher += 1;
+                    continue;
+                }
+            }
+            if pos.is_empty() {
+                coverage.dropped_no_positive += 1;
+                continue;
+            }
+            if negatives > 0 && neg.is_empty() {
+                coverage.dropped_no_negative += 1;
+                continue;
+            }
+            entries.push(Entry { query: q, pos, neg });
+        }
+        if !unknown.is_empty() {
+            return Err(StageError::malformed(
+                negatives_path,
+                0,
+                format!(
+                    "{} ids are not in the docs/queries artifacts (e.g. {})",
+                    unknown.len(),
+                    unknown[..unknown.len().min(5)].join(", ")
+                ),
+            ));
+        }
+        if entries.is_empty() {
+            return Err(StageError::malformed(
+                negatives_path,
+                0,
+                format!(
+                    "no usable training query (of {}): {coverage:?}",
+                    coverage.queries_in
+                ),
+            ));
+        }
+        coverage.queries_used = entries.len();
+        Ok(TrainingSet {
+            docs,
+            queries,
+            entries,
+            teacher,
+            negatives,
+            seed,
+            coverage,
+        })
+    }
+
+    /// Number of usable queries (one epoch).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there is nothing to train on (never after a successful `load`).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The position in epoch order of global example `g`: each epoch is a fresh seeded permutation.
+    fn entry_of(&self, g: u64, perm: &mut (u64, Vec<usize>)) -> usize {
+        let n = self.entries.len() as u64;
+        let epoch = g / n;
+        if perm.1.len() != self.entries.len() || perm.0 != epoch {
+            let mut order: Vec<usize> = (0..self.entries.len()).collect();
+            let mut s = mix(self.seed, epoch.wrapping_add(0x5EED));
+            for i in (1..order.len()).rev() {
+                let j = (splitmix64(&mut s) % (i as u64 + 1)) as usize;
+                order.swap(i, j);
+            }
+            *perm = (epoch, order);
+        }
+        perm.1[(g % n) as usize]
+    }
+
+    /// Examples `first .. first + count` of the endless, epoch-shuffled example stream.
+    pub fn examples(&self, first: u64, count: usize) -> Vec<Example> {
+        let mut perm = (u64::MAX, Vec::new());
+        (0..count as u64)
+            .map(|i| {
+                let g = first + i;
+                let entry = &self.entries[self.entry_of(g, &mut perm)];
+                let mut s = mix(self.seed ^ 0xE4A3_9C17, g);
+                let pos = entry.pos[(splitmix64(&mut s) % entry.pos.len() as u64) as usize];
+                let mut docs = vec![pos];
+                if entry.neg.len() >= self.negatives {
+                    // Without replacement: a partial Fisher-Yates over the candidate list.
+                    let mut pool = entry.neg.clone();
+                    for k in 0..self.negatives {
+                        let j = k + (splitmix64(&mut s) % (pool.len() - k) as u64) as usize;
+                        pool.swap(k, j);
+                        docs.push(pool[k]);
+                    }
+                } else {
+                    for _ in 0..self.negatives {
+                        docs.push(
+                            entry.neg[(splitmix64(&mut s) % entry.neg.len() as u64) as usize],
+                        );
+                    }
+                }
+                let qid = self.queries.ids[entry.query].clone();
+                let teacher = self.teacher.as_ref().map(|t| {
+                    docs.iter()
+                        .map(|d| {
+                            t.get(&(qid.clone(), self.docs.ids[*d].clone()))
+                                .copied()
+                                .unwrap_or(f32::NAN)
+                        })
+                        .collect()
+                });
+                Example {
+                    query: self.queries.texts[entry.query].clone(),
+                    docs: docs.iter().map(|d| self.docs.texts[*d].clone()).collect(),
+                    qid,
+                    teacher,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Reads a `teacher_scores` artifact (qid, did, score, teacher) into a lookup table.
+pub fn read_teacher_scores(path: &Path) -> Result<TeacherScores> {
+    use arrow::array::{Array, Float32Array, StringArray};
+    let mut out = HashMap::new();
+    for file in crate::parquet_io::parquet_files(path)? {
+        let f = std::fs::File::open(&file).map_err(|e| StageError::io(&file, e))?;
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| b.build())
+            .map_err(|e| StageError::parquet(&file, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| StageError::parquet(&file, e))?;
+            let col = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .ok_or_else(|| StageError::parquet(&file, format!("no column `{name}`")))
+            };
+            let qids = col("qid")?.as_any().downcast_ref::<StringArray>();
+            let dids = col("did")?.as_any().downcast_ref::<StringArray>();
+            let scores = col("score")?.as_any().downcast_ref::<Float32Array>();
+            let (Some(qids), Some(dids), Some(scores)) = (qids, dids, scores) else {
+                return Err(StageError::parquet(
+                    &file,
+                    "expected qid: string, did: string, score: float32",
+                ));
+            };
+            for i in 0..batch.num_rows() {
+                if scores.is_null(i) {
+                    continue;
+                }
+                out.insert(
+                    (qids.value(i).to_string(), dids.value(i).to_string()),
+                    scores.value(i),
+                );
+            }
+        }
+    }
+    Ok(out)
+}

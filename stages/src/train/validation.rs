@@ -1,0 +1,124 @@
+//! Validation during training: encode a small dev collection and its queries with the current
+//! weights, retrieve exhaustively in memory, and score MRR@10 and Recall@k with the same metric
+//! code as the `evaluate` stage.
+
+use std::collections::HashMap;
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use crate::error::Result;
+use crate::evaluate::metrics::{evaluate, EvalOptions, Measure};
+use crate::model::encoder::{batch_tensors, to_sparse};
+use crate::model::network::{MlmEncoder, PoolingKind};
+use crate::model::TextTokenizer;
+use crate::parquet_io::{IdText, Qrel, RunRow, SparseVector};
+
+/// A dev set held in memory for the whole run.
+pub struct ValidationSet {
+    pub queries: IdText,
+    pub docs: IdText,
+    pub qrels: Vec<Qrel>,
+    pub recall_k: usize,
+}
+
+fn encode_all(
+    model: &MlmEncoder,
+    tokenizer: &TextTokenizer,
+    texts: &[String],
+    pooling: PoolingKind,
+    pad: u32,
+    device: &Device,
+) -> Result<Vec<SparseVector>> {
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(32) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let ids = tokenizer.encode_batch(&refs)?;
+        let (ids, mask) = batch_tensors(&ids, pad, device);
+        let rep = model.splade(ids, mask, pooling, 8192);
+        let [b, v] = rep.dims();
+        let values: Vec<f32> = rep
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| crate::StageError::Other(format!("reading representations: {e:?}")))?;
+        out.extend((0..b).map(|i| to_sparse(&values[i * v..(i + 1) * v])));
+    }
+    Ok(out)
+}
+
+impl ValidationSet {
+    /// `(MRR@10, Recall@recall_k)` of `model` (its weights as they are now; dropout off).
+    pub fn measure(
+        &self,
+        model: &MlmEncoder,
+        query_tokenizer: &TextTokenizer,
+        doc_tokenizer: &TextTokenizer,
+        pooling: PoolingKind,
+        pad: u32,
+        device: &Device,
+    ) -> Result<(f64, f64)> {
+        let plain = model.valid();
+        let device = device.clone().inner();
+        let docs = encode_all(
+            &plain,
+            doc_tokenizer,
+            &self.docs.texts,
+            pooling,
+            pad,
+            &device,
+        )?;
+        let queries = encode_all(
+            &plain,
+            query_tokenizer,
+            &self.queries.texts,
+            pooling,
+            pad,
+            &device,
+        )?;
+        let mut postings: HashMap<u32, Vec<(usize, f32)>> = HashMap::new();
+        for (i, d) in docs.iter().enumerate() {
+            for (t, w) in d.terms.iter().zip(&d.weights) {
+                postings.entry(*t).or_default().push((i, *w));
+            }
+        }
+        let k = self.recall_k.max(10);
+        let mut run = Vec::new();
+        let mut acc = vec![0f32; docs.len()];
+        for (qi, q) in queries.iter().enumerate() {
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for (t, w) in q.terms.iter().zip(&q.weights) {
+                for (d, dw) in postings.get(t).map(Vec::as_slice).unwrap_or(&[]) {
+                    acc[*d] += w * dw;
+                }
+            }
+            let mut ranked: Vec<(usize, f32)> = acc
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s > 0.0)
+                .map(|(d, s)| (d, *s))
+                .collect();
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            ranked.truncate(k);
+            for (rank, (d, s)) in ranked.into_iter().enumerate() {
+                run.push(RunRow {
+                    qid: self.queries.ids[qi].clone(),
+                    did: self.docs.ids[d].clone(),
+                    rank: rank as u32 + 1,
+                    score: s,
+                });
+            }
+        }
+        let measures = [Measure::Mrr(10), Measure::Recall(self.recall_k)];
+        let e = evaluate(
+            &run,
+            &self.qrels,
+            &measures,
+            EvalOptions {
+                complete: true,
+                ..EvalOptions::default()
+            },
+        );
+        Ok((e.means[0], e.means[1]))
+    }
+}

@@ -1,0 +1,156 @@
+//! Data parallelism keeps the loss global: 2 and 4 devices give the loss and the gradients of
+//! single-device training on the same global batch (within 1e-5), and so do the regularizers.
+
+use std::path::PathBuf;
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use splade_stages::model::loader::load_mlm_as;
+use splade_stages::model::network::{MlmEncoder, PoolingKind};
+use splade_stages::model::{ModelConfig, TextTokenizer};
+use splade_stages::train::examples::Example;
+use splade_stages::train::losses::RankingLoss;
+use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
+use splade_stages::train::step::{
+    DataParallel, Encoding, Objective, StepPosition, StepStats, TokenizedBatch,
+};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../conf/models/splade-tiny")
+}
+
+fn examples() -> Vec<Example> {
+    let q = [
+        "how do bees find flowers",
+        "why do corals grow slowly",
+        "when is bread done",
+        "what makes a loaf heavy",
+        "how far can a bee fly",
+        "do corals need sunlight",
+    ];
+    let d = [
+        "Forager honeybees share the location of food through the waggle dance.",
+        "Massive boulder corals add only a few millimetres per year.",
+        "A loaf is done when it sounds hollow when tapped on the bottom.",
+        "Dense bread often comes from under-proofed dough or too much flour.",
+        "Honeybees usually forage within a few kilometres of the hive.",
+        "Reef-building corals host algae that need light to photosynthesise.",
+    ];
+    (0..q.len())
+        .map(|i| Example {
+            qid: i.to_string(),
+            query: q[i].to_string(),
+            docs: vec![d[i].to_string(), d[(i + 3) % d.len()].to_string()],
+            teacher: Some(vec![5.0 + i as f32 * 0.1, 1.0 - i as f32 * 0.2]),
+        })
+        .collect()
+}
+
+fn objective() -> Objective {
+    Objective {
+        losses: vec![
+            (RankingLoss::InBatchPairwiseNll, 1.0),
+            (RankingLoss::Contrastive, 0.5),
+            (RankingLoss::MarginMse, 0.05),
+            (RankingLoss::KlDiv, 0.3),
+        ],
+        regularizers: vec![
+            Regularizer {
+                kind: RegularizerKind::Flops,
+                query: LambdaSchedule {
+                    lambda: 0.01,
+                    warmup: 0,
+                },
+                doc: LambdaSchedule {
+                    lambda: 0.02,
+                    warmup: 0,
+                },
+            },
+            Regularizer {
+                kind: RegularizerKind::L1,
+                query: LambdaSchedule {
+                    lambda: 0.001,
+                    warmup: 0,
+                },
+                doc: LambdaSchedule {
+                    lambda: 0.0,
+                    warmup: 0,
+                },
+            },
+        ],
+        anti_zero: false,
+    }
+}
+
+/// Gradients (as flat vectors of a set of parameters) and stats with `n` logical CPU devices.
+fn gradients(n: usize) -> (Vec<Vec<f32>>, StepStats) {
+    let device = Device::flex().autodiff();
+    let mut cfg = ModelConfig::from_dir(&model_dir()).unwrap();
+    cfg.dropout = 0.0;
+    let (cfg, model) = load_mlm_as(&model_dir(), cfg, &device).unwrap();
+    let model: MlmEncoder = burn::module::Module::train(model);
+    let tok_q = TextTokenizer::load(&model_dir(), 16).unwrap();
+    let tok_d = TextTokenizer::load(&model_dir(), 32).unwrap();
+    let batch = TokenizedBatch::new(&examples(), &tok_q, &tok_d).unwrap();
+    let dp = DataParallel {
+        devices: vec![device.clone(); n],
+        encoding: Encoding {
+            pooling: PoolingKind::Max,
+            vocab_chunk: 8192,
+            pad: cfg.pad_token_id,
+        },
+    };
+    let mut acc = GradientsAccumulator::<MlmEncoder>::new();
+    let stats = dp
+        .accumulate(
+            &model,
+            &batch,
+            &objective(),
+            StepPosition {
+                t: 1,
+                micro: 0,
+                seed: 1,
+            },
+            1.0,
+            &mut acc,
+        )
+        .unwrap();
+    let grads: GradientsParams = acc.grads();
+    let flat2 = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let flat1 = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let layer = &model.encoder.layers[1];
+    let g2 = |id| flat2(grads.get::<2>(id).expect("gradient present"));
+    let g1 = |id| flat1(grads.get::<1>(id).expect("gradient present"));
+    let out = vec![
+        g2(model.embeddings.word_embeddings.weight.id),
+        g2(layer.mha.query.weight.id),
+        g2(layer.pwff.linear_inner.weight.id),
+        g2(model.head.dense.weight.id),
+        g1(model.head.bias.id),
+        g1(layer.norm_2.gamma.id),
+    ];
+    (out, stats)
+}
+
+#[test]
+fn two_and_four_devices_match_one_device() {
+    let (one, s1) = gradients(1);
+    let total = |s: &StepStats| s.terms.iter().find(|(k, _)| k == "total").unwrap().1;
+    assert!(total(&s1).is_finite() && total(&s1) > 0.0);
+    let scale: f32 = one.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(scale > 1e-6, "gradients are all zero");
+    for n in [2, 4] {
+        let (got, s) = gradients(n);
+        assert!(
+            (total(&s) - total(&s1)).abs() < 1e-5,
+            "{n} devices: loss {} vs {}",
+            total(&s),
+            total(&s1)
+        );
+        for (a, b) in got.iter().zip(&one) {
+            assert_eq!(a.len(), b.len());
+            let worst = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst < 1e-5, "{n} devices: gradient differs by {worst}");
+        }
+    }
+}

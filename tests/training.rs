@@ -1,0 +1,260 @@
+//! Training through the real binary: kill -9 mid-training and resume bit-identically, resume a
+//! 4-device checkpoint on 1 device, never retrain a finished model, export a Hugging Face
+//! directory that transformers loads, and reject bad settings before anything runs.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, Int64Array};
+
+/// The toy mining stages plus a small `train` stage; `overrides` replace or add train params.
+fn training_pipeline(dir: &Path, name: &str, devices: usize, overrides: &[(&str, &str)]) -> String {
+    let mining = std::fs::read_to_string(repo().join("pipelines/toy-mining.toml")).unwrap();
+    let mining = mining.replace("name = \"toy-mining\"", &format!("name = \"{name}\""));
+    let devices = vec!["\"cpu\""; devices].join(", ");
+    let mut params: Vec<(String, String)> = [
+        ("kind", "\"train\""),
+        ("negatives", "\"mine.negatives\""),
+        ("docs", "\"ingest.docs\""),
+        ("queries", "\"ingest.train_queries\""),
+        ("steps", "6"),
+        ("batch_size", "4"),
+        ("negatives_per_query", "1"),
+        ("max_length", "48"),
+        ("query_max_length", "16"),
+        ("lr", "5e-5"),
+        ("warmup_steps", "2"),
+        ("flops_lambda_q", "1e-3"),
+        ("flops_lambda_d", "1e-3"),
+        ("lambda_warmup_steps", "3"),
+        ("checkpoint_every", "2"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in overrides {
+        match params.iter_mut().find(|(pk, _)| pk == k) {
+            Some(slot) => slot.1 = v.to_string(),
+            None => params.push((k.to_string(), v.to_string())),
+        }
+    }
+    let train: String = params.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let text = format!(
+        "{mining}\n[backend]\nkind = \"flex\"\ndevices = [{devices}]\n\n[stage.train]\n{train}"
+    );
+    write_pipeline(dir, &format!("{name}.toml"), &text)
+}
+
+/// The staging checkpoints of any in-progress training under `artifacts`.
+fn checkpoints(artifacts: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(artifacts.join(".staging")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_dir(e.path().join("checkpoints")).ok())
+        .flat_map(|d| d.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        .collect()
+}
+
+fn logged_steps(a: &Path, pipeline: &str) -> Vec<i64> {
+    let path = PathBuf::from(ok(a, &["path", pipeline, "train.train_log"]).trim());
+    let file = std::fs::File::open(&path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut steps = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = batch.column_by_name("step").unwrap();
+        let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+        steps.extend((0..col.len()).map(|i| col.value(i)));
+    }
+    steps
+}
+
+/// Starts a run, kills it (SIGKILL) once a checkpoint exists, and returns.
+fn kill_after_checkpoint(a: &Path, pipeline: &str) {
+    let mut child = splade(a).args(["run", pipeline]).spawn().unwrap();
+    wait_for(|| !checkpoints(a).is_empty(), "a training checkpoint");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn killed_training_resumes_bit_identically_and_is_never_retrained() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Dropout stays on (0.1): its masks are a function of (seed, step), so resume is exact.
+    let pipeline = training_pipeline(tmp.path(), "resume", 1, &[]);
+    let reference = tmp.path().join("reference");
+    let out = ok(&reference, &["run", &pipeline]);
+    assert_eq!(outcome_of(&out, "train"), "executed", "{out}");
+
+    let a = tmp.path().join("killed");
+    kill_after_checkpoint(&a, &pipeline);
+    let plan = ok(&a, &["plan", &pipeline]);
+    assert_eq!(plan_of(&plan, "train").0, "partial", "{plan}");
+    let out = ok(&a, &["run", &pipeline]);
+    assert_eq!(outcome_of(&out, "train"), "resumed", "{out}");
+    assert!(out.contains("resumed at step"), "{out}");
+
+    assert_eq!(
+        output_files(&a, &pipeline, "train.model"),
+        output_files(&reference, &pipeline, "train.model"),
+        "resumed weights differ from the uninterrupted run"
+    );
+    assert_eq!(logged_steps(&a, &pipeline), (1..=6).collect::<Vec<_>>());
+    assert_eq!(
+        logged_steps(&reference, &pipeline),
+        (1..=6).collect::<Vec<_>>()
+    );
+
+    let again = ok(&a, &["run", &pipeline]);
+    assert_eq!(outcome_of(&again, "train"), "cached", "{again}");
+}
+
+/// SPLADE vectors of a few texts under the model directory `model`.
+fn vectors(a: &Path, model: &str) -> Vec<serde_json::Value> {
+    let out = ok(
+        a,
+        &[
+            "expand",
+            "--model",
+            model,
+            "--json",
+            "how do honeybees find flowers",
+            "why does bread go stale",
+        ],
+    );
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["weights"].clone())
+        .collect()
+}
+
+fn max_difference(a: &[serde_json::Value], b: &[serde_json::Value]) -> f64 {
+    let mut worst = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (x.as_object().unwrap(), y.as_object().unwrap());
+        for k in x.keys().chain(y.keys()) {
+            let d = (x.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0)
+                - y.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0))
+            .abs();
+            worst = worst.max(d);
+        }
+    }
+    worst
+}
+
+#[test]
+fn four_device_checkpoint_resumes_on_one_device() {
+    let tmp = tempfile::tempdir().unwrap();
+    let no_dropout = &[("dropout", "0.0")];
+    let one = training_pipeline(tmp.path(), "one", 1, no_dropout);
+    let four = training_pipeline(tmp.path(), "four", 4, no_dropout);
+    let reference = tmp.path().join("reference");
+    ok(&reference, &["run", &one]);
+
+    let a = tmp.path().join("switched");
+    kill_after_checkpoint(&a, &four);
+    // The backend is not part of the fingerprint: the 1-device pipeline picks up the checkpoint.
+    let out = ok(&a, &["run", &one]);
+    assert_eq!(outcome_of(&out, "train"), "resumed", "{out}");
+    let model = |art: &Path| ok(art, &["path", &one, "train.model"]).trim().to_string();
+    let got = vectors(&a, &model(&a));
+    let want = vectors(&reference, &model(&reference));
+    let diff = max_difference(&got, &want);
+    assert!(
+        diff < 1e-3,
+        "4→1-device resume drifted from 1-device training by {diff}"
+    );
+}
+
+/// A Python with transformers, if this machine has one (`SPLADE_TEST_PYTHON` or the venv the
+/// README sets up).
+fn python_with_transformers() -> Option<String> {
+    let candidates = [
+        std::env::var("SPLADE_TEST_PYTHON").unwrap_or_default(),
+        "/opt/torchvenv/bin/python".into(),
+        "python3".into(),
+    ];
+    candidates.into_iter().filter(|c| !c.is_empty()).find(|c| {
+        std::process::Command::new(c)
+            .args(["-c", "import torch, transformers"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+#[test]
+fn trained_model_loads_in_transformers_and_encodes_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = training_pipeline(tmp.path(), "export", 1, &[("steps", "2")]);
+    let a = tmp.path().join("a");
+    ok(&a, &["run", &pipeline]);
+    let model = ok(&a, &["path", &pipeline, "train.model"])
+        .trim()
+        .to_string();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(
+            Path::new(&model).join(f).is_file(),
+            "{f} missing in {model}"
+        );
+    }
+    let ours = vectors(&a, &model);
+    // Training moved the weights: the exported model is not the one it started from.
+    let base = vectors(&a, "conf/models/splade-tiny");
+    assert!(max_difference(&ours, &base) > 1e-6);
+
+    let Some(python) = python_with_transformers() else {
+        eprintln!("skipped the transformers check: no Python with torch + transformers here");
+        return;
+    };
+    let script = repo().join("tests/fixtures/model/splade_vectors.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&model)
+        .args(["how do honeybees find flowers", "why does bread go stale"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let diff = max_difference(&ours, &theirs);
+    assert!(diff < 1e-4, "transformers disagrees by {diff}");
+}
+
+#[test]
+fn bad_training_settings_fail_before_anything_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let p = training_pipeline(tmp.path(), "t1", 1, &[("losses", "{ margin_mse = 1.0 }")]);
+    let err = fails(&a, &["plan", &p]);
+    assert!(
+        err.contains("stage.train.teacher_scores") && err.contains("margin_mse"),
+        "{err}"
+    );
+    let p = training_pipeline(tmp.path(), "t2", 1, &[("losses", "{ kl_divv = 1.0 }")]);
+    let err = fails(&a, &["plan", &p]);
+    assert!(
+        err.contains("stage.train.losses") && err.contains("kl_div"),
+        "{err}"
+    );
+    let p = training_pipeline(tmp.path(), "t3", 1, &[("select", "\"best\"")]);
+    let err = fails(&a, &["plan", &p]);
+    assert!(err.contains("stage.train.select"), "{err}");
+    let p = training_pipeline(tmp.path(), "t4", 1, &[("max_length", "4096")]);
+    let err = fails(&a, &["run", &p]);
+    assert!(err.contains("max_position_embeddings"), "{err}");
+    assert!(!a.join(".staging").exists() || checkpoints(&a).is_empty());
+}
