@@ -262,3 +262,138 @@ pub fn retrieve(
     }
     Ok(())
 }
+
+/// Settings of `splade bench train`.
+#[derive(clap::Args)]
+pub struct TrainBench {
+    #[arg(long, default_value = "conf/models/splade-tiny")]
+    pub model: PathBuf,
+    /// Queries per step (each with one positive and one negative document).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 32)]
+    pub query_length: usize,
+    #[arg(long, default_value_t = 128)]
+    pub doc_length: usize,
+    /// Measured steps (after one warm-up step).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// `flex` or `tch`.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value_t = 8192)]
+    pub vocab_chunk: usize,
+}
+
+/// Random token sequences of exactly `len` tokens (`[CLS] ... [SEP]`), as `bench/train_torch.py`.
+fn random_sequences(n: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            let mut seq = vec![101u32];
+            seq.extend(
+                (2..len).map(|_| 1000 + (splade_stages::rng::splitmix64(&mut s) % 29000) as u32),
+            );
+            seq.push(102);
+            seq
+        })
+        .collect()
+}
+
+/// Training steps per second of the SPLADE step the `train` stage runs (in-batch negatives +
+/// FLOPS, AdamW), on fixed-length random token batches, with peak memory.
+pub fn train(b: &TrainBench) -> Result<()> {
+    use burn::module::Module;
+    use burn::optim::{AdamWConfig, GradientsAccumulator};
+    use splade_stages::model::loader::load_mlm;
+    use splade_stages::model::network::PoolingKind;
+    use splade_stages::train::encoders::{EncoderPair, Encoding, QueryEncoding};
+    use splade_stages::train::losses::RankingLoss;
+    use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
+    use splade_stages::train::step::{DataParallel, Objective, StepPosition, TokenizedBatch};
+
+    let devices: Vec<_> = splade_stages::model::devices_from_backend(
+        &serde_json::json!({"kind": b.backend, "devices": [b.device]}),
+    )?
+    .into_iter()
+    .map(|d| d.autodiff())
+    .collect();
+    let (cfg, model) = load_mlm(&b.model, &devices[0])?;
+    let mut model = EncoderPair {
+        doc: model,
+        query: None,
+    }
+    .train();
+    let mut optim = AdamWConfig::new()
+        .with_epsilon(1e-6)
+        .with_weight_decay(0.01)
+        .init();
+    let objective = Objective {
+        losses: vec![(RankingLoss::InBatchPairwiseNll, 1.0)],
+        regularizers: vec![Regularizer {
+            kind: RegularizerKind::Flops,
+            query: LambdaSchedule {
+                lambda: 0.5,
+                warmup: 0,
+            },
+            doc: LambdaSchedule {
+                lambda: 0.4,
+                warmup: 0,
+            },
+        }],
+        anti_zero: false,
+    };
+    let parallel = DataParallel {
+        devices: devices.clone(),
+        encoding: Encoding {
+            pooling: PoolingKind::Max,
+            vocab_chunk: b.vocab_chunk,
+            pad: cfg.pad_token_id,
+            queries: QueryEncoding::Shared,
+        },
+    };
+    let mut run_step = |i: usize, model: EncoderPair| -> Result<EncoderPair> {
+        let batch = TokenizedBatch {
+            queries: random_sequences(b.batch_size, b.query_length, 2 * i as u64 + 1),
+            docs: random_sequences(2 * b.batch_size, b.doc_length, 2 * i as u64 + 2),
+            per_query: 2,
+            teacher: None,
+        };
+        let mut acc = GradientsAccumulator::<EncoderPair>::new();
+        parallel.accumulate(
+            &model,
+            &batch,
+            &objective,
+            StepPosition {
+                t: i as u64 + 1,
+                micro: i as u64,
+                seed: 1,
+            },
+            1.0,
+            &mut acc,
+        )?;
+        Ok(optim.step(2e-5, model, acc.grads()))
+    };
+    model = run_step(0, model)?;
+    let t0 = Instant::now();
+    for i in 1..=b.steps {
+        model = run_step(i, model)?;
+    }
+    let _ = model.valid();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "steps={} batch={} query_length={} doc_length={} secs={secs:.3} steps_per_s={:.3} examples_per_s={:.2} peak_rss_mib={:.0} threads={} backend={}",
+        b.steps,
+        b.batch_size,
+        b.query_length,
+        b.doc_length,
+        b.steps as f64 / secs,
+        (b.steps * b.batch_size) as f64 / secs,
+        peak_rss_mib(),
+        rayon::current_num_threads(),
+        b.backend,
+    );
+    Ok(())
+}

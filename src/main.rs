@@ -169,6 +169,8 @@ enum BenchCommand {
     },
     /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
     Encode(bench::EncodeBench),
+    /// Training step throughput (examples/s) and peak memory of the train stage's SPLADE step.
+    Train(bench::TrainBench),
 }
 
 fn main() {
@@ -450,6 +452,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             bench::retrieve(&dir, queries, dump.as_deref())
         }
         Command::Bench(BenchCommand::Encode(b)) => bench::encode(&b),
+        Command::Bench(BenchCommand::Train(b)) => bench::train(&b),
         Command::Expand {
             model,
             max_length,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use splade_stages::parquet_io::read_sparse;
 
-const TOY: &str = "pipelines/toy.toml";
+const TOY: &str = "pipelines/toy-retrieval.toml";
 
 fn vectors(
     a: &std::path::Path,

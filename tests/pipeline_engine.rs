@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 
-const TOY: &str = "pipelines/toy.toml";
+const TOY: &str = "pipelines/toy-retrieval.toml";
 
 #[test]
 fn toy_runs_then_every_stage_is_cached() {

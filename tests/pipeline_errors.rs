@@ -145,18 +145,34 @@ fn missing_input_files_are_reported_before_running() {
 fn set_overrides_are_typed_and_checked() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path();
-    let err = fails(a, &["run", "pipelines/toy.toml", "--set", "evaluate.k=ten"]);
+    let err = fails(
+        a,
+        &[
+            "run",
+            "pipelines/toy-retrieval.toml",
+            "--set",
+            "evaluate.k=ten",
+        ],
+    );
     assert!(
         err.contains("--set evaluate.k=ten") && err.contains("expected an array of integers"),
         "{err}"
     );
-    let err = fails(a, &["run", "pipelines/toy.toml", "--set", "evaluat.k=[1]"]);
+    let err = fails(
+        a,
+        &[
+            "run",
+            "pipelines/toy-retrieval.toml",
+            "--set",
+            "evaluat.k=[1]",
+        ],
+    );
     assert!(err.contains("did you mean `evaluate`"), "{err}");
     let err = fails(
         a,
         &[
             "run",
-            "pipelines/toy.toml",
+            "pipelines/toy-retrieval.toml",
             "--set",
             "evaluate.complete=maybe",
         ],

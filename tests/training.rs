@@ -258,3 +258,96 @@ fn bad_training_settings_fail_before_anything_runs() {
     assert!(err.contains("max_position_embeddings"), "{err}");
     assert!(!a.join(".staging").exists() || checkpoints(&a).is_empty());
 }
+
+#[test]
+fn separate_and_bag_of_words_query_encoders_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let separate = training_pipeline(
+        tmp.path(),
+        "separate",
+        2,
+        &[
+            ("steps", "2"),
+            ("query_encoder", "\"separate\""),
+            ("lr", "1e-3"),
+        ],
+    );
+    let out = ok(&a, &["run", &separate]);
+    assert_eq!(outcome_of(&out, "train"), "executed", "{out}");
+    let doc = ok(&a, &["path", &separate, "train.model"])
+        .trim()
+        .to_string();
+    let query = ok(&a, &["path", &separate, "train.query_model"])
+        .trim()
+        .to_string();
+    // Both start from splade-tiny; trained on different texts, they part ways.
+    let diff = max_difference(&vectors(&a, &doc), &vectors(&a, &query));
+    assert!(diff > 1e-4, "query and document encoders are identical");
+
+    let bow = training_pipeline(
+        tmp.path(),
+        "bow",
+        1,
+        &[
+            ("steps", "2"),
+            ("query_encoder", "\"bag_of_words\""),
+            ("flops_lambda_q", "0"),
+        ],
+    );
+    let out = ok(&a, &["run", &bow]);
+    assert_eq!(outcome_of(&out, "train"), "executed", "{out}");
+    let err = fails(
+        &a,
+        &[
+            "plan",
+            &training_pipeline(
+                tmp.path(),
+                "bow_reg",
+                1,
+                &[("query_encoder", "\"bag_of_words\"")],
+            ),
+        ],
+    );
+    assert!(err.contains("stage.train.query_encoder"), "{err}");
+}
+
+#[test]
+fn every_training_preset_validates_in_a_pipeline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let presets: Vec<PathBuf> = std::fs::read_dir(repo().join("conf/train"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(presets.len() >= 8, "{presets:?}");
+    let mining = std::fs::read_to_string(repo().join("pipelines/toy-mining.toml")).unwrap();
+    let mining = mining
+        .replace("name = \"toy-mining\"", "name = \"preset\"")
+        .replace(
+            "queries = { train = \"pipelines/data/toy/queries.train.tsv\" }",
+            "queries = { train = \"pipelines/data/toy/queries.train.tsv\", dev = \"pipelines/data/toy/queries.dev.tsv\" }",
+        )
+        .replace(
+            "qrels = { train = \"pipelines/data/toy/qrels.train.json\" }",
+            "qrels = { train = \"pipelines/data/toy/qrels.train.json\", dev = \"pipelines/data/toy/qrels.dev.trec\" }",
+        );
+    for preset in presets {
+        let text = format!(
+            "include = [\"{}\"]\n{mining}\n[stage.distill]\nkind = \"distill\"\nscores = \"pipelines/data/toy/run.dev.bm25.trec\"\n\n[stage.train]\nnegatives = \"mine.negatives\"\ndocs = \"ingest.docs\"\nqueries = \"ingest.train_queries\"\nteacher_scores = \"distill.teacher_scores\"\nvalidation_queries = \"ingest.dev_queries\"\nvalidation_qrels = \"ingest.dev_qrels\"\n",
+            preset.display()
+        );
+        let p = write_pipeline(tmp.path(), "preset.toml", &text);
+        let out = run(&a, &["plan", &p]);
+        assert!(
+            out.status.success(),
+            "{} does not validate:\n{}",
+            preset.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plan = String::from_utf8_lossy(&out.stdout);
+        assert!(plan.contains("train"), "{plan}");
+    }
+}

@@ -8,11 +8,12 @@ use burn::tensor::{Device, Tensor};
 use splade_stages::model::loader::load_mlm_as;
 use splade_stages::model::network::{MlmEncoder, PoolingKind};
 use splade_stages::model::{ModelConfig, TextTokenizer};
+use splade_stages::train::encoders::{EncoderPair, Encoding, QueryEncoding};
 use splade_stages::train::examples::Example;
 use splade_stages::train::losses::RankingLoss;
 use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
 use splade_stages::train::step::{
-    DataParallel, Encoding, Objective, StepPosition, StepStats, TokenizedBatch,
+    DataParallel, Objective, StepPosition, StepStats, TokenizedBatch,
 };
 
 fn model_dir() -> PathBuf {
@@ -88,7 +89,10 @@ fn gradients(n: usize) -> (Vec<Vec<f32>>, StepStats) {
     let mut cfg = ModelConfig::from_dir(&model_dir()).unwrap();
     cfg.dropout = 0.0;
     let (cfg, model) = load_mlm_as(&model_dir(), cfg, &device).unwrap();
-    let model: MlmEncoder = burn::module::Module::train(model);
+    let pair = burn::module::Module::train(EncoderPair {
+        doc: model,
+        query: None,
+    });
     let tok_q = TextTokenizer::load(&model_dir(), 16).unwrap();
     let tok_d = TextTokenizer::load(&model_dir(), 32).unwrap();
     let batch = TokenizedBatch::new(&examples(), &tok_q, &tok_d).unwrap();
@@ -98,12 +102,13 @@ fn gradients(n: usize) -> (Vec<Vec<f32>>, StepStats) {
             pooling: PoolingKind::Max,
             vocab_chunk: 8192,
             pad: cfg.pad_token_id,
+            queries: QueryEncoding::Shared,
         },
     };
-    let mut acc = GradientsAccumulator::<MlmEncoder>::new();
+    let mut acc = GradientsAccumulator::<EncoderPair>::new();
     let stats = dp
         .accumulate(
-            &model,
+            &pair,
             &batch,
             &objective(),
             StepPosition {
@@ -118,6 +123,7 @@ fn gradients(n: usize) -> (Vec<Vec<f32>>, StepStats) {
     let grads: GradientsParams = acc.grads();
     let flat2 = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     let flat1 = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let model: &MlmEncoder = &pair.doc;
     let layer = &model.encoder.layers[1];
     let g2 = |id| flat2(grads.get::<2>(id).expect("gradient present"));
     let g1 = |id| flat1(grads.get::<1>(id).expect("gradient present"));

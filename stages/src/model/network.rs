@@ -53,17 +53,24 @@ impl MlmEncoder {
         Self::init_with(cfg, device, None)
     }
 
-    /// A network initialised as BERT pre-training does (normal(0, 0.02) weights, unit LayerNorms,
-    /// zero decoder bias), for training from scratch. Seed the device first for a reproducible draw.
+    /// A network initialised as BERT pre-training does (normal(0, 0.02) weights, unit LayerNorms),
+    /// for training from scratch, except the decoder bias: it starts at three standard deviations
+    /// of the initial logits (`-3 · 0.02 · √hidden`) below zero, so a random model's SPLADE vectors
+    /// start sparse instead of covering the whole vocabulary (from a dense start, training spends
+    /// its first hundreds of steps only walking the biases down). Seed the device first for a
+    /// reproducible draw.
     pub fn init_random(cfg: &ModelConfig, device: &Device) -> Self {
-        Self::init_with(
+        let mut model = Self::init_with(
             cfg,
             device,
             Some(Initializer::Normal {
                 mean: 0.0,
                 std: 0.02,
             }),
-        )
+        );
+        let bias = -3.0 * 0.02 * (cfg.hidden as f64).sqrt();
+        model.head.bias = Param::from_tensor(Tensor::full([cfg.vocab_size], bias, device));
+        model
     }
 
     fn init_with(cfg: &ModelConfig, device: &Device, init: Option<Initializer>) -> Self {

@@ -10,8 +10,8 @@ use burn::optim::ModuleOptimizer;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
+use super::encoders::EncoderPair;
 use crate::error::{Result, StageError};
-use crate::model::MlmEncoder;
 
 /// Where a run stands at a checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,7 +41,7 @@ pub fn checkpoint_dir(root: &Path, step: u64) -> PathBuf {
 pub fn save(
     root: &Path,
     state: &TrainState,
-    model: &MlmEncoder,
+    model: &EncoderPair,
     optim: &ModuleOptimizer,
 ) -> Result<PathBuf> {
     let done = checkpoint_dir(root, state.step);
@@ -92,9 +92,9 @@ pub fn prune(root: &Path, keep: &Path) -> Result<()> {
 /// Loads the checkpoint in `dir` into `model` and `optim`.
 pub fn load(
     dir: &Path,
-    model: MlmEncoder,
+    model: EncoderPair,
     optim: ModuleOptimizer,
-) -> Result<(TrainState, MlmEncoder, ModuleOptimizer)> {
+) -> Result<(TrainState, EncoderPair, ModuleOptimizer)> {
     let state_file = dir.join("state.json");
     let text = std::fs::read(&state_file).map_err(|e| StageError::io(&state_file, e))?;
     let state: TrainState = serde_json::from_slice(&text)

@@ -5,6 +5,7 @@
 //! a Hugging Face model directory as output.
 
 pub mod checkpoint;
+pub mod encoders;
 pub mod examples;
 pub mod losses;
 pub mod regularizer;
@@ -33,10 +34,11 @@ use crate::model::{devices_from_backend, ModelConfig, TextTokenizer};
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{read_id_text, read_qrels, ParquetSink};
 use checkpoint::TrainState;
+use encoders::{EncoderPair, Encoding, QueryEncoding};
 use examples::{read_teacher_scores, TrainingSet};
 use losses::RankingLoss;
 use regularizer::{LambdaSchedule, LearningRateSchedule, Regularizer, RegularizerKind};
-use step::{DataParallel, Encoding, Objective, StepPosition, TokenizedBatch};
+use step::{DataParallel, Objective, StepPosition, TokenizedBatch};
 use validation::ValidationSet;
 
 /// The train stage kind.
@@ -48,6 +50,8 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::required("queries", ParamType::Artifact, "training queries (id, text)"),
     ParamSpec::with_default("teacher_scores", ParamType::Artifact, "null", "teacher scores (`distill.teacher_scores`), for margin_mse / kl_div / mse_margin"),
     ParamSpec::with_default("model", ParamType::FileOrArtifact, "\"conf/models/splade-tiny\"", "Hugging Face masked-LM directory to start from (or its shape and tokenizer, with init = \"random\")"),
+    ParamSpec::with_default("query_encoder", ParamType::Choice(&["shared", "separate", "bag_of_words"]), "\"shared\"", "one shared encoder; a separate query encoder (efficient SPLADE V/VI); or bag-of-words queries (SPLADE-doc)"),
+    ParamSpec::with_default("query_model", ParamType::FileOrArtifact, "null", "the separate query encoder's starting point; default: `model`"),
     ParamSpec::with_default("init", ParamType::Choice(&["pretrained", "random"]), "\"pretrained\"", "start from the model's weights, or from a BERT-style random initialisation of its shape"),
     ParamSpec::with_default("steps", ParamType::Int, "1000", "optimizer steps"),
     ParamSpec::with_default("batch_size", ParamType::Int, "32", "queries per optimizer step, over all devices (global batch)"),
@@ -82,6 +86,7 @@ const PARAMS: &[ParamSpec] = &[
 
 #[derive(Debug, Deserialize)]
 struct TrainParams {
+    query_encoder: String,
     init: String,
     steps: u64,
     batch_size: usize,
@@ -157,6 +162,9 @@ impl Stage for Train {
 
     fn outputs(&self, params: &Value) -> Vec<String> {
         let mut out = vec!["model".to_string(), "train_log".to_string()];
+        if params["query_encoder"] == "separate" {
+            out.push("query_model".into());
+        }
         if params["validate_every"].as_i64().unwrap_or(0) > 0 {
             out.push("validation".into());
         }
@@ -224,6 +232,18 @@ impl Stage for Train {
                 "select".into(),
                 "\"best\" needs validation (validate_every > 0)".into(),
             ));
+        }
+        if !p["query_model"].is_null() && p["query_encoder"] != "separate" {
+            return Err((
+                "query_model".into(),
+                "only used with query_encoder = \"separate\"".into(),
+            ));
+        }
+        if p["query_encoder"] == "bag_of_words"
+            && (p["flops_lambda_q"].as_f64().unwrap_or(0.0) > 0.0
+                || p["l1_lambda_q"].as_f64().unwrap_or(0.0) > 0.0)
+        {
+            return Err(("query_encoder".into(), "bag-of-words queries have no encoder to regularize: set flops_lambda_q and l1_lambda_q to 0".into()));
         }
         Ok(())
     }
@@ -304,7 +324,12 @@ impl Stage for Train {
                 });
             }
         }
-        let query_tok = TextTokenizer::load(&model_dir, query_len)?;
+        let query_dir = ctx
+            .inputs
+            .get("query_model")
+            .map(|i| i.path().to_path_buf())
+            .unwrap_or_else(|| model_dir.clone());
+        let query_tok = TextTokenizer::load(&query_dir, query_len)?;
         let doc_tok = TextTokenizer::load(&model_dir, p.max_length)?;
 
         let teacher = match ctx.inputs.get("teacher_scores") {
@@ -336,12 +361,54 @@ impl Stage for Train {
         };
 
         main.seed(p.seed);
-        let model = if p.init == "random" {
-            MlmEncoder::init_random(&cfg, &main)
-        } else {
-            load_mlm_as(&model_dir, cfg.clone(), &main)?.1
+        let init = |dir: &Path| -> Result<(ModelConfig, MlmEncoder)> {
+            let mut c = ModelConfig::from_dir(dir)?;
+            if let Some(d) = p.dropout {
+                c.dropout = d;
+            }
+            if p.init == "random" {
+                Ok((c.clone(), MlmEncoder::init_random(&c, &main)))
+            } else {
+                load_mlm_as(dir, c, &main)
+            }
         };
-        let mut model = model.train();
+        let doc_model = init(&model_dir)?.1;
+        let (query_cfg, query_model) = if p.query_encoder == "separate" {
+            let (c, m) = init(&query_dir)?;
+            (Some(c), Some(m))
+        } else {
+            (None, None)
+        };
+        if let Some(qc) = &query_cfg {
+            if qc.vocab_size != cfg.vocab_size {
+                return Err(StageError::Param {
+                    key: "query_model".into(),
+                    message: format!(
+                        "vocabulary of {} terms, the document model has {}: they must share one",
+                        qc.vocab_size, cfg.vocab_size
+                    ),
+                });
+            }
+        }
+        let mut model = EncoderPair {
+            doc: doc_model,
+            query: query_model,
+        }
+        .train();
+        let query_encoding = match p.query_encoder.as_str() {
+            "separate" => QueryEncoding::Separate,
+            "bag_of_words" => QueryEncoding::BagOfWords {
+                specials: Arc::new(query_tok.special_ids().clone()),
+                vocab: cfg.vocab_size,
+            },
+            _ => QueryEncoding::Shared,
+        };
+        let encoding = Encoding {
+            pooling,
+            vocab_chunk: p.vocab_chunk,
+            pad: cfg.pad_token_id,
+            queries: query_encoding,
+        };
         let mut adamw = AdamWConfig::new()
             .with_epsilon(p.adam_eps as f32)
             .with_weight_decay(p.weight_decay as f32);
@@ -395,17 +462,31 @@ impl Stage for Train {
 
         let parallel = DataParallel {
             devices: devices.clone(),
-            encoding: Encoding {
-                pooling,
-                vocab_chunk: p.vocab_chunk,
-                pad: cfg.pad_token_id,
-            },
+            encoding: encoding.clone(),
         };
         let lr_schedule = LearningRateSchedule {
             lr: p.lr,
             warmup: p.warmup_steps,
             total: p.steps,
         };
+        if let (Some(v), 0) = (&validation, state.step) {
+            // Step 0: the starting point every later validation is compared against.
+            let (mrr, recall) = v.measure(&model, &encoding, &query_tok, &doc_tok, &main)?;
+            append_line(
+                &val_path,
+                &json!({"step": 0, "mrr_at_10": mrr, "recall": recall}),
+            )?;
+            state.best = Some((mrr, 0));
+            if p.select == "best" {
+                export_pair(
+                    &model,
+                    &cfg,
+                    &model_dir,
+                    query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
+                    &best_dir,
+                )?;
+            }
+        }
         let bar = ctx.progress(p.steps, "steps");
         bar.set_position(state.step);
         let started = Instant::now();
@@ -414,7 +495,7 @@ impl Stage for Train {
             let step_started = Instant::now();
             let t = state.step + 1;
             let lr = lr_schedule.at(state.step);
-            let mut acc = GradientsAccumulator::<MlmEncoder>::new();
+            let mut acc = GradientsAccumulator::<EncoderPair>::new();
             let mut terms: BTreeMap<String, f64> = BTreeMap::new();
             let (mut nnz_q, mut nnz_d, mut flops_d) = (0.0, 0.0, 0.0);
             let gas = p.gradient_accumulation;
@@ -480,14 +561,8 @@ impl Stage for Train {
 
             if let Some(v) = &validation {
                 if t % p.validate_every == 0 || t == p.steps {
-                    let (mrr, recall) = v.measure(
-                        &model,
-                        &query_tok,
-                        &doc_tok,
-                        pooling,
-                        cfg.pad_token_id,
-                        &main,
-                    )?;
+                    let (mrr, recall) =
+                        v.measure(&model, &encoding, &query_tok, &doc_tok, &main)?;
                     append_line(
                         &val_path,
                         &json!({"step": t, "mrr_at_10": mrr, "recall": recall}),
@@ -495,7 +570,13 @@ impl Stage for Train {
                     if state.best.is_none_or(|(b, _)| mrr > b) {
                         state.best = Some((mrr, t));
                         if p.select == "best" {
-                            export_atomically(&model, &cfg, &model_dir, &best_dir)?;
+                            export_pair(
+                                &model,
+                                &cfg,
+                                &model_dir,
+                                query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
+                                &best_dir,
+                            )?;
                         }
                     }
                 }
@@ -515,15 +596,29 @@ impl Stage for Train {
         }
         bar.finish_and_clear();
 
-        let out_dir = staging.join("model");
-        if out_dir.exists() {
-            std::fs::remove_dir_all(&out_dir).map_err(|e| StageError::io(&out_dir, e))?;
+        for name in ["model", "query_model"] {
+            let d = staging.join(name);
+            if d.exists() {
+                std::fs::remove_dir_all(&d).map_err(|e| StageError::io(&d, e))?;
+            }
         }
-        if p.select == "best" && best_dir.is_dir() {
-            std::fs::rename(&best_dir, &out_dir).map_err(|e| StageError::io(&out_dir, e))?;
-        } else {
-            export_hf(&model.valid(), &cfg, &model_dir, &out_dir)?;
+        if !(p.select == "best" && best_dir.is_dir()) {
+            export_pair(
+                &model,
+                &cfg,
+                &model_dir,
+                query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
+                &best_dir,
+            )?;
         }
+        for name in ["model", "query_model"] {
+            let from = best_dir.join(name);
+            if from.is_dir() {
+                let to = staging.join(name);
+                std::fs::rename(&from, &to).map_err(|e| StageError::io(&to, e))?;
+            }
+        }
+        let val_path_for_summary = std::fs::read_to_string(&val_path).unwrap_or_default();
         let log_rows = jsonl_to_parquet(&log_path, &ctx.output_file("train_log"))?;
         if validation.is_some() {
             jsonl_to_parquet(&val_path, &ctx.output_file("validation"))?;
@@ -579,7 +674,8 @@ impl Stage for Train {
             stats.insert("best_step".into(), json!(at));
         }
         let mut summary = format!(
-            "{} steps on {} device(s) over {} queries{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
+            "{}: {} steps on {} device(s) over {} queries{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
+            ctx.name,
             p.steps,
             devices.len(),
             set.coverage.queries_used,
@@ -593,7 +689,10 @@ impl Stage for Train {
             last.nnz_d
         );
         if let Some((mrr, at)) = state.best {
-            summary.push_str(&format!("; best dev MRR@10 {mrr:.4} at step {at}"));
+            let start = first_validation(&val_path_for_summary)
+                .map(|m| format!("{m:.4} at step 0, "))
+                .unwrap_or_default();
+            summary.push_str(&format!("; dev MRR@10 {start}best {mrr:.4} at step {at}"));
         }
         Ok(StageOutcome {
             stats,
@@ -607,6 +706,14 @@ struct StepSummary {
     loss: f64,
     nnz_q: f64,
     nnz_d: f64,
+}
+
+/// MRR@10 of the first validation line (step 0) of a validation log's text.
+fn first_validation(text: &str) -> Option<f64> {
+    let first: Value = serde_json::from_str(text.lines().next()?).ok()?;
+    (first["step"] == 0)
+        .then(|| first["mrr_at_10"].as_f64())
+        .flatten()
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -635,17 +742,24 @@ fn append_line(path: &Path, value: &Value) -> Result<()> {
     writeln!(f, "{value}").map_err(|e| StageError::io(path, e))
 }
 
-fn export_atomically(
-    model: &MlmEncoder,
+/// Writes `to/model` (and `to/query_model` for separate encoders) as Hugging Face directories,
+/// replacing `to` atomically.
+fn export_pair(
+    pair: &EncoderPair,
     cfg: &ModelConfig,
     source: &Path,
+    query: Option<(&ModelConfig, &Path)>,
     to: &Path,
 ) -> Result<()> {
     let tmp: PathBuf = to.with_extension("tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| StageError::io(&tmp, e))?;
     }
-    export_hf(&model.valid(), cfg, source, &tmp)?;
+    let plain = pair.valid();
+    export_hf(&plain.doc, cfg, source, &tmp.join("model"))?;
+    if let (Some(q), Some((qcfg, qsource))) = (&plain.query, query) {
+        export_hf(q, qcfg, qsource, &tmp.join("query_model"))?;
+    }
     if to.exists() {
         std::fs::remove_dir_all(to).map_err(|e| StageError::io(to, e))?;
     }

@@ -12,14 +12,13 @@
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
+use super::encoders::{EncoderPair, Encoding};
 use super::examples::Example;
 use super::losses::{BatchScores, RankingLoss};
 use super::regularizer::{anti_zero, Regularizer};
 use crate::error::{Result, StageError};
-use crate::model::encoder::batch_tensors;
-use crate::model::network::{MlmEncoder, PoolingKind};
 use crate::model::TextTokenizer;
 use crate::rng::splitmix64;
 
@@ -165,21 +164,6 @@ impl TokenizedBatch {
     }
 }
 
-/// How representations are computed: pooling, vocabulary chunking and padding id.
-#[derive(Debug, Clone, Copy)]
-pub struct Encoding {
-    pub pooling: PoolingKind,
-    pub vocab_chunk: usize,
-    pub pad: u32,
-}
-
-impl Encoding {
-    fn encode(&self, model: &MlmEncoder, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
-        let (ids, mask): (Tensor<2, Int>, Tensor<2>) = batch_tensors(seqs, self.pad, device);
-        model.splade(ids, mask, self.pooling, self.vocab_chunk)
-    }
-}
-
 /// The dropout seed of one device share of one micro-step: a pure function of the run's seed.
 pub fn share_seed(seed: u64, micro_step: u64, share: usize) -> u64 {
     let mut s = seed ^ micro_step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((share as u64) << 48);
@@ -221,12 +205,12 @@ impl DataParallel {
     /// on the main device, accumulated into `acc`.
     pub fn accumulate(
         &self,
-        model: &MlmEncoder,
+        model: &EncoderPair,
         batch: &TokenizedBatch,
         objective: &Objective,
         at: StepPosition,
         scale: f64,
-        acc: &mut GradientsAccumulator<MlmEncoder>,
+        acc: &mut GradientsAccumulator<EncoderPair>,
     ) -> Result<StepStats> {
         let main = &self.devices[0];
         let m = batch.per_query;
@@ -238,14 +222,14 @@ impl DataParallel {
         let parts = shares(batch.len(), self.devices.len());
         if parts.len() == 1 {
             main.seed(share_seed(at.seed, at.micro, 0));
-            let q = self.encoding.encode(model, &batch.queries, main);
-            let d = self.encoding.encode(model, &batch.docs, main);
+            let q = self.encoding.queries(model, &batch.queries, main);
+            let d = self.encoding.docs(model, &batch.docs, main);
             let (loss, stats) = objective.loss(t, &q, &d, teacher.as_ref(), m);
             let grads = (loss * scale).backward();
             acc.accumulate(model, GradientsParams::from_grads(grads, model));
             return Ok(stats);
         }
-        let replicas: Vec<MlmEncoder> = parts
+        let replicas: Vec<EncoderPair> = parts
             .iter()
             .enumerate()
             .map(|(i, _)| {
@@ -265,8 +249,8 @@ impl DataParallel {
             dev.seed(share_seed(at.seed, at.micro, i));
             let q = self
                 .encoding
-                .encode(&replicas[i], &batch.queries[range.clone()], dev);
-            let d = self.encoding.encode(
+                .queries(&replicas[i], &batch.queries[range.clone()], dev);
+            let d = self.encoding.docs(
                 &replicas[i],
                 &batch.docs[range.start * m..range.end * m],
                 dev,
@@ -288,8 +272,8 @@ impl DataParallel {
             dev.seed(share_seed(at.seed, at.micro, i));
             let q = self
                 .encoding
-                .encode(&replicas[i], &batch.queries[range.clone()], dev);
-            let d = self.encoding.encode(
+                .queries(&replicas[i], &batch.queries[range.clone()], dev);
+            let d = self.encoding.docs(
                 &replicas[i],
                 &batch.docs[range.start * m..range.end * m],
                 dev,

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
+use super::encoders::{EncoderPair, Encoding};
 use crate::error::Result;
 use crate::evaluate::metrics::{evaluate, EvalOptions, Measure};
-use crate::model::encoder::{batch_tensors, to_sparse};
-use crate::model::network::{MlmEncoder, PoolingKind};
+use crate::model::encoder::to_sparse;
 use crate::model::TextTokenizer;
 use crate::parquet_io::{IdText, Qrel, RunRow, SparseVector};
 
@@ -23,19 +23,14 @@ pub struct ValidationSet {
 }
 
 fn encode_all(
-    model: &MlmEncoder,
     tokenizer: &TextTokenizer,
     texts: &[String],
-    pooling: PoolingKind,
-    pad: u32,
-    device: &Device,
+    encode: impl Fn(&[Vec<u32>]) -> Tensor<2>,
 ) -> Result<Vec<SparseVector>> {
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(32) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let ids = tokenizer.encode_batch(&refs)?;
-        let (ids, mask) = batch_tensors(&ids, pad, device);
-        let rep = model.splade(ids, mask, pooling, 8192);
+        let rep = encode(&tokenizer.encode_batch(&refs)?);
         let [b, v] = rep.dims();
         let values: Vec<f32> = rep
             .into_data()
@@ -48,34 +43,23 @@ fn encode_all(
 }
 
 impl ValidationSet {
-    /// `(MRR@10, Recall@recall_k)` of `model` (its weights as they are now; dropout off).
+    /// `(MRR@10, Recall@recall_k)` of `pair` (its weights as they are now; dropout off).
     pub fn measure(
         &self,
-        model: &MlmEncoder,
+        pair: &EncoderPair,
+        encoding: &Encoding,
         query_tokenizer: &TextTokenizer,
         doc_tokenizer: &TextTokenizer,
-        pooling: PoolingKind,
-        pad: u32,
         device: &Device,
     ) -> Result<(f64, f64)> {
-        let plain = model.valid();
+        let plain = pair.valid();
         let device = device.clone().inner();
-        let docs = encode_all(
-            &plain,
-            doc_tokenizer,
-            &self.docs.texts,
-            pooling,
-            pad,
-            &device,
-        )?;
-        let queries = encode_all(
-            &plain,
-            query_tokenizer,
-            &self.queries.texts,
-            pooling,
-            pad,
-            &device,
-        )?;
+        let docs = encode_all(doc_tokenizer, &self.docs.texts, |ids| {
+            encoding.docs(&plain, ids, &device)
+        })?;
+        let queries = encode_all(query_tokenizer, &self.queries.texts, |ids| {
+            encoding.queries(&plain, ids, &device)
+        })?;
         let mut postings: HashMap<u32, Vec<(usize, f32)>> = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
             for (t, w) in d.terms.iter().zip(&d.weights) {
