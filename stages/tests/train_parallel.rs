@@ -84,8 +84,8 @@ fn objective() -> Objective {
 }
 
 /// Gradients (as flat vectors of a set of parameters) and stats with `n` logical CPU devices.
-fn gradients(n: usize) -> (Vec<Vec<f32>>, StepStats) {
-    let device = Device::flex().autodiff();
+fn gradients(base: &Device, n: usize) -> (Vec<Vec<f32>>, StepStats) {
+    let device = base.clone().autodiff();
     let mut cfg = ModelConfig::from_dir(&model_dir()).unwrap();
     cfg.dropout = 0.0;
     let (cfg, model) = load_mlm_as(&model_dir(), cfg, &device).unwrap();
@@ -138,15 +138,14 @@ fn gradients(n: usize) -> (Vec<Vec<f32>>, StepStats) {
     (out, stats)
 }
 
-#[test]
-fn two_and_four_devices_match_one_device() {
-    let (one, s1) = gradients(1);
+fn devices_match_one_device(base: &Device) {
+    let (one, s1) = gradients(base, 1);
     let total = |s: &StepStats| s.terms.iter().find(|(k, _)| k == "total").unwrap().1;
     assert!(total(&s1).is_finite() && total(&s1) > 0.0);
     let scale: f32 = one.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
     assert!(scale > 1e-6, "gradients are all zero");
     for n in [2, 4] {
-        let (got, s) = gradients(n);
+        let (got, s) = gradients(base, n);
         assert!(
             (total(&s) - total(&s1)).abs() < 1e-5,
             "{n} devices: loss {} vs {}",
@@ -159,4 +158,16 @@ fn two_and_four_devices_match_one_device() {
             assert!(worst < 1e-5, "{n} devices: gradient differs by {worst}");
         }
     }
+}
+
+#[test]
+fn two_and_four_devices_match_one_device() {
+    devices_match_one_device(&Device::flex());
+}
+
+#[cfg(feature = "tch")]
+#[test]
+#[allow(deprecated)]
+fn two_and_four_libtorch_devices_match_one_device() {
+    devices_match_one_device(&Device::libtorch());
 }
