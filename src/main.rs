@@ -169,6 +169,13 @@ enum BenchCommand {
     },
     /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
     Encode(bench::EncodeBench),
+    /// `mine` throughput (queries/s) and peak memory on a generated run + qrels.
+    Mine(bench::MineBench),
+    /// `distill` throughput (scores/s) and peak memory on a teacher-score file.
+    Distill {
+        /// A CE pickle, TREC run, run JSON or triplet TSV (e.g. from `bench/mining.py`).
+        scores: PathBuf,
+    },
 }
 
 fn main() {
@@ -450,6 +457,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             bench::retrieve(&dir, queries, dump.as_deref())
         }
         Command::Bench(BenchCommand::Encode(b)) => bench::encode(&b),
+        Command::Bench(BenchCommand::Mine(b)) => bench::mine(&b),
+        Command::Bench(BenchCommand::Distill { scores }) => bench::distill(&scores),
         Command::Expand {
             model,
             max_length,
