@@ -132,7 +132,7 @@ pub fn sample<T: Clone>(candidates: &[T], n: usize, sampling: &str, rng: &mut u6
     picked.into_iter().map(|i| candidates[i].clone()).collect()
 }
 
-type Teacher = HashMap<String, HashMap<String, f32>>;
+use crate::parquet_io::TeacherIndex as Teacher;
 
 /// The per-query work shared by both sources: rank window, positives excluded, teacher filter,
 /// sampling.
@@ -153,13 +153,12 @@ impl Miner<'_> {
         rng_key: &str,
     ) -> Option<NegativesRow> {
         let (lo, hi) = (self.p.rank_range[0] as usize, self.p.rank_range[1] as usize);
-        let scores = self.teacher.as_ref().and_then(|t| t.get(qid));
-        let best_pos = scores.and_then(|s| {
-            pos.iter()
-                .filter_map(|d| s.get(d))
-                .copied()
-                .reduce(f32::max)
-        });
+        let scores = self
+            .teacher
+            .as_ref()
+            .and_then(|t| t.query(qid).map(|q| (t, q)));
+        let score_of = |d: &str| scores.and_then(|(t, q)| t.score(q, d));
+        let best_pos = pos.iter().filter_map(|d| score_of(d)).reduce(f32::max);
         if self.teacher.is_some() && self.p.margin.is_some() && best_pos.is_none() {
             self.stats.queries_without_positive_score += 1;
         }
@@ -171,13 +170,13 @@ impl Miner<'_> {
             }
             if self.teacher.is_some() {
                 self.stats.candidates_seen += 1;
-                match scores.and_then(|s| s.get(*d)) {
+                match score_of(d) {
                     None if self.p.unscored == "drop" => {
                         self.stats.dropped_unscored += 1;
                         continue;
                     }
                     None => self.stats.kept_unscored += 1,
-                    Some(&s) => {
+                    Some(s) => {
                         if self.p.max_score.is_some_and(|m| f64::from(s) > m) {
                             self.stats.dropped_max_score += 1;
                             continue;
@@ -237,9 +236,13 @@ struct GroupedRun {
 }
 
 fn read_grouped_run(path: &Path, keep: &BTreeMap<String, Vec<String>>) -> Result<GroupedRun> {
+    // One allocation per distinct document: the id → index map; the index → id table is built
+    // from it at the end.
     let mut interned: HashMap<String, u32> = HashMap::new();
-    let mut docs = Vec::new();
-    let mut lists: HashMap<String, Vec<(u32, f32)>> = HashMap::new();
+    let mut lists: Vec<Vec<(u32, f32)>> = Vec::new();
+    let mut list_of: HashMap<String, usize> = HashMap::new();
+    // Runs come grouped by query: look the query up once per group, not once per row.
+    let mut current: Option<(String, Option<usize>)> = None;
     for_each_batch(path, &crate::schema::run(), |file, batch| {
         let col = |name: &str| {
             batch
@@ -255,28 +258,41 @@ fn read_grouped_run(path: &Path, keep: &BTreeMap<String, Vec<String>>) -> Result
         };
         for i in 0..batch.num_rows() {
             let qid = q.value(i);
-            if !keep.contains_key(qid) {
-                continue;
-            }
+            let slot = match &current {
+                Some((c, slot)) if c == qid => *slot,
+                _ => {
+                    let slot = keep.contains_key(qid).then(|| {
+                        *list_of.entry(qid.to_string()).or_insert_with(|| {
+                            lists.push(Vec::new());
+                            lists.len() - 1
+                        })
+                    });
+                    current = Some((qid.to_string(), slot));
+                    slot
+                }
+            };
+            let Some(slot) = slot else { continue };
             let did = d.value(i);
             let id = match interned.get(did) {
                 Some(id) => *id,
                 None => {
-                    let id = docs.len() as u32;
+                    let id = interned.len() as u32;
                     interned.insert(did.to_string(), id);
-                    docs.push(did.to_string());
                     id
                 }
             };
-            match lists.get_mut(qid) {
-                Some(l) => l.push((id, s.value(i))),
-                None => {
-                    lists.insert(qid.to_string(), vec![(id, s.value(i))]);
-                }
-            }
+            lists[slot].push((id, s.value(i)));
         }
         Ok(())
     })?;
+    let mut docs = vec![String::new(); interned.len()];
+    for (d, i) in interned {
+        docs[i as usize] = d;
+    }
+    let lists = list_of
+        .into_iter()
+        .map(|(q, i)| (q, std::mem::take(&mut lists[i])))
+        .collect();
     Ok(GroupedRun { docs, lists })
 }
 

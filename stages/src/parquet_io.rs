@@ -547,14 +547,46 @@ pub fn write_negatives(path: &Path, rows: &[NegativesRow]) -> Result<u64> {
     sink.finish()
 }
 
-/// Reads a teacher-scores artifact as `qid → did → score`, keeping only the queries `keep`
-/// accepts (all when `None`).
+/// Teacher scores keyed by interned ids: about 16 bytes per score, so the 160M scores of the MS
+/// MARCO cross-encoder file fit in memory (as nested string maps they would not).
+#[derive(Default)]
+pub struct TeacherIndex {
+    qids: std::collections::HashMap<String, u32>,
+    dids: std::collections::HashMap<String, u32>,
+    scores: std::collections::HashMap<(u32, u32), f32>,
+}
+
+impl TeacherIndex {
+    /// The query's handle, if the teacher scored it at all.
+    pub fn query(&self, qid: &str) -> Option<u32> {
+        self.qids.get(qid).copied()
+    }
+
+    /// The score of (query handle, did), if any.
+    pub fn score(&self, q: u32, did: &str) -> Option<f32> {
+        self.dids
+            .get(did)
+            .and_then(|d| self.scores.get(&(q, *d)))
+            .copied()
+    }
+
+    /// Number of scores held.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Whether no score is held.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+/// Reads a teacher-scores artifact, keeping only the queries `keep` accepts (all when `None`).
 pub fn read_teacher_scores(
     path: &Path,
     keep: Option<&std::collections::HashSet<String>>,
-) -> Result<std::collections::HashMap<String, std::collections::HashMap<String, f32>>> {
-    let mut out: std::collections::HashMap<String, std::collections::HashMap<String, f32>> =
-        Default::default();
+) -> Result<TeacherIndex> {
+    let mut t = TeacherIndex::default();
     for_each_batch(path, &schema::teacher_scores(), |file, batch| {
         let q = column::<StringArray>(file, &batch, "qid")?;
         let d = column::<StringArray>(file, &batch, "did")?;
@@ -564,13 +596,28 @@ pub fn read_teacher_scores(
             if keep.is_some_and(|k| !k.contains(qid)) {
                 continue;
             }
-            out.entry(qid.to_string())
-                .or_default()
-                .insert(d.value(i).to_string(), s.value(i));
+            let qi = match t.qids.get(qid) {
+                Some(x) => *x,
+                None => {
+                    let x = t.qids.len() as u32;
+                    t.qids.insert(qid.to_string(), x);
+                    x
+                }
+            };
+            let did = d.value(i);
+            let di = match t.dids.get(did) {
+                Some(x) => *x,
+                None => {
+                    let x = t.dids.len() as u32;
+                    t.dids.insert(did.to_string(), x);
+                    x
+                }
+            };
+            t.scores.insert((qi, di), s.value(i));
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok(t)
 }
 
 /// Reads a teacher-scores artifact as `(qid, did, score)` rows in file order.
