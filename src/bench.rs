@@ -275,6 +275,10 @@ pub struct MineBench {
     pub negatives: usize,
     #[arg(long, default_value = "random")]
     pub sampling: String,
+    /// Also generate a teacher score for every run row and positive, and mine with the
+    /// false-negative filter (margin 3, unscored kept).
+    #[arg(long)]
+    pub teacher: bool,
     /// Where the generated run, qrels and output go (default: a temporary directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -350,6 +354,15 @@ pub fn mine(b: &MineBench) -> Result<()> {
     let t0 = Instant::now();
     let mut run = ParquetSink::create(&run_path, splade_stages::schema::run())?;
     let mut qrels = ParquetSink::create(&qrels_path, splade_stages::schema::qrels())?;
+    let teacher_path = dir.join("teacher_scores.parquet");
+    let mut teacher = if b.teacher {
+        Some(ParquetSink::create(
+            &teacher_path,
+            splade_stages::schema::teacher_scores(),
+        )?)
+    } else {
+        None
+    };
     let mut rng = 7u64;
     let chunk = (64 * 1024 / b.depth).max(1);
     for start in (0..b.queries).step_by(chunk) {
@@ -373,6 +386,27 @@ pub fn mine(b: &MineBench) -> Result<()> {
                 s.push(100.0 - i as f32 * 0.5);
             }
         }
+        if let Some(t) = teacher.as_mut() {
+            // The positive scores 10, run documents spread over [-12, 12): some within the margin.
+            let mut tq = q.clone();
+            let mut td = d.clone();
+            let mut ts: Vec<f32> = (0..q.len())
+                .map(|_| (splade_stages::rng::splitmix64(&mut rng) % 2400) as f32 / 100.0 - 12.0)
+                .collect();
+            tq.extend(qq.iter().cloned());
+            td.extend(qd.iter().cloned());
+            ts.extend(std::iter::repeat_n(10.0f32, qq.len()));
+            let n = tq.len();
+            t.write_columns(vec![
+                Arc::new(splade_stages::arrow::array::StringArray::from(tq)),
+                Arc::new(splade_stages::arrow::array::StringArray::from(td)),
+                Arc::new(splade_stages::arrow::array::Float32Array::from(ts)),
+                Arc::new(splade_stages::arrow::array::StringArray::from(vec![
+                    "bench";
+                    n
+                ])),
+            ])?;
+        }
         run.write_columns(vec![
             Arc::new(splade_stages::arrow::array::StringArray::from(q)),
             Arc::new(splade_stages::arrow::array::StringArray::from(d)),
@@ -388,21 +422,37 @@ pub fn mine(b: &MineBench) -> Result<()> {
     }
     let rows = run.finish()?;
     qrels.finish()?;
+    if let Some(t) = teacher {
+        t.finish()?;
+    }
     let gen_secs = t0.elapsed().as_secs_f64();
     let rss_before = peak_rss_mib();
+    let mut params = serde_json::json!({
+        "run": "bench.run", "qrels": "bench.qrels", "depth": b.depth,
+        "rank_range": [1, b.depth], "negatives": b.negatives, "sampling": b.sampling,
+    });
+    let mut inputs = vec![
+        ("run", artifact_input(run_path)),
+        ("qrels", artifact_input(qrels_path)),
+    ];
+    if b.teacher {
+        params["teacher_scores"] = serde_json::json!("bench.teacher_scores");
+        params["margin"] = serde_json::json!(3.0);
+        inputs.push(("teacher_scores", artifact_input(teacher_path)));
+    }
     let (outcome, secs) = run_stage(
         &splade_stages::mine::Mine,
-        serde_json::json!({
-            "run": "bench.run", "qrels": "bench.qrels", "depth": b.depth,
-            "rank_range": [1, b.depth], "negatives": b.negatives, "sampling": b.sampling,
-        }),
-        vec![
-            ("run", artifact_input(run_path)),
-            ("qrels", artifact_input(qrels_path)),
-        ],
+        params,
+        inputs,
         &dir.join("staging"),
     )?;
     let kept = outcome.stats["queries_kept"].as_u64().unwrap_or(0);
+    if b.teacher {
+        println!(
+            "teacher filter: {} candidates, {} dropped by the margin",
+            outcome.stats["candidates_seen"], outcome.stats["dropped_margin"]
+        );
+    }
     println!(
         "mine: {} queries x depth {} ({rows} run rows, generated in {gen_secs:.1} s): {secs:.2} s = {:.0} queries/s, {:.2}M run rows/s; {kept} queries kept; peak RSS {:.0} MiB (after generating: {rss_before:.0} MiB)",
         b.queries,
