@@ -397,3 +397,244 @@ pub fn train(b: &TrainBench) -> Result<()> {
     );
     Ok(())
 }
+
+/// Settings of `splade bench mine`.
+#[derive(clap::Args)]
+pub struct MineBench {
+    #[arg(long, default_value_t = 500_000)]
+    pub queries: usize,
+    /// Run depth per query.
+    #[arg(long, default_value_t = 100)]
+    pub depth: usize,
+    #[arg(long, default_value_t = 8)]
+    pub negatives: usize,
+    #[arg(long, default_value = "random")]
+    pub sampling: String,
+    /// Also generate a teacher score for every run row and positive, and mine with the
+    /// false-negative filter (margin 3, unscored kept).
+    #[arg(long)]
+    pub teacher: bool,
+    /// Where the generated run, qrels and output go (default: a temporary directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Resume state kept in memory: benchmarks run a stage once.
+struct NoResume;
+
+impl splade_stages::ResumeStore for NoResume {
+    fn load(&self) -> Option<serde_json::Value> {
+        None
+    }
+    fn save(&self, _state: &serde_json::Value) -> std::result::Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Runs one stage kind on `inputs` with `params` over its defaults, the way the engine would;
+/// returns the outcome and the seconds `run` took.
+fn run_stage(
+    kind: &dyn splade_stages::Stage,
+    params: serde_json::Value,
+    inputs: Vec<(&str, splade_stages::ResolvedInput)>,
+    staging: &std::path::Path,
+) -> Result<(splade_stages::StageOutcome, f64)> {
+    let mut full = serde_json::Map::new();
+    for spec in kind.params() {
+        let v = params
+            .get(spec.name)
+            .cloned()
+            .or_else(|| spec.default_value())
+            .unwrap_or(serde_json::Value::Null);
+        full.insert(spec.name.to_string(), v);
+    }
+    std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
+    let mut ctx = splade_stages::StageContext {
+        name: kind.kind().to_string(),
+        params: serde_json::Value::Object(full),
+        inputs: inputs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        staging: staging.to_path_buf(),
+        backend: serde_json::json!({}),
+        threads: 2,
+        show_progress: false,
+        resume: Box::new(NoResume),
+    };
+    let t0 = Instant::now();
+    let outcome = kind.run(&mut ctx)?;
+    Ok((outcome, t0.elapsed().as_secs_f64()))
+}
+
+fn artifact_input(path: PathBuf) -> splade_stages::ResolvedInput {
+    splade_stages::ResolvedInput::Artifact {
+        reference: "bench".into(),
+        artifact: path.parent().map(PathBuf::from).unwrap_or_default(),
+        path,
+    }
+}
+
+/// Generates a run of `queries` x `depth` (one positive per query, inside the run for half of
+/// them) and qrels as Parquet, streamed, then times the mine stage on them.
+pub fn mine(b: &MineBench) -> Result<()> {
+    use splade_stages::parquet_io::ParquetSink;
+    use std::sync::Arc;
+    let dir = match &b.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("splade-bench-mine-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (run_path, qrels_path) = (dir.join("run.parquet"), dir.join("qrels.parquet"));
+    let t0 = Instant::now();
+    let mut run = ParquetSink::create(&run_path, splade_stages::schema::run())?;
+    let mut qrels = ParquetSink::create(&qrels_path, splade_stages::schema::qrels())?;
+    let teacher_path = dir.join("teacher_scores.parquet");
+    let mut teacher = if b.teacher {
+        Some(ParquetSink::create(
+            &teacher_path,
+            splade_stages::schema::teacher_scores(),
+        )?)
+    } else {
+        None
+    };
+    let mut rng = 7u64;
+    let chunk = (64 * 1024 / b.depth).max(1);
+    for start in (0..b.queries).step_by(chunk) {
+        let end = (start + chunk).min(b.queries);
+        let (mut q, mut d, mut r, mut s) = (vec![], vec![], vec![], vec![]);
+        let (mut qq, mut qd) = (vec![], vec![]);
+        for qid in start..end {
+            let base = splade_stages::rng::splitmix64(&mut rng) % 8_800_000;
+            let pos = base
+                + if qid % 2 == 0 {
+                    splade_stages::rng::splitmix64(&mut rng) % b.depth as u64
+                } else {
+                    b.depth as u64
+                };
+            qq.push(qid.to_string());
+            qd.push(pos.to_string());
+            for i in 0..b.depth {
+                q.push(qid.to_string());
+                d.push((base + i as u64).to_string());
+                r.push(i as u32 + 1);
+                s.push(100.0 - i as f32 * 0.5);
+            }
+        }
+        if let Some(t) = teacher.as_mut() {
+            // The positive scores 10, run documents spread over [-12, 12): some within the margin.
+            let mut tq = q.clone();
+            let mut td = d.clone();
+            let mut ts: Vec<f32> = (0..q.len())
+                .map(|_| (splade_stages::rng::splitmix64(&mut rng) % 2400) as f32 / 100.0 - 12.0)
+                .collect();
+            tq.extend(qq.iter().cloned());
+            td.extend(qd.iter().cloned());
+            ts.extend(std::iter::repeat_n(10.0f32, qq.len()));
+            let n = tq.len();
+            t.write_columns(vec![
+                Arc::new(splade_stages::arrow::array::StringArray::from(tq)),
+                Arc::new(splade_stages::arrow::array::StringArray::from(td)),
+                Arc::new(splade_stages::arrow::array::Float32Array::from(ts)),
+                Arc::new(splade_stages::arrow::array::StringArray::from(vec![
+                    "bench";
+                    n
+                ])),
+            ])?;
+        }
+        run.write_columns(vec![
+            Arc::new(splade_stages::arrow::array::StringArray::from(q)),
+            Arc::new(splade_stages::arrow::array::StringArray::from(d)),
+            Arc::new(splade_stages::arrow::array::UInt32Array::from(r)),
+            Arc::new(splade_stages::arrow::array::Float32Array::from(s)),
+        ])?;
+        let n = qq.len();
+        qrels.write_columns(vec![
+            Arc::new(splade_stages::arrow::array::StringArray::from(qq)),
+            Arc::new(splade_stages::arrow::array::StringArray::from(qd)),
+            Arc::new(splade_stages::arrow::array::Int32Array::from(vec![1; n])),
+        ])?;
+    }
+    let rows = run.finish()?;
+    qrels.finish()?;
+    if let Some(t) = teacher {
+        t.finish()?;
+    }
+    let gen_secs = t0.elapsed().as_secs_f64();
+    let rss_before = peak_rss_mib();
+    let mut params = serde_json::json!({
+        "run": "bench.run", "qrels": "bench.qrels", "depth": b.depth,
+        "rank_range": [1, b.depth], "negatives": b.negatives, "sampling": b.sampling,
+    });
+    let mut inputs = vec![
+        ("run", artifact_input(run_path)),
+        ("qrels", artifact_input(qrels_path)),
+    ];
+    if b.teacher {
+        params["teacher_scores"] = serde_json::json!("bench.teacher_scores");
+        params["margin"] = serde_json::json!(3.0);
+        inputs.push(("teacher_scores", artifact_input(teacher_path)));
+    }
+    let (outcome, secs) = run_stage(
+        &splade_stages::mine::Mine,
+        params,
+        inputs,
+        &dir.join("staging"),
+    )?;
+    let kept = outcome.stats["queries_kept"].as_u64().unwrap_or(0);
+    if b.teacher {
+        println!(
+            "teacher filter: {} candidates, {} dropped by the margin",
+            outcome.stats["candidates_seen"], outcome.stats["dropped_margin"]
+        );
+    }
+    println!(
+        "mine: {} queries x depth {} ({rows} run rows, generated in {gen_secs:.1} s): {secs:.2} s = {:.0} queries/s, {:.2}M run rows/s; {kept} queries kept; peak RSS {:.0} MiB (after generating: {rss_before:.0} MiB)",
+        b.queries,
+        b.depth,
+        b.queries as f64 / secs,
+        rows as f64 / secs / 1e6,
+        peak_rss_mib()
+    );
+    println!(
+        "queries={} depth={} seconds={secs:.3} queries_per_s={:.0} peak_rss_mib={:.0}",
+        b.queries,
+        b.depth,
+        b.queries as f64 / secs,
+        peak_rss_mib()
+    );
+    if b.dir.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+    Ok(())
+}
+
+/// Times the distill stage on a score file and prints scores/s and peak memory.
+pub fn distill(scores: &std::path::Path) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("splade-bench-distill-{}", std::process::id()));
+    let (outcome, secs) = run_stage(
+        &splade_stages::distill::Distill,
+        serde_json::json!({ "scores": scores.display().to_string() }),
+        vec![(
+            "scores",
+            splade_stages::ResolvedInput::File(scores.to_path_buf()),
+        )],
+        &dir,
+    )?;
+    let n = outcome.stats["scores"].as_u64().unwrap_or(0);
+    let size = std::fs::metadata(scores).map(|m| m.len()).unwrap_or(0);
+    std::fs::remove_dir_all(&dir).ok();
+    println!(
+        "distill: {n} scores from {} ({:.0} MB): {secs:.2} s = {:.2}M scores/s; peak RSS {:.0} MiB",
+        scores.display(),
+        size as f64 / 1e6,
+        n as f64 / secs / 1e6,
+        peak_rss_mib()
+    );
+    println!(
+        "scores={n} seconds={secs:.3} scores_per_s={:.0} peak_rss_mib={:.0}",
+        n as f64 / secs,
+        peak_rss_mib()
+    );
+    Ok(())
+}

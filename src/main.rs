@@ -171,6 +171,13 @@ enum BenchCommand {
     Encode(bench::EncodeBench),
     /// Training step throughput (examples/s) and peak memory of the train stage's SPLADE step.
     Train(bench::TrainBench),
+    /// `mine` throughput (queries/s) and peak memory on a generated run + qrels.
+    Mine(bench::MineBench),
+    /// `distill` throughput (scores/s) and peak memory on a teacher-score file.
+    Distill {
+        /// A CE pickle, TREC run, run JSON or triplet TSV (e.g. from `bench/mining.py`).
+        scores: PathBuf,
+    },
 }
 
 fn main() {
@@ -453,6 +460,8 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Bench(BenchCommand::Encode(b)) => bench::encode(&b),
         Command::Bench(BenchCommand::Train(b)) => bench::train(&b),
+        Command::Bench(BenchCommand::Mine(b)) => bench::mine(&b),
+        Command::Bench(BenchCommand::Distill { scores }) => bench::distill(&scores),
         Command::Expand {
             model,
             max_length,

@@ -29,6 +29,8 @@ pub mod train;
 #[cfg(feature = "test-stages")]
 pub mod slow_shards;
 
+/// The arrow crate our schemas are written in, for tools that build batches.
+pub use arrow;
 pub use contract::{InputSlot, ResolvedInput, ResumeStore, Stage, StageContext, StageOutcome};
 pub use error::StageError;
 pub use params::{ParamSpec, ParamType};

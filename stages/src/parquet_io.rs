@@ -14,7 +14,7 @@ use arrow::array::{
 };
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -107,21 +107,42 @@ pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
 /// Reads every batch of an output, checking that each expected column exists with its type.
 pub fn read_batches(path: &Path, expected: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
+    for_each_batch(path, expected, |_, b| {
+        out.push(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Streams the batches of an output (file or shard directory) through `f` without holding them
+/// all, reading only the `expected` columns (checked for name and type) and passing the file each
+/// batch comes from.
+pub fn for_each_batch(
+    path: &Path,
+    expected: &SchemaRef,
+    mut f: impl FnMut(&Path, RecordBatch) -> Result<()>,
+) -> Result<()> {
     for file in parquet_files(path)? {
-        let f = File::open(&file).map_err(|e| StageError::io(&file, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+        let fh = File::open(&file).map_err(|e| StageError::io(&file, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(fh)
             .map_err(|e| StageError::parquet(&file, e))?;
         check_schema(&file, builder.schema(), expected)?;
+        let wanted: Vec<usize> = expected
+            .fields()
+            .iter()
+            .filter_map(|f| builder.schema().index_of(f.name()).ok())
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
         let reader = builder
+            .with_projection(mask)
             .with_batch_size(64 * 1024)
             .build()
             .map_err(|e| StageError::parquet(&file, e))?;
         for batch in reader {
-            let batch = batch.map_err(|e| StageError::parquet(&file, e))?;
-            out.push(batch);
+            f(&file, batch.map_err(|e| StageError::parquet(&file, e))?)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn check_schema(file: &Path, actual: &SchemaRef, expected: &SchemaRef) -> Result<()> {
@@ -184,6 +205,20 @@ pub fn read_id_text(path: &Path) -> Result<IdText> {
             out.texts.push(texts.value(i).to_string());
         }
     }
+    Ok(out)
+}
+
+/// The ids of an `id, text` artifact, reading only the id column.
+pub fn read_ids(path: &Path) -> Result<Vec<String>> {
+    let expected = Arc::new(arrow::datatypes::Schema::new(vec![schema::id_text()
+        .field(0)
+        .clone()]));
+    let mut out = Vec::new();
+    for_each_batch(path, &expected, |file, batch| {
+        let ids = column::<StringArray>(file, &batch, "id")?;
+        out.extend((0..batch.num_rows()).map(|i| ids.value(i).to_string()));
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -510,6 +545,94 @@ pub fn write_negatives(path: &Path, rows: &[NegativesRow]) -> Result<u64> {
         Arc::new(src.finish()),
     ])?;
     sink.finish()
+}
+
+/// Teacher scores keyed by interned ids: about 16 bytes per score, so the 160M scores of the MS
+/// MARCO cross-encoder file fit in memory (as nested string maps they would not).
+#[derive(Default)]
+pub struct TeacherIndex {
+    qids: std::collections::HashMap<String, u32>,
+    dids: std::collections::HashMap<String, u32>,
+    scores: std::collections::HashMap<(u32, u32), f32>,
+}
+
+impl TeacherIndex {
+    /// The query's handle, if the teacher scored it at all.
+    pub fn query(&self, qid: &str) -> Option<u32> {
+        self.qids.get(qid).copied()
+    }
+
+    /// The score of (query handle, did), if any.
+    pub fn score(&self, q: u32, did: &str) -> Option<f32> {
+        self.dids
+            .get(did)
+            .and_then(|d| self.scores.get(&(q, *d)))
+            .copied()
+    }
+
+    /// Number of scores held.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Whether no score is held.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+}
+
+/// Reads a teacher-scores artifact, keeping only the queries `keep` accepts (all when `None`).
+pub fn read_teacher_scores(
+    path: &Path,
+    keep: Option<&std::collections::HashSet<String>>,
+) -> Result<TeacherIndex> {
+    let mut t = TeacherIndex::default();
+    for_each_batch(path, &schema::teacher_scores(), |file, batch| {
+        let q = column::<StringArray>(file, &batch, "qid")?;
+        let d = column::<StringArray>(file, &batch, "did")?;
+        let s = column::<Float32Array>(file, &batch, "score")?;
+        for i in 0..batch.num_rows() {
+            let qid = q.value(i);
+            if keep.is_some_and(|k| !k.contains(qid)) {
+                continue;
+            }
+            let qi = match t.qids.get(qid) {
+                Some(x) => *x,
+                None => {
+                    let x = t.qids.len() as u32;
+                    t.qids.insert(qid.to_string(), x);
+                    x
+                }
+            };
+            let did = d.value(i);
+            let di = match t.dids.get(did) {
+                Some(x) => *x,
+                None => {
+                    let x = t.dids.len() as u32;
+                    t.dids.insert(did.to_string(), x);
+                    x
+                }
+            };
+            t.scores.insert((qi, di), s.value(i));
+        }
+        Ok(())
+    })?;
+    Ok(t)
+}
+
+/// Reads a teacher-scores artifact as `(qid, did, score)` rows in file order.
+pub fn read_teacher_rows(path: &Path) -> Result<Vec<(String, String, f32)>> {
+    let mut out = Vec::new();
+    for_each_batch(path, &schema::teacher_scores(), |file, batch| {
+        let q = column::<StringArray>(file, &batch, "qid")?;
+        let d = column::<StringArray>(file, &batch, "did")?;
+        let s = column::<Float32Array>(file, &batch, "score")?;
+        for i in 0..batch.num_rows() {
+            out.push((q.value(i).to_string(), d.value(i).to_string(), s.value(i)));
+        }
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Reads a negatives artifact.

@@ -76,3 +76,13 @@ pub fn negatives() -> SchemaRef {
         Field::new("source", DataType::Utf8, false),
     ]))
 }
+
+/// `qid: utf8, did: utf8, score: float32, teacher: utf8` — teacher (cross-encoder) scores.
+pub fn teacher_scores() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("qid", DataType::Utf8, false),
+        Field::new("did", DataType::Utf8, false),
+        Field::new("score", DataType::Float32, false),
+        Field::new("teacher", DataType::Utf8, false),
+    ]))
+}

@@ -49,3 +49,29 @@ fn bad_pickles_are_errors_naming_the_file() {
     let err = read_pickle(&cut).unwrap_err().to_string();
     assert!(err.contains("cut.pkl.gz"), "{err}");
 }
+
+fn expected_score(q: i64, p: i64) -> f32 {
+    ((q * 31 + p * 7).rem_euclid(1000)) as f32 / 8.0 - 60.0
+}
+
+#[test]
+fn streamed_pickles_cover_batches_wide_ints_and_memo_references() {
+    for name in ["ce_batched_p5.pkl.gz", "ce_batched_str_p2.pkl.gz"] {
+        let rows = read_pickle(&fixture(name)).unwrap();
+        assert_eq!(rows.len(), 3 * 1500, "{name}");
+        for (q, p, s) in &rows {
+            let (qi, pi): (i64, i64) = (q.parse().unwrap(), p.parse().unwrap());
+            assert!([5, (1 << 40) + 3, -7].contains(&qi), "{name}: qid {q}");
+            // Python's % is floored like rem_euclid for a positive modulus.
+            assert_eq!(*s, expected_score(qi, pi), "{name}: ({q}, {p})");
+        }
+    }
+    let shared = read_pickle(&fixture("shared_str.pkl.gz")).unwrap();
+    assert_eq!(
+        shared,
+        vec![
+            ("a".to_string(), "pid-x".to_string(), 1.0),
+            ("b".into(), "pid-x".into(), 2.0)
+        ]
+    );
+}
