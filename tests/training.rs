@@ -351,3 +351,29 @@ fn every_training_preset_validates_in_a_pipeline() {
         assert!(plan.contains("train"), "{plan}");
     }
 }
+
+#[test]
+fn swapping_mining_settings_retrains_and_swapping_back_restores_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let p = training_pipeline(tmp.path(), "swap", 1, &[("steps", "2")]);
+    ok(&a, &["run", &p]);
+    let model = output_files(&a, &p, "train.model");
+    let plan = ok(&a, &["plan", &p, "--set", "mine.negatives=4"]);
+    for stage in [
+        "ingest",
+        "bm25",
+        "bm25_index",
+        "bow_train_queries",
+        "bm25_train",
+    ] {
+        assert_eq!(plan_of(&plan, stage).0, "cached", "{plan}");
+    }
+    assert_eq!(plan_of(&plan, "mine").0, "stale", "{plan}");
+    assert_ne!(plan_of(&plan, "train").0, "cached", "{plan}");
+    let out = ok(&a, &["run", &p, "--set", "mine.negatives=4"]);
+    assert!(out.contains("2 executed, 5 cached"), "{out}");
+    let back = ok(&a, &["run", &p]);
+    assert!(back.contains("0 executed, 7 cached"), "{back}");
+    assert_eq!(output_files(&a, &p, "train.model"), model);
+}
