@@ -18,8 +18,8 @@ use crate::error::{Result, StageError};
 use crate::parquet_io::{for_each_sparse_batch, SparseVector};
 
 /// Bytes one buffered posting costs while a run is built: the vector's term and weight (8) and
-/// the inverted doc and impact (5).
-pub const BYTES_PER_POSTING: usize = 13;
+/// the `(term, doc, impact)` tuple it is inverted into (12).
+pub const BYTES_PER_POSTING: usize = 20;
 
 /// Rows read from the input at a time.
 const READ_ROWS: usize = 1024;
