@@ -82,7 +82,7 @@ impl IndexWriter {
             self.offset,
             &mut self.payload,
         );
-        let err = |e| StageError::io(&self.dir.join("postings.bin"), e);
+        let err = |e| StageError::io(self.dir.join("postings.bin"), e);
         self.postings.write_all(&self.payload).map_err(err)?;
         self.offset += self.payload.len() as u64;
         self.prev_last = bm.last_doc;
@@ -94,7 +94,7 @@ impl IndexWriter {
         bm.write(&mut rec);
         self.blocks
             .write_all(&rec)
-            .map_err(|e| StageError::io(&self.dir.join("blocks.bin"), e))?;
+            .map_err(|e| StageError::io(self.dir.join("blocks.bin"), e))?;
         self.docs.clear();
         self.impacts.clear();
         Ok(())
@@ -111,7 +111,7 @@ impl IndexWriter {
         self.term.write(&mut rec);
         self.terms
             .write_all(&rec)
-            .map_err(|e| StageError::io(&self.dir.join("terms.bin"), e))?;
+            .map_err(|e| StageError::io(self.dir.join("terms.bin"), e))?;
         self.term = TermMeta {
             first_block: self.n_blocks,
             ..TermMeta::default()
@@ -135,7 +135,7 @@ impl IndexWriter {
             (&mut self.terms, "terms.bin"),
         ] {
             w.flush()
-                .map_err(|e| StageError::io(&self.dir.join(name), e))?;
+                .map_err(|e| StageError::io(self.dir.join(name), e))?;
         }
         let stats = BuildStats {
             n_docs,
