@@ -638,3 +638,132 @@ pub fn distill(scores: &std::path::Path) -> Result<()> {
     );
     Ok(())
 }
+
+/// Settings of `splade bench quantization`.
+#[derive(clap::Args)]
+pub struct QuantizationBench {
+    /// A `bench synth` directory (docs.parquet, queries.parquet); or give --docs and --queries.
+    pub dir: Option<PathBuf>,
+    /// Document sparse vectors (file or shard directory, e.g. `splade path P encode_docs.vectors`).
+    #[arg(long)]
+    pub docs: Option<PathBuf>,
+    /// Query sparse vectors.
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// Qrels (Parquet, e.g. `splade path P ingest.dev_qrels`): adds MRR@10 and nDCG@10 of both.
+    #[arg(long)]
+    pub qrels: Option<PathBuf>,
+    /// At most this many queries.
+    #[arg(long, default_value_t = 1000)]
+    pub max_queries: usize,
+    /// `max_weight` of the index (0 = the collection's largest weight, the stage default).
+    #[arg(long, default_value_t = 0.0)]
+    pub max_weight: f32,
+}
+
+/// Exact float top-k against the quantized index's top-k (the `index` and `retrieve` stages'
+/// arithmetic): mean overlap@k and, with qrels, MRR@10 / nDCG@10 of both runs.
+pub fn quantization(b: &QuantizationBench) -> Result<()> {
+    use splade_stages::evaluate::metrics::{evaluate, EvalOptions, Measure};
+    use splade_stages::index::reader::InvertedIndex;
+    use splade_stages::parquet_io::{read_qrels, read_sparse, RunRow};
+    use splade_stages::retrieve::algorithms::{exhaustive, QUERY_SCALE};
+    use splade_stages::retrieve::exact::{overlap_at, FloatIndex};
+    let (docs_path, queries_path) = match (&b.dir, &b.docs, &b.queries) {
+        (_, Some(d), Some(q)) => (d.clone(), q.clone()),
+        (Some(dir), None, None) => (dir.join("docs.parquet"), dir.join("queries.parquet")),
+        _ => anyhow::bail!("give a `bench synth` directory, or both --docs and --queries"),
+    };
+    let (doc_ids, docs) = read_sparse(&docs_path)?;
+    let (qids, mut queries) = read_sparse(&queries_path)?;
+    queries.truncate(b.max_queries);
+    let tmp = tempfile_dir()?;
+    let stats = splade_stages::index::build::build(&tmp, &docs, 30522, b.max_weight)?;
+    let index = InvertedIndex::open(&tmp)?;
+    let exact = FloatIndex::build(&docs);
+    drop(docs);
+    const DEPTH: usize = 1000;
+    let ks = [1usize, 10, 100, 1000];
+    let to_float = 1.0 / (index.scale * QUERY_SCALE);
+    let per_query: Vec<(Vec<f64>, Vec<RunRow>, Vec<RunRow>)> = {
+        use rayon::prelude::*;
+        queries
+            .par_iter()
+            .enumerate()
+            .map_init(
+                || (Vec::new(), Vec::new()),
+                |(acc_q, acc_f), (i, q)| {
+                    let quant = exhaustive(&index, q, DEPTH, acc_q);
+                    let float = exact.top_k(q, DEPTH, acc_f);
+                    let fd: Vec<u32> = float.iter().map(|h| h.0).collect();
+                    let qd: Vec<u32> = quant.iter().map(|h| h.doc).collect();
+                    let overlaps = ks.iter().map(|k| overlap_at(&fd, &qd, *k)).collect();
+                    let row = |rank: usize, doc: u32, score: f32| RunRow {
+                        qid: qids[i].clone(),
+                        did: doc_ids[doc as usize].clone(),
+                        rank: rank as u32 + 1,
+                        score,
+                    };
+                    let frun = float
+                        .iter()
+                        .enumerate()
+                        .map(|(r, h)| row(r, h.0, h.1))
+                        .collect();
+                    let qrun = quant
+                        .iter()
+                        .enumerate()
+                        .map(|(r, h)| row(r, h.doc, h.score as f32 * to_float))
+                        .collect();
+                    (overlaps, frun, qrun)
+                },
+            )
+            .collect()
+    };
+    let n = per_query.len().max(1) as f64;
+    let mut line = format!(
+        "quantization queries={} docs={} scale={:.3} dropped_postings={}",
+        per_query.len(),
+        stats.n_docs,
+        stats.scale,
+        stats.dropped_postings
+    );
+    for (j, k) in ks.iter().enumerate() {
+        let mean = per_query.iter().map(|p| p.0[j]).sum::<f64>() / n;
+        line += &format!(" overlap@{k}={mean:.4}");
+    }
+    if let Some(qrels_path) = &b.qrels {
+        let qrels = read_qrels(qrels_path)?;
+        let measures = [Measure::Mrr(10), Measure::Ndcg(10)];
+        let float_run: Vec<RunRow> = per_query.iter().flat_map(|p| p.1.clone()).collect();
+        let quant_run: Vec<RunRow> = per_query.iter().flat_map(|p| p.2.clone()).collect();
+        let f = evaluate(&float_run, &qrels, &measures, EvalOptions::default());
+        let q = evaluate(&quant_run, &qrels, &measures, EvalOptions::default());
+        for (j, m) in measures.iter().enumerate() {
+            line += &format!(
+                " {name}_float={:.4} {name}_quantized={:.4} {name}_diff={:+.4}",
+                f.means[j],
+                q.means[j],
+                q.means[j] - f.means[j],
+                name = m.name()
+            );
+        }
+        line += &format!(" evaluated_queries={}", q.n_queries);
+    }
+    println!("{line}");
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// A fresh scratch directory under the system temp dir.
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "splade-bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

@@ -167,6 +167,9 @@ enum BenchCommand {
         #[arg(long)]
         dump: Option<PathBuf>,
     },
+    /// Exact float top-k against the quantized index's top-k: overlap@k and, with qrels, the
+    /// metric difference.
+    Quantization(bench::QuantizationBench),
     /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
     Encode(bench::EncodeBench),
     /// Training step throughput (examples/s) and peak memory of the train stage's SPLADE step.
@@ -458,6 +461,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Retrieve { dir, queries, dump }) => {
             bench::retrieve(&dir, queries, dump.as_deref())
         }
+        Command::Bench(BenchCommand::Quantization(b)) => bench::quantization(&b),
         Command::Bench(BenchCommand::Encode(b)) => bench::encode(&b),
         Command::Bench(BenchCommand::Train(b)) => bench::train(&b),
         Command::Bench(BenchCommand::Mine(b)) => bench::mine(&b),

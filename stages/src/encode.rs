@@ -5,8 +5,10 @@
 //! Separate query and document encoders (efficient SPLADE) are two encode stages with two models.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Instant;
 
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -154,6 +156,108 @@ pub fn vector_stats(vectors: &[SparseVector], vocab: usize) -> Map<String, Value
     m
 }
 
+/// How [`TextEncoder`] batches and encodes texts (the encode stage's params).
+#[derive(Debug, Clone, Copy)]
+pub struct EncodeOptions {
+    pub max_length: usize,
+    pub pooling: Pooling,
+    pub batch_size: usize,
+    pub sort_window: usize,
+    pub vocab_chunk: usize,
+}
+
+/// Texts → sparse vectors exactly as the encode stage computes them: a SPLADE model with
+/// length-bucketed batches, or (`mode = "bag_of_words"`) the binary bag of the model tokenizer's
+/// tokens. `retrieve` uses it to encode text queries.
+pub struct TextEncoder {
+    encoder: Option<SpladeEncoder>,
+    tokenizer: Option<TextTokenizer>,
+    specials: HashSet<u32>,
+    opts: EncodeOptions,
+}
+
+impl TextEncoder {
+    /// Loads the model (or only its tokenizer, for `bag_of_words`) from `model_dir` on the
+    /// pipeline's first backend device.
+    pub fn load(
+        model_dir: &Path,
+        mode: &str,
+        opts: &EncodeOptions,
+        backend: &Value,
+    ) -> Result<Self> {
+        let (encoder, tokenizer) = if mode == "splade" {
+            let devices = devices_from_backend(backend)?;
+            let mut enc =
+                SpladeEncoder::load(model_dir, opts.max_length, opts.pooling, &devices[0])?;
+            enc.vocab_chunk = opts.vocab_chunk;
+            (Some(enc), None)
+        } else {
+            (None, Some(TextTokenizer::load(model_dir, opts.max_length)?))
+        };
+        let specials = match (&encoder, &tokenizer) {
+            (Some(e), _) => e.tokenizer.special_ids().clone(),
+            (_, Some(t)) => t.special_ids().clone(),
+            _ => HashSet::new(),
+        };
+        Ok(TextEncoder {
+            encoder,
+            tokenizer,
+            specials,
+            opts: *opts,
+        })
+    }
+
+    /// Vocabulary size of the model (30522 for a bare tokenizer).
+    pub fn vocab(&self) -> usize {
+        self.encoder
+            .as_ref()
+            .map(|e| e.config.vocab_size)
+            .unwrap_or(30522)
+    }
+
+    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        match (&self.encoder, &self.tokenizer) {
+            (Some(e), _) => e.tokenizer.encode_batch(texts),
+            (_, Some(t)) => t.encode_batch(texts),
+            _ => Err(StageError::Other("no tokenizer".into())),
+        }
+    }
+
+    /// The vectors of `texts`, in input order; `bar` advances by the texts done.
+    pub fn encode(&self, texts: &[&str], bar: &ProgressBar) -> Result<Vec<SparseVector>> {
+        let token_ids: Vec<Vec<u32>> = texts
+            .par_chunks(256)
+            .map(|c| self.tokenize(c))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut vectors = vec![SparseVector::default(); texts.len()];
+        match &self.encoder {
+            Some(enc) => {
+                let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
+                for batch in
+                    length_bucketed_batches(&lengths, self.opts.batch_size, self.opts.sort_window)
+                {
+                    let seqs: Vec<Vec<u32>> = batch.iter().map(|i| token_ids[*i].clone()).collect();
+                    let out = enc.encode_ids(&seqs)?;
+                    for (i, v) in batch.iter().zip(out) {
+                        vectors[*i] = v;
+                    }
+                    bar.inc(batch.len() as u64);
+                }
+            }
+            None => {
+                for (i, ids) in token_ids.iter().enumerate() {
+                    vectors[i] = bag_of_words(ids, &self.specials);
+                }
+                bar.inc(texts.len() as u64);
+            }
+        }
+        Ok(vectors)
+    }
+}
+
 impl Stage for Encode {
     fn kind(&self) -> &'static str {
         "encode"
@@ -207,27 +311,18 @@ impl Stage for Encode {
         } else {
             Pooling::Max
         };
-        let max_len = p.max_length as usize;
-        let (encoder, tokenizer) = if p.mode == "splade" {
-            let devices = devices_from_backend(&ctx.backend)?;
-            let mut enc = SpladeEncoder::load(&model_dir, max_len, pooling, &devices[0])?;
-            enc.vocab_chunk = p.vocab_chunk as usize;
-            (Some(enc), None)
-        } else {
-            (None, Some(TextTokenizer::load(&model_dir, max_len)?))
-        };
-        let specials: HashSet<u32> = match (&encoder, &tokenizer) {
-            (Some(e), _) => e.tokenizer.special_ids().clone(),
-            (_, Some(t)) => t.special_ids().clone(),
-            _ => HashSet::new(),
-        };
-        let tok = |texts: &[&str]| -> Result<Vec<Vec<u32>>> {
-            match (&encoder, &tokenizer) {
-                (Some(e), _) => e.tokenizer.encode_batch(texts),
-                (_, Some(t)) => t.encode_batch(texts),
-                _ => Err(StageError::Other("no tokenizer".into())),
-            }
-        };
+        let encoder = TextEncoder::load(
+            &model_dir,
+            &p.mode,
+            &EncodeOptions {
+                max_length: p.max_length as usize,
+                pooling,
+                batch_size: p.batch_size as usize,
+                sort_window: p.sort_window as usize,
+                vocab_chunk: p.vocab_chunk as usize,
+            },
+            &ctx.backend,
+        )?;
         let bar = ctx.progress(n as u64, "texts");
         bar.set_position((done * shard_size).min(n) as u64);
         let started = Instant::now();
@@ -236,38 +331,7 @@ impl Stage for Encode {
             let lo = s * shard_size;
             let hi = ((s + 1) * shard_size).min(n);
             let texts: Vec<&str> = rows.texts[lo..hi].iter().map(String::as_str).collect();
-            let token_ids: Vec<Vec<u32>> = texts
-                .par_chunks(256)
-                .map(&tok)
-                .collect::<Result<Vec<_>>>()?
-                .into_iter()
-                .flatten()
-                .collect();
-            let mut vectors = vec![SparseVector::default(); hi - lo];
-            match &encoder {
-                Some(enc) => {
-                    let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
-                    for batch in length_bucketed_batches(
-                        &lengths,
-                        p.batch_size as usize,
-                        p.sort_window as usize,
-                    ) {
-                        let seqs: Vec<Vec<u32>> =
-                            batch.iter().map(|i| token_ids[*i].clone()).collect();
-                        let out = enc.encode_ids(&seqs)?;
-                        for (i, v) in batch.iter().zip(out) {
-                            vectors[*i] = v;
-                        }
-                        bar.inc(batch.len() as u64);
-                    }
-                }
-                None => {
-                    for (i, ids) in token_ids.iter().enumerate() {
-                        vectors[i] = bag_of_words(ids, &specials);
-                    }
-                    bar.inc((hi - lo) as u64);
-                }
-            }
+            let mut vectors = encoder.encode(&texts, &bar)?;
             if p.top_k > 0 || p.min_weight > 0.0 {
                 for v in vectors.iter_mut() {
                     *v = prune(v, p.top_k as usize, p.min_weight as f32);
@@ -280,11 +344,7 @@ impl Stage for Encode {
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
         let (_, all) = read_sparse(&dir)?;
-        let vocab = encoder
-            .as_ref()
-            .map(|e| e.config.vocab_size)
-            .unwrap_or(30522);
-        let mut stats = vector_stats(&all, vocab);
+        let mut stats = vector_stats(&all, encoder.vocab());
         stats.insert("shards".into(), json!(shards));
         stats.insert("resumed_from_shard".into(), json!(done));
         stats.insert("encoded_this_run".into(), json!(encoded));

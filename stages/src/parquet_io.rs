@@ -470,34 +470,71 @@ pub fn read_sparse(path: &Path) -> Result<(Vec<String>, Vec<SparseVector>)> {
     let mut ids = Vec::new();
     let mut vectors = Vec::new();
     for batch in read_batches(path, &schema::sparse_vectors())? {
-        let id = column::<StringArray>(path, &batch, "id")?;
-        let terms = column::<ListArray>(path, &batch, "terms")?;
-        let weights = column::<ListArray>(path, &batch, "weights")?;
-        for i in 0..batch.num_rows() {
-            let t = terms.value(i);
-            let w = weights.value(i);
-            let t = t
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .ok_or_else(|| StageError::parquet(path, "terms are not uint32"))?;
-            let w = w
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .ok_or_else(|| StageError::parquet(path, "weights are not float32"))?;
-            if t.len() != w.len() {
-                return Err(StageError::parquet(
-                    path,
-                    format!("row {i}: {} terms but {} weights", t.len(), w.len()),
-                ));
-            }
-            ids.push(id.value(i).to_string());
-            vectors.push(SparseVector {
-                terms: t.values().to_vec(),
-                weights: w.values().to_vec(),
-            });
-        }
+        sparse_rows(path, &batch, &mut ids, &mut vectors)?;
     }
     Ok((ids, vectors))
+}
+
+/// Streams a sparse-vectors output in batches of at most `rows` rows, calling
+/// `f(file index, ids, vectors)`; only one batch is in memory at a time.
+pub fn for_each_sparse_batch(
+    path: &Path,
+    rows: usize,
+    mut f: impl FnMut(usize, Vec<String>, Vec<SparseVector>) -> Result<()>,
+) -> Result<()> {
+    let expected = schema::sparse_vectors();
+    for (i, file) in parquet_files(path)?.into_iter().enumerate() {
+        let fh = File::open(&file).map_err(|e| StageError::io(&file, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(fh)
+            .map_err(|e| StageError::parquet(&file, e))?;
+        check_schema(&file, builder.schema(), &expected)?;
+        let reader = builder
+            .with_batch_size(rows.max(1))
+            .build()
+            .map_err(|e| StageError::parquet(&file, e))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| StageError::parquet(&file, e))?;
+            let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+            sparse_rows(&file, &batch, &mut ids, &mut vectors)?;
+            f(i, ids, vectors)?;
+        }
+    }
+    Ok(())
+}
+
+fn sparse_rows(
+    path: &Path,
+    batch: &RecordBatch,
+    ids: &mut Vec<String>,
+    vectors: &mut Vec<SparseVector>,
+) -> Result<()> {
+    let id = column::<StringArray>(path, batch, "id")?;
+    let terms = column::<ListArray>(path, batch, "terms")?;
+    let weights = column::<ListArray>(path, batch, "weights")?;
+    for i in 0..batch.num_rows() {
+        let t = terms.value(i);
+        let w = weights.value(i);
+        let t = t
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(|| StageError::parquet(path, "terms are not uint32"))?;
+        let w = w
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .ok_or_else(|| StageError::parquet(path, "weights are not float32"))?;
+        if t.len() != w.len() {
+            return Err(StageError::parquet(
+                path,
+                format!("row {i}: {} terms but {} weights", t.len(), w.len()),
+            ));
+        }
+        ids.push(id.value(i).to_string());
+        vectors.push(SparseVector {
+            terms: t.values().to_vec(),
+            weights: w.values().to_vec(),
+        });
+    }
+    Ok(())
 }
 
 /// One query's mined training examples.

@@ -1,11 +1,13 @@
 //! Safety of dynamic pruning: on random collections, MaxScore returns exactly the top-k of
 //! exhaustive scoring over the same quantized index (ties by doc index), and exhaustive scoring
-//! equals a brute-force dot product of the quantized vectors (so encode/decode is lossless).
+//! equals a brute-force dot product of the quantized vectors (so encode/decode is lossless). The
+//! float reference scorer (for measuring quantization) equals a brute-force float dot product.
 
 use splade_stages::index::build::{build, quantize};
 use splade_stages::index::reader::InvertedIndex;
 use splade_stages::parquet_io::SparseVector;
 use splade_stages::retrieve::algorithms::{exhaustive, maxscore, QUERY_SCALE};
+use splade_stages::retrieve::exact::{overlap_at, FloatIndex};
 
 struct Rng(u64);
 impl Rng {
@@ -117,4 +119,46 @@ fn ties_are_broken_by_doc_index() {
     );
     let mut acc = Vec::new();
     assert_eq!(exhaustive(&index, &same, 10, &mut acc), hits);
+}
+
+#[test]
+fn float_reference_equals_brute_force_dot_products() {
+    for case in 0..12u64 {
+        let mut rng = Rng(case * 104_729 + 5);
+        let vocab = 30 + rng.below(300) as u32;
+        let n_docs = 1 + rng.below(2000) as usize;
+        let coarse = case % 3 == 0;
+        let docs: Vec<SparseVector> = (0..n_docs)
+            .map(|_| {
+                let nnz = 1 + rng.below(50) as usize;
+                vector(&mut rng, vocab, nnz, coarse)
+            })
+            .collect();
+        let index = FloatIndex::build(&docs);
+        let mut acc = Vec::new();
+        for qi in 0..30 {
+            let nnz = 1 + rng.below(25) as usize;
+            let q = vector(&mut rng, vocab, nnz, coarse);
+            let mut brute: Vec<(u32, f32)> = docs
+                .iter()
+                .enumerate()
+                .map(|(d, v)| (d as u32, q.dot(v)))
+                .filter(|(_, s)| *s > 0.0)
+                .collect();
+            brute.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for k in [1usize, 10, 1000, n_docs] {
+                let got = index.top_k(&q, k, &mut acc);
+                let want: Vec<(u32, f32)> = brute.iter().take(k).copied().collect();
+                assert_eq!(got, want, "case {case} query {qi} k {k}");
+            }
+        }
+    }
+}
+
+#[test]
+fn overlap_counts_shared_documents_of_the_reference_prefix() {
+    assert_eq!(overlap_at(&[1, 2, 3, 4], &[4, 3, 9, 1], 2), 0.0);
+    assert_eq!(overlap_at(&[1, 2, 3, 4], &[4, 3, 9, 1], 4), 0.75);
+    assert_eq!(overlap_at(&[1, 2], &[2, 1, 7], 10), 1.0);
+    assert_eq!(overlap_at(&[], &[2], 10), 1.0);
 }

@@ -1,13 +1,10 @@
 //! Building an index from sparse vectors: quantize weights to u8 impacts, invert (CSR, two
-//! passes), and write block-compressed posting lists.
+//! passes), and write block-compressed posting lists through [`IndexWriter`].
 
-use std::io::Write;
 use std::path::Path;
 
-use serde_json::json;
-
-use super::format::{encode_block, BlockMeta, TermMeta, BLOCK};
-use crate::error::{Result, StageError};
+use super::writer::IndexWriter;
+use crate::error::Result;
 use crate::parquet_io::SparseVector;
 
 /// What was built.
@@ -26,8 +23,15 @@ pub fn quantize(w: f32, scale: f32) -> u8 {
     (w * scale).round().clamp(0.0, 255.0) as u8
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StageError + '_ {
-    move |e| StageError::io(path, e)
+/// `(max_weight, scale)`: the weight mapped to impact 255 (`max_weight`, or the collection's
+/// largest weight `observed` when `max_weight` ≤ 0) and `255 / max_weight`.
+pub fn scale_for(max_weight: f32, observed: f32) -> (f32, f32) {
+    let max_w = if max_weight > 0.0 {
+        max_weight
+    } else {
+        observed.max(f32::MIN_POSITIVE)
+    };
+    (max_w, 255.0 / max_w)
 }
 
 /// Writes `postings.bin`, `blocks.bin`, `terms.bin` and `meta.json` into `dir`. Impacts are
@@ -38,17 +42,11 @@ pub fn build(
     vocab: usize,
     max_weight: f32,
 ) -> Result<BuildStats> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let observed = vectors
         .iter()
         .flat_map(|v| v.weights.iter().copied())
         .fold(0f32, f32::max);
-    let max_w = if max_weight > 0.0 {
-        max_weight
-    } else {
-        observed.max(f32::MIN_POSITIVE)
-    };
-    let scale = 255.0 / max_w;
+    let (max_w, scale) = scale_for(max_weight, observed);
     let vocab = vocab.max(
         vectors
             .iter()
@@ -89,73 +87,12 @@ pub fn build(
             }
         }
     }
-    let postings_path = dir.join("postings.bin");
-    let mut postings = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(&postings_path).map_err(io(&postings_path))?,
-    );
-    let mut blocks = Vec::new();
-    let mut terms = Vec::with_capacity(vocab * TermMeta::BYTES);
-    let mut offset = 0u64;
-    let mut n_blocks_total = 0u64;
-    let mut payload = Vec::with_capacity(BLOCK * 8);
-    let mut n_terms = 0u32;
+    let mut w = IndexWriter::create(dir)?;
     for t in 0..vocab {
-        let (lo, hi) = (start[t] as usize, start[t + 1] as usize);
-        let mut meta = TermMeta {
-            df: (hi - lo) as u32,
-            first_block: n_blocks_total,
-            ..TermMeta::default()
-        };
-        if hi > lo {
-            n_terms += 1;
+        for i in start[t] as usize..start[t + 1] as usize {
+            w.push(docs[i], imps[i])?;
         }
-        let mut prev_last = 0u32;
-        for b in (lo..hi).step_by(BLOCK) {
-            let e = (b + BLOCK).min(hi);
-            payload.clear();
-            let bm: BlockMeta =
-                encode_block(&docs[b..e], &imps[b..e], prev_last, offset, &mut payload);
-            postings.write_all(&payload).map_err(io(&postings_path))?;
-            offset += payload.len() as u64;
-            prev_last = bm.last_doc;
-            meta.max_impact = meta.max_impact.max(bm.max_impact);
-            meta.n_blocks += 1;
-            n_blocks_total += 1;
-            bm.write(&mut blocks);
-        }
-        meta.write(&mut terms);
+        w.end_term()?;
     }
-    postings.flush().map_err(io(&postings_path))?;
-    drop(postings);
-    let write = |name: &str, bytes: &[u8]| -> Result<()> {
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).map_err(|e| StageError::io(&p, e))
-    };
-    write("blocks.bin", &blocks)?;
-    write("terms.bin", &terms)?;
-    let stats = BuildStats {
-        n_docs: vectors.len() as u32,
-        n_terms,
-        n_postings: total as u64,
-        postings_bytes: offset,
-        scale,
-        dropped_postings: dropped,
-    };
-    let meta = json!({
-        "format": 1,
-        "n_docs": stats.n_docs,
-        "vocab": vocab,
-        "scale": scale,
-        "max_weight": max_w,
-        "n_postings": stats.n_postings,
-        "block": BLOCK,
-    });
-    write(
-        "meta.json",
-        serde_json::to_string_pretty(&meta)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    Ok(stats)
+    w.finish(vectors.len() as u32, vocab, scale, max_w, dropped)
 }

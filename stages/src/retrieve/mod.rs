@@ -2,6 +2,7 @@
 //! with rayon and resumable per batch.
 
 pub mod algorithms;
+pub mod exact;
 pub mod topk;
 
 use rayon::prelude::*;
@@ -9,18 +10,55 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::contract::{Stage, StageContext, StageOutcome};
+use crate::encode::{EncodeOptions, TextEncoder};
 use crate::error::{Result, StageError};
 use crate::index::reader::InvertedIndex;
+use crate::model::encoder::Pooling;
 use crate::params::{ParamSpec, ParamType};
-use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow};
+use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, SparseVector};
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
+
+/// Text queries are encoded as the encode stage's defaults do: batches of 32 texts, length-sorted
+/// within windows of 2048, 8192 vocabulary terms projected at a time.
+const ENCODE_BATCH: usize = 32;
+const ENCODE_SORT_WINDOW: usize = 2048;
+const ENCODE_VOCAB_CHUNK: usize = 8192;
 
 /// The retrieve stage kind.
 pub struct Retrieve;
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec::required("index", ParamType::Artifact, "an index (`<stage>.index`)"),
-    ParamSpec::required("queries", ParamType::Artifact, "query sparse vectors"),
+    ParamSpec::with_default(
+        "queries",
+        ParamType::Artifact,
+        "null",
+        "query sparse vectors (or `query_text`: exactly one of the two)",
+    ),
+    ParamSpec::with_default(
+        "query_text",
+        ParamType::Artifact,
+        "null",
+        "queries (id, text), encoded inside the stage with `model` (or `queries`)",
+    ),
+    ParamSpec::with_default(
+        "model",
+        ParamType::FileOrArtifact,
+        "null",
+        "with `query_text`: the query encoder, a model directory or a trained model (\"train.model\")",
+    ),
+    ParamSpec::with_default(
+        "mode",
+        ParamType::Choice(&["splade", "bag_of_words"]),
+        "\"splade\"",
+        "with `query_text`: splade, or bag_of_words (binary bag of the model tokenizer's tokens)",
+    ),
+    ParamSpec::with_default(
+        "max_length",
+        ParamType::Int,
+        "256",
+        "with `query_text`: tokens per query, special tokens included",
+    ),
     ParamSpec::with_default("k", ParamType::Int, "1000", "documents per query"),
     ParamSpec::with_default(
         "algorithm",
@@ -56,6 +94,8 @@ const PARAMS: &[ParamSpec] = &[
 
 #[derive(Deserialize)]
 struct Params {
+    mode: String,
+    max_length: i64,
     k: i64,
     algorithm: String,
     batch_size: i64,
@@ -72,7 +112,7 @@ impl Stage for Retrieve {
         1
     }
     fn doc(&self) -> &'static str {
-        "query vectors × index → top-k run (MaxScore or exhaustive), resumable per query batch"
+        "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch"
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -89,6 +129,51 @@ impl Stage for Retrieve {
             if params.get(key).and_then(Value::as_i64).unwrap_or(0) < 1 {
                 return Err((key.into(), "must be a positive integer".into()));
             }
+        }
+        let set = |key: &str| params.get(key).is_some_and(|v| !v.is_null());
+        match (set("queries"), set("query_text")) {
+            (true, true) => {
+                return Err((
+                    "query_text".into(),
+                    "give either `queries` (query vectors) or `query_text` (texts encoded with \
+                     `model`), not both"
+                        .into(),
+                ))
+            }
+            (false, false) => {
+                return Err((
+                    "queries".into(),
+                    "missing: give `queries` (query vectors, e.g. \"encode_queries.vectors\") \
+                     or `query_text` (queries to encode, e.g. \"ingest.dev_queries\") with `model`"
+                        .into(),
+                ))
+            }
+            (false, true) if !set("model") => {
+                return Err((
+                    "model".into(),
+                    "`query_text` needs `model` (a model directory or \"train.model\"; with \
+                     mode = \"bag_of_words\" only its tokenizer is used)"
+                        .into(),
+                ))
+            }
+            (true, false) if set("model") => {
+                return Err((
+                    "model".into(),
+                    "`model` encodes `query_text`; `queries` are already vectors".into(),
+                ))
+            }
+            _ => {}
+        }
+        if params
+            .get("max_length")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            < 2
+        {
+            return Err((
+                "max_length".into(),
+                "must leave room for [CLS] and [SEP]".into(),
+            ));
         }
         Ok(())
     }
@@ -112,7 +197,8 @@ impl Stage for Retrieve {
                 index.n_docs
             )));
         }
-        let (qids, queries) = read_sparse(ctx.input("queries")?.path())?;
+        let source = QuerySource::open(ctx, &p)?;
+        let qids = source.ids().to_vec();
         let k = p.k as usize + usize::from(p.remove_self_matches);
         let batch = p.batch_size as usize;
         let shards = qids.len().div_ceil(batch).max(1);
@@ -122,18 +208,20 @@ impl Stage for Retrieve {
         let to_float = 1.0 / (index.scale * QUERY_SCALE);
         let bar = ctx.progress(qids.len() as u64, "queries");
         bar.set_position((done * batch).min(qids.len()) as u64);
+        let encode_bar = indicatif::ProgressBar::hidden();
         let started = std::time::Instant::now();
         let mut searched = 0usize;
         for s in done..shards {
             let lo = s * batch;
             let hi = ((s + 1) * batch).min(qids.len());
+            let queries = source.vectors(lo, hi, &encode_bar)?;
             let results: Vec<Vec<RunRow>> = (lo..hi)
                 .into_par_iter()
                 .map_init(Vec::new, |acc, i| {
                     let hits = if p.algorithm == "exhaustive" {
-                        exhaustive(&index, &queries[i], k, acc)
+                        exhaustive(&index, &queries[i - lo], k, acc)
                     } else {
-                        maxscore(&index, &queries[i], k)
+                        maxscore(&index, &queries[i - lo], k)
                     };
                     let mut rows = Vec::with_capacity(hits.len());
                     for h in hits {
@@ -186,5 +274,53 @@ impl Stage for Retrieve {
             stats: m,
             summary: None,
         })
+    }
+}
+
+/// Where the queries come from: vectors read whole, or texts encoded one batch at a time.
+enum QuerySource {
+    Vectors(Vec<String>, Vec<SparseVector>),
+    Texts(crate::parquet_io::IdText, Box<TextEncoder>),
+}
+
+impl QuerySource {
+    fn open(ctx: &StageContext, p: &Params) -> Result<Self> {
+        if ctx.inputs.contains_key("queries") {
+            let (ids, vectors) = read_sparse(ctx.input("queries")?.path())?;
+            return Ok(QuerySource::Vectors(ids, vectors));
+        }
+        let rows = read_id_text(ctx.input("query_text")?.path())?;
+        let opts = EncodeOptions {
+            max_length: p.max_length as usize,
+            pooling: Pooling::Max,
+            batch_size: ENCODE_BATCH,
+            sort_window: ENCODE_SORT_WINDOW,
+            vocab_chunk: ENCODE_VOCAB_CHUNK,
+        };
+        let encoder = TextEncoder::load(ctx.input("model")?.path(), &p.mode, &opts, &ctx.backend)?;
+        Ok(QuerySource::Texts(rows, Box::new(encoder)))
+    }
+
+    fn ids(&self) -> &[String] {
+        match self {
+            QuerySource::Vectors(ids, _) => ids,
+            QuerySource::Texts(rows, _) => &rows.ids,
+        }
+    }
+
+    /// The vectors of queries `lo..hi`.
+    fn vectors(
+        &self,
+        lo: usize,
+        hi: usize,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<std::borrow::Cow<'_, [SparseVector]>> {
+        match self {
+            QuerySource::Vectors(_, v) => Ok(std::borrow::Cow::Borrowed(&v[lo..hi])),
+            QuerySource::Texts(rows, enc) => {
+                let texts: Vec<&str> = rows.texts[lo..hi].iter().map(String::as_str).collect();
+                Ok(std::borrow::Cow::Owned(enc.encode(&texts, bar)?))
+            }
+        }
     }
 }
