@@ -469,23 +469,32 @@ impl Stage for Train {
             warmup: p.warmup_steps,
             total: p.steps,
         };
-        if let (Some(v), 0) = (&validation, state.step) {
-            // Step 0: the starting point every later validation is compared against.
-            let (mrr, recall) = v.measure(&model, &encoding, &query_tok, &doc_tok, &main)?;
+        // Validation (and best-model export): at step 0, every `validate_every` steps, at the end.
+        let validate = |t: u64, model: &EncoderPair, state: &mut TrainState| -> Result<()> {
+            let Some(v) = &validation else {
+                return Ok(());
+            };
+            let (mrr, recall) = v.measure(model, &encoding, &query_tok, &doc_tok, &main)?;
             append_line(
                 &val_path,
-                &json!({"step": 0, "mrr_at_10": mrr, "recall": recall}),
+                &json!({"step": t, "mrr_at_10": mrr, "recall": recall}),
             )?;
-            state.best = Some((mrr, 0));
-            if p.select == "best" {
-                export_pair(
-                    &model,
-                    &cfg,
-                    &model_dir,
-                    query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
-                    &best_dir,
-                )?;
+            if state.best.is_none_or(|(b, _)| mrr > b) {
+                state.best = Some((mrr, t));
+                if p.select == "best" {
+                    export_pair(
+                        model,
+                        &cfg,
+                        &model_dir,
+                        query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
+                        &best_dir,
+                    )?;
+                }
             }
+            Ok(())
+        };
+        if state.step == 0 {
+            validate(0, &model, &mut state)?;
         }
         let bar = ctx.progress(p.steps, "steps");
         bar.set_position(state.step);
@@ -559,27 +568,8 @@ impl Stage for Train {
                 nnz_d,
             };
 
-            if let Some(v) = &validation {
-                if t % p.validate_every == 0 || t == p.steps {
-                    let (mrr, recall) =
-                        v.measure(&model, &encoding, &query_tok, &doc_tok, &main)?;
-                    append_line(
-                        &val_path,
-                        &json!({"step": t, "mrr_at_10": mrr, "recall": recall}),
-                    )?;
-                    if state.best.is_none_or(|(b, _)| mrr > b) {
-                        state.best = Some((mrr, t));
-                        if p.select == "best" {
-                            export_pair(
-                                &model,
-                                &cfg,
-                                &model_dir,
-                                query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
-                                &best_dir,
-                            )?;
-                        }
-                    }
-                }
+            if validation.is_some() && (t % p.validate_every == 0 || t == p.steps) {
+                validate(t, &model, &mut state)?;
             }
             if t % p.checkpoint_every == 0 && t < p.steps {
                 state.log_bytes = file_len(&log_path);

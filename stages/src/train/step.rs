@@ -201,6 +201,28 @@ pub struct DataParallel {
 }
 
 impl DataParallel {
+    /// Query and document representations of share `i` (queries `range`) on its device, under
+    /// the share's dropout seed — the same masks in both passes of a step.
+    fn encode_share(
+        &self,
+        replica: &EncoderPair,
+        batch: &TokenizedBatch,
+        range: &std::ops::Range<usize>,
+        at: StepPosition,
+        i: usize,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let dev = &self.devices[i];
+        let m = batch.per_query;
+        dev.seed(share_seed(at.seed, at.micro, i));
+        let q = self
+            .encoding
+            .queries(replica, &batch.queries[range.clone()], dev);
+        let d = self
+            .encoding
+            .docs(replica, &batch.docs[range.start * m..range.end * m], dev);
+        (q, d)
+    }
+
     /// Gradients of `objective` on `batch` (scaled by `scale`, e.g. 1/accumulation) for `model`
     /// on the main device, accumulated into `acc`.
     pub fn accumulate(
@@ -245,16 +267,7 @@ impl DataParallel {
         let mut qs = Vec::with_capacity(parts.len());
         let mut ds = Vec::with_capacity(parts.len());
         for (i, range) in parts.iter().enumerate() {
-            let dev = &self.devices[i];
-            dev.seed(share_seed(at.seed, at.micro, i));
-            let q = self
-                .encoding
-                .queries(&replicas[i], &batch.queries[range.clone()], dev);
-            let d = self.encoding.docs(
-                &replicas[i],
-                &batch.docs[range.start * m..range.end * m],
-                dev,
-            );
+            let (q, d) = self.encode_share(&replicas[i], batch, range, at, i);
             qs.push(q.detach().inner().to_device(&plain_main));
             ds.push(d.detach().inner().to_device(&plain_main));
         }
@@ -269,15 +282,7 @@ impl DataParallel {
         // Pass 2: each share back-propagates its slice of ∂loss/∂rep through its own encoder.
         for (i, range) in parts.iter().enumerate() {
             let dev = &self.devices[i];
-            dev.seed(share_seed(at.seed, at.micro, i));
-            let q = self
-                .encoding
-                .queries(&replicas[i], &batch.queries[range.clone()], dev);
-            let d = self.encoding.docs(
-                &replicas[i],
-                &batch.docs[range.start * m..range.end * m],
-                dev,
-            );
+            let (q, d) = self.encode_share(&replicas[i], batch, range, at, i);
             let plain = dev.clone().inner();
             let gq_i = gq
                 .clone()
