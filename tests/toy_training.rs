@@ -25,14 +25,8 @@ fn mrr_at_10(a: &Path, stage: &str) -> f64 {
 /// `(step, MRR@10)` rows of a training stage's validation output.
 fn validation(a: &Path, stage: &str) -> Vec<(i64, f64)> {
     let path = PathBuf::from(ok(a, &["path", TOY, &format!("{stage}.validation")]).trim());
-    let file = std::fs::File::open(&path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
+    for batch in parquet_batches(&path) {
         let steps = batch.column_by_name("step").unwrap();
         let steps = steps.as_any().downcast_ref::<Int64Array>().unwrap();
         let mrr = batch.column_by_name("mrr_at_10").unwrap();

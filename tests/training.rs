@@ -63,14 +63,8 @@ fn checkpoints(artifacts: &Path) -> Vec<String> {
 
 fn logged_steps(a: &Path, pipeline: &str) -> Vec<i64> {
     let path = PathBuf::from(ok(a, &["path", pipeline, "train.train_log"]).trim());
-    let file = std::fs::File::open(&path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut steps = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
+    for batch in parquet_batches(&path) {
         let col = batch.column_by_name("step").unwrap();
         let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
         steps.extend((0..col.len()).map(|i| col.value(i)));

@@ -134,3 +134,14 @@ pub fn output_files(artifacts: &Path, pipeline: &str, target: &str) -> Vec<(Stri
     files.sort();
     files
 }
+
+/// Every record batch of a Parquet file (a table output read back for assertions).
+pub fn parquet_batches(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let file = std::fs::File::open(path).expect("open Parquet file");
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("Parquet footer")
+        .build()
+        .expect("Parquet reader")
+        .map(|b| b.expect("record batch"))
+        .collect()
+}

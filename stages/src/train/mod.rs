@@ -301,10 +301,15 @@ impl Stage for Train {
         let main = devices[0].clone();
 
         let model_dir = ctx.input("model")?.path().to_path_buf();
-        let mut cfg = ModelConfig::from_dir(&model_dir)?;
-        if let Some(d) = p.dropout {
-            cfg.dropout = d;
-        }
+        // A model directory's config, with the run's dropout override.
+        let config_of = |dir: &Path| -> Result<ModelConfig> {
+            let mut c = ModelConfig::from_dir(dir)?;
+            if let Some(d) = p.dropout {
+                c.dropout = d;
+            }
+            Ok(c)
+        };
+        let cfg = config_of(&model_dir)?;
         let query_len = if p.query_max_length == 0 {
             p.max_length
         } else {
@@ -361,20 +366,17 @@ impl Stage for Train {
         };
 
         main.seed(p.seed);
-        let init = |dir: &Path| -> Result<(ModelConfig, MlmEncoder)> {
-            let mut c = ModelConfig::from_dir(dir)?;
-            if let Some(d) = p.dropout {
-                c.dropout = d;
-            }
+        let init = |dir: &Path, c: &ModelConfig| -> Result<MlmEncoder> {
             if p.init == "random" {
-                Ok((c.clone(), MlmEncoder::init_random(&c, &main)))
+                Ok(MlmEncoder::init_random(c, &main))
             } else {
-                load_mlm_as(dir, c, &main)
+                Ok(load_mlm_as(dir, c.clone(), &main)?.1)
             }
         };
-        let doc_model = init(&model_dir)?.1;
+        let doc_model = init(&model_dir, &cfg)?;
         let (query_cfg, query_model) = if p.query_encoder == "separate" {
-            let (c, m) = init(&query_dir)?;
+            let c = config_of(&query_dir)?;
+            let m = init(&query_dir, &c)?;
             (Some(c), Some(m))
         } else {
             (None, None)
