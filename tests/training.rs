@@ -72,10 +72,23 @@ fn logged_steps(a: &Path, pipeline: &str) -> Vec<i64> {
     steps
 }
 
-/// Starts a run, kills it (SIGKILL) once a checkpoint exists, and returns.
+/// Starts a run, kills it (SIGKILL) once a checkpoint is surely committed, and returns.
+///
+/// A checkpoint directory appears (rename) just before the store records it, so seeing step 2
+/// alone could race the record; step 4 on disk means step 2's record is saved (its directory is
+/// pruned only after step 4's record). The pause after each checkpoint keeps the run from
+/// finishing before the kill lands.
 fn kill_after_checkpoint(a: &Path, pipeline: &str) {
-    let mut child = splade(a).args(["run", pipeline]).spawn().unwrap();
-    wait_for(|| !checkpoints(a).is_empty(), "a training checkpoint");
+    let mut child = splade(a)
+        .args(["run", pipeline])
+        .env("SPLADE_TEST_TRAIN_CHECKPOINT_DELAY_MS", "3000")
+        .spawn()
+        .unwrap();
+    let step = |name: &String| name.trim_start_matches("step-").parse::<u64>().unwrap_or(0);
+    wait_for(
+        || checkpoints(a).iter().any(|n| step(n) >= 4),
+        "a committed training checkpoint",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

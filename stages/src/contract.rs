@@ -199,6 +199,18 @@ impl StageContext {
     }
 }
 
+/// With the `test-stages` feature, sleeps the milliseconds named by the environment variable
+/// `var` (if set) so kill -9 tests can interrupt a stage right after it committed progress;
+/// a no-op in normal builds.
+pub fn test_pause(var: &str) {
+    #[cfg(feature = "test-stages")]
+    if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    #[cfg(not(feature = "test-stages"))]
+    let _ = var;
+}
+
 /// The file of shard `index` in a sharded output directory.
 pub fn shard_file(dir: &Path, index: usize) -> PathBuf {
     dir.join(format!("part-{index:05}.parquet"))

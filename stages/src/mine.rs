@@ -413,13 +413,7 @@ impl Stage for Mine {
         let finish_shard = |ctx: &StageContext, miner: &Miner, rows: &[NegativesRow], s: usize| {
             write_negatives(&shard_file(&dir, s), rows)?;
             ctx.save_resume_state(&json!({ "done": s + 1, "stats": miner.stats }))?;
-            #[cfg(feature = "test-stages")]
-            if let Some(ms) = std::env::var("SPLADE_TEST_MINE_SHARD_DELAY_MS")
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                std::thread::sleep(std::time::Duration::from_millis(ms));
-            }
+            crate::contract::test_pause("SPLADE_TEST_MINE_SHARD_DELAY_MS");
             Ok::<(), StageError>(())
         };
         if p.run.is_some() {

@@ -238,7 +238,7 @@ pub fn build_external(
         st.runs += 1;
         st.rows += chunk.len();
         chunk.clear();
-        test_delay();
+        crate::contract::test_pause("SPLADE_TEST_INDEX_RUN_DELAY_MS");
         save(st)
     };
     for_each_sparse_batch(input, READ_ROWS, |file, _, vectors| {
@@ -282,18 +282,4 @@ pub fn build_external(
     drop(runs);
     std::fs::remove_dir_all(runs_dir).map_err(|e| StageError::io(runs_dir, e))?;
     Ok((stats, st.runs))
-}
-
-/// With the `test-stages` feature, sleeps `SPLADE_TEST_INDEX_RUN_DELAY_MS` after each run so the
-/// kill -9 tests can interrupt a build between runs; a no-op otherwise.
-fn test_delay() {
-    #[cfg(feature = "test-stages")]
-    {
-        let delay = std::env::var("SPLADE_TEST_INDEX_RUN_DELAY_MS")
-            .ok()
-            .and_then(|v| v.parse().ok());
-        if let Some(ms) = delay {
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
-    }
 }

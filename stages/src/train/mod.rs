@@ -583,6 +583,7 @@ impl Stage for Train {
                     .unwrap_or_default();
                 ctx.save_resume_state(&json!({ "checkpoint": name, "step": t }))?;
                 checkpoint::prune(&ckpt_root, &dir)?;
+                crate::contract::test_pause("SPLADE_TEST_TRAIN_CHECKPOINT_DELAY_MS");
             }
             bar.set_position(t);
         }
