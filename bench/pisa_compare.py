@@ -7,6 +7,10 @@ Usage (after `splade bench synth --out DIR` and `splade bench retrieve DIR --dum
 Feeds PISA our u8 document impacts (scale 1) and our integer query weights (round(w*100)), so both
 systems score with the same integers; then checks that the top-k score lists are identical and
 reports index size, ms/query on one thread and QPS on all threads for k = 10 and 1000.
+
+With `--ciff FILE --ciff2pisa BIN` (FILE from `splade bench retrieve DIR --ciff FILE`, BIN from
+`cargo install ciff`), PISA's index is built from our CIFF export by PISA's own converter instead of
+pyterrier's Python indexer: far faster at 1M docs, and a check that PISA reads our CIFF.
 """
 import argparse, json, os, shutil, time
 import numpy as np
@@ -18,10 +22,12 @@ ap = argparse.ArgumentParser()
 ap.add_argument("dir")
 ap.add_argument("--queries", type=int, default=1000)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--ciff")
+ap.add_argument("--ciff2pisa", default="ciff2pisa")
 a = ap.parse_args()
 meta = json.load(open(os.path.join(a.dir, "index", "meta.json")))
 scale = meta["scale"]
-docs = pq.read_table(os.path.join(a.dir, "docs.parquet")).to_pydict()
+docs = None if a.ciff else pq.read_table(os.path.join(a.dir, "docs.parquet")).to_pydict()
 qs = pq.read_table(os.path.join(a.dir, "queries.parquet")).to_pydict()
 
 
@@ -38,13 +44,32 @@ def doc_iter():
 path = os.path.join(a.dir, "pisa")
 shutil.rmtree(path, ignore_errors=True)
 t0 = time.perf_counter()
-index = pp.PisaIndex(path, stemmer="none", threads=a.threads)
-index.toks_indexer(scale=1.0).index(doc_iter())
+if a.ciff:
+    # pyterrier_pisa.PisaIndex.from_ciff, with PISA's ciff2pisa binary in place of pyciff.
+    import subprocess
+    from pathlib import Path
+    from pyterrier_pisa import _pisathon
+    ppath = Path(path)
+    ppath.mkdir(parents=True)
+    subprocess.run([a.ciff2pisa, "--ciff-file", a.ciff, "--output", str(ppath / "inv")], check=True)
+    (ppath / "inv.documents").rename(ppath / "fwd.documents")
+    (ppath / "inv.terms").rename(ppath / "fwd.terms")
+    _pisathon.build_binlex(str(ppath / "fwd.terms"), str(ppath / "fwd.termlex"))
+    _pisathon.build_binlex(str(ppath / "fwd.documents"), str(ppath / "fwd.doclex"))
+    json.dump({"type": "sparse_index", "format": "pisa", "package_hint": "pyterrier-pisa",
+               "stemmer": "none"}, open(ppath / "pt_meta.json", "w"))
+    index = pp.PisaIndex(path, stemmer="none", threads=a.threads)
+    n_docs = meta["n_docs"]
+else:
+    index = pp.PisaIndex(path, stemmer="none", threads=a.threads)
+    index.toks_indexer(scale=1.0).index(doc_iter())
+    n_docs = len(docs["terms"])
 build = time.perf_counter() - t0
 size = {f: os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)}
-compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or f.endswith(".bmw") or "simdbp" in f)
-print(f"pisa index build_s={build:.1f} docs_per_s={len(docs['terms']) / build:.0f} files={size}")
-print(f"pisa compressed_index_mib={compressed / 2**20:.1f} (inverted lists + block-max data)")
+compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or ".bmw" in f)
+print(f"pisa index build_s={build:.1f} docs_per_s={n_docs / build:.0f} files={size}")
+if not a.ciff:  # with --ciff the compressed index appears at the first query (printed at the end)
+    print(f"pisa compressed_index_mib={compressed / 2**20:.1f} (inverted lists + block-max data)")
 
 rows = []
 for qi, (terms, weights) in enumerate(zip(qs["terms"][:a.queries], qs["weights"][:a.queries])):
@@ -53,11 +78,24 @@ for qi, (terms, weights) in enumerate(zip(qs["terms"][:a.queries], qs["weights"]
     rows.append({"qid": str(qi), "query_toks": toks})
 queries = pd.DataFrame(rows)
 
+# The floor of pyterrier's per-query cost (pandas frames, query parsing, result building): the
+# same number of one-term queries over a term the index does not have.
+floor_q = pd.DataFrame([{"qid": str(i), "query_toks": {"__floor__": 1.0}} for i in range(len(queries))])
+r = index.quantized(num_results=10, threads=1, query_algorithm="block_max_wand",
+                    query_weighted=True, toks_scale=1.0)
+r(floor_q.head(5))
+t0 = time.perf_counter()
+r(floor_q)
+print(f"pisa overhead_floor ms_per_query_1thread={(time.perf_counter() - t0) * 1e3 / len(floor_q):.3f} (unknown term: no postings)")
+
 for k in (10, 1000):
     for threads in (1, a.threads):
         r = index.quantized(num_results=k, threads=threads, query_algorithm="block_max_wand",
                             query_weighted=True, toks_scale=1.0)
-        r(queries.head(5))  # warm-up
+        t0 = time.perf_counter()
+        r(queries.head(5))  # warm-up (with --ciff, the first call also compresses the index)
+        if k == 10 and threads == 1:
+            print(f"pisa first_call_s={time.perf_counter() - t0:.1f}")
         t0 = time.perf_counter()
         res = r(queries)
         secs = time.perf_counter() - t0
@@ -72,3 +110,8 @@ for k in (10, 1000):
             mine = sorted(ours[ours.q == int(qi)]["score"].tolist(), reverse=True)
             same += theirs == mine
         print(f"identical top-1000 score lists: {same}/{len(queries)} queries")
+
+size = {f: os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)}
+compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or ".bmw" in f)
+print(f"pisa files after retrieval={size}")
+print(f"pisa compressed_index_mib={compressed / 2**20:.1f} (inverted lists + block-max data)")

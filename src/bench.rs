@@ -119,14 +119,19 @@ fn synth_vector(
     nnz: usize,
     cdf: &[f64],
     perm: &[u32],
+    topic: &[u32],
 ) -> splade_stages::parquet_io::SparseVector {
     let mut terms = Vec::with_capacity(nnz);
     let mut guard = 0;
     while terms.len() < nnz && guard < nnz * 20 {
         guard += 1;
-        let u = rng.unit();
-        let r = cdf.partition_point(|c| *c < u).min(cdf.len() - 1);
-        terms.push(perm[r]);
+        if !topic.is_empty() && rng.unit() < TOPIC_SHARE {
+            terms.push(topic[(rng.next() % topic.len() as u64) as usize]);
+        } else {
+            let u = rng.unit();
+            let r = cdf.partition_point(|c| *c < u).min(cdf.len() - 1);
+            terms.push(perm[r]);
+        }
         if terms.len() % 16 == 0 || terms.len() == nnz {
             terms.sort_unstable();
             terms.dedup();
@@ -141,8 +146,22 @@ fn synth_vector(
     splade_stages::parquet_io::SparseVector { terms, weights }
 }
 
-/// Writes `docs.parquet` and `queries.parquet` of a synthetic SPLADE-shaped collection.
-pub fn synth(out: &std::path::Path, docs: usize, queries: usize, seed: u64) -> Result<()> {
+/// With topics, the share of a vector's terms drawn from its topic's terms.
+const TOPIC_SHARE: f64 = 0.5;
+/// Terms per topic, drawn uniformly from the vocabulary (so mostly rare terms).
+const TOPIC_TERMS: usize = 300;
+
+/// Writes `docs.parquet` and `queries.parquet` of a synthetic SPLADE-shaped collection. With
+/// `topics > 0` every document and query also belongs to one of `topics` random topics and draws
+/// half its terms from that topic's 300 terms (queries share vocabulary with a few documents, as
+/// real queries do); `topics = 0` gives the independent, hardest-to-prune collection.
+pub fn synth(
+    out: &std::path::Path,
+    docs: usize,
+    queries: usize,
+    seed: u64,
+    topics: usize,
+) -> Result<()> {
     const VOCAB: usize = 30522;
     std::fs::create_dir_all(out)?;
     let mut rng = SplitMix(seed);
@@ -160,18 +179,31 @@ pub fn synth(out: &std::path::Path, docs: usize, queries: usize, seed: u64) -> R
         let j = (rng.next() % (i as u64 + 1)) as usize;
         perm.swap(i, j);
     }
+    let topic_terms: Vec<Vec<u32>> = (0..topics)
+        .map(|_| {
+            (0..TOPIC_TERMS)
+                .map(|_| (rng.next() % VOCAB as u64) as u32)
+                .collect()
+        })
+        .collect();
+    // No draw at all without topics, so `topics = 0` keeps the original collection.
+    let pick_topic =
+        |rng: &mut SplitMix| (topics > 0).then(|| (rng.next() % topics as u64) as usize);
+    let terms_of = |t: Option<usize>| t.map_or(&[][..], |t| &topic_terms[t][..]);
     let t0 = Instant::now();
     // Document nnz: log-normal around 150 (mean ≈ 170, long tail), capped at 1000.
     let doc_vecs: Vec<_> = (0..docs)
         .map(|_| {
             let nnz = (150.0 * (0.5 * rng.normal()).exp()).clamp(10.0, 1000.0) as usize;
-            synth_vector(&mut rng, nnz, &cdf, &perm)
+            let topic = pick_topic(&mut rng);
+            synth_vector(&mut rng, nnz, &cdf, &perm, terms_of(topic))
         })
         .collect();
     let q_vecs: Vec<_> = (0..queries)
         .map(|_| {
             let nnz = 20 + (rng.next() % 26) as usize;
-            synth_vector(&mut rng, nnz, &cdf, &perm)
+            let topic = pick_topic(&mut rng);
+            synth_vector(&mut rng, nnz, &cdf, &perm, terms_of(topic))
         })
         .collect();
     let ids: Vec<String> = (0..docs).map(|i| format!("d{i}")).collect();
@@ -196,10 +228,12 @@ pub fn retrieve(
     dir: &std::path::Path,
     max_queries: usize,
     dump: Option<&std::path::Path>,
+    ciff: Option<&std::path::Path>,
 ) -> Result<()> {
     use rayon::prelude::*;
     use splade_stages::index::reader::InvertedIndex;
     use splade_stages::retrieve::algorithms::{exhaustive, maxscore};
+    use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
     let (_, docs) = splade_stages::parquet_io::read_sparse(&dir.join("docs.parquet"))?;
     let (_, mut queries) = splade_stages::parquet_io::read_sparse(&dir.join("queries.parquet"))?;
     queries.truncate(max_queries);
@@ -210,6 +244,14 @@ pub fn retrieve(
     let t0 = Instant::now();
     let index = InvertedIndex::open(&index_dir)?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if let Some(path) = ciff {
+        let ids: Vec<String> = (0..docs.len()).map(|d| d.to_string()).collect();
+        let scale = index.scale;
+        let quant = |w: f32| splade_stages::index::build::quantize(w, scale) as i64;
+        let bytes =
+            splade_stages::export::ciff_bytes(&ids, &docs, &|t: u32| t.to_string(), &quant)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
     drop(docs);
     println!(
         "index docs={} postings={} build_docs_per_s={:.0} bytes_per_posting={:.3} postings_mib={:.1} open_ms={:.1} rss_mib={:.0}",
@@ -231,31 +273,46 @@ pub fn retrieve(
         }
         std::fs::write(path, out)?;
     }
+    let t0 = Instant::now();
+    let table = RangeMaxima::build(&index);
+    println!(
+        "block_max bound table entries={} mib={:.1} build_ms={:.0}",
+        table.entries(),
+        table.entries() as f64 * 5.0 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    type Scratch = (Vec<u32>, BlockMaxScratch);
     for k in [10usize, 1000] {
-        for algo in ["exhaustive", "maxscore"] {
-            let run = |q: &splade_stages::parquet_io::SparseVector, acc: &mut Vec<u32>| {
-                if algo == "exhaustive" {
-                    exhaustive(&index, q, k, acc)
-                } else {
-                    maxscore(&index, q, k)
-                }
+        for algo in ["exhaustive", "maxscore", "block_max"] {
+            let run = |q: &splade_stages::parquet_io::SparseVector, s: &mut Scratch| match algo {
+                "exhaustive" => exhaustive(&index, q, k, &mut s.0),
+                "maxscore" => maxscore(&index, q, k),
+                _ => block_max(&index, &table, q, k, &mut s.1),
             };
-            let mut acc = Vec::new();
+            let mut scratch = Scratch::default();
             let t0 = Instant::now();
             let mut hits = 0usize;
             for q in &queries {
-                hits += run(q, &mut acc).len();
+                hits += run(q, &mut scratch).len();
             }
             let single_ms = t0.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
             let t0 = Instant::now();
             let total: usize = queries
                 .par_iter()
-                .map_init(Vec::new, |acc, q| run(q, acc).len())
+                .map_init(Scratch::default, |s, q| run(q, s).len())
                 .sum();
             let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
             anyhow::ensure!(total == hits, "parallel and sequential runs disagree");
+            let pruning = if algo == "block_max" {
+                format!(
+                    " ranges_scored={:.3}",
+                    scratch.1.ranges_scored as f64 / scratch.1.ranges_bounded.max(1) as f64
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} qps_all_threads={qps:.1} threads={}",
+                "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} qps_all_threads={qps:.1} threads={}{pruning}",
                 rayon::current_num_threads()
             );
         }

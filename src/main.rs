@@ -155,6 +155,10 @@ enum BenchCommand {
         queries: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Topics (0 = independent vectors): each vector draws half its terms from its topic's
+        /// 300 terms, so queries match a few documents strongly, as real queries do.
+        #[arg(long, default_value_t = 0)]
+        topics: usize,
         #[arg(long)]
         out: PathBuf,
     },
@@ -166,6 +170,10 @@ enum BenchCommand {
         /// Write MaxScore's top-1000 (query index, doc index, integer score) here, for comparisons.
         #[arg(long)]
         dump: Option<PathBuf>,
+        /// Write the index's quantized postings as CIFF here (terms named by id, docs by index),
+        /// so PISA (`ciff2pisa`) indexes exactly the same integers.
+        #[arg(long)]
+        ciff: Option<PathBuf>,
     },
     /// Exact float top-k against the quantized index's top-k: overlap@k and, with qrels, the
     /// metric difference.
@@ -456,11 +464,15 @@ fn dispatch(cli: Cli) -> Result<()> {
             docs,
             queries,
             seed,
+            topics,
             out,
-        }) => bench::synth(&out, docs, queries, seed),
-        Command::Bench(BenchCommand::Retrieve { dir, queries, dump }) => {
-            bench::retrieve(&dir, queries, dump.as_deref())
-        }
+        }) => bench::synth(&out, docs, queries, seed, topics),
+        Command::Bench(BenchCommand::Retrieve {
+            dir,
+            queries,
+            dump,
+            ciff,
+        }) => bench::retrieve(&dir, queries, dump.as_deref(), ciff.as_deref()),
         Command::Bench(BenchCommand::Quantization(b)) => bench::quantization(&b),
         Command::Bench(BenchCommand::Encode(b)) => bench::encode(&b),
         Command::Bench(BenchCommand::Train(b)) => bench::train(&b),

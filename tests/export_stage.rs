@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use splade_stages::export::ciff;
 use splade_stages::parquet_io::read_sparse;
@@ -35,15 +35,14 @@ fn vocab() -> Vec<String> {
     out
 }
 
-#[test]
-fn exports_round_trip() {
-    let tmp = tempfile::tempdir().unwrap();
-    let a = tmp.path().join("art");
-    let p = pipeline(tmp.path());
-    ok(&a, &["run", &p]);
+/// Runs the export pipeline under `a`; returns the pipeline file, the doc ids and each
+/// document's expected integer vector (token → round(w × 100)).
+fn run_exports(dir: &Path, a: &Path) -> (String, Vec<String>, Vec<BTreeMap<String, i64>>) {
+    let p = pipeline(dir);
+    ok(a, &["run", &p]);
     let vocab = vocab();
     let (ids, vectors) =
-        read_sparse(&PathBuf::from(ok(&a, &["path", &p, "docs.vectors"]).trim())).unwrap();
+        read_sparse(&PathBuf::from(ok(a, &["path", &p, "docs.vectors"]).trim())).unwrap();
     let expected: Vec<BTreeMap<String, i64>> = vectors
         .iter()
         .map(|v| {
@@ -60,6 +59,14 @@ fn exports_round_trip() {
                 .collect()
         })
         .collect();
+    (p, ids, expected)
+}
+
+#[test]
+fn exports_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("art");
+    let (p, ids, expected) = run_exports(tmp.path(), &a);
 
     // Anserini JsonVectorCollection: {"id", "content", "vector": {token: int}}.
     let text = std::fs::read_to_string(PathBuf::from(
@@ -118,4 +125,89 @@ fn exports_round_trip() {
         }
     }
     assert_eq!(rebuilt, expected);
+}
+
+/// PISA's own converter (`cargo install ciff`), from `SPLADE_TEST_CIFF2PISA` or `PATH`.
+fn ciff2pisa() -> Option<String> {
+    let candidates = [
+        std::env::var("SPLADE_TEST_CIFF2PISA").unwrap_or_default(),
+        "ciff2pisa".into(),
+    ];
+    candidates.into_iter().filter(|c| !c.is_empty()).find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}
+
+/// The u32 sequences of a PISA binary-collection file: `[n, x1..xn]` repeated.
+fn pisa_sequences(path: &Path) -> Vec<Vec<u32>> {
+    let bytes = std::fs::read(path).unwrap();
+    let words: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let n = words[i] as usize;
+        out.push(words[i + 1..i + 1 + n].to_vec());
+        i += 1 + n;
+    }
+    out
+}
+
+#[test]
+fn ciff_converts_with_pisas_ciff2pisa() {
+    let Some(tool) = ciff2pisa() else {
+        eprintln!("skipped: no ciff2pisa (cargo install ciff, or set SPLADE_TEST_CIFF2PISA)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("art");
+    let (p, ids, expected) = run_exports(tmp.path(), &a);
+    let ciff_file = ok(&a, &["path", &p, "ciff.export"]).trim().to_string();
+    let base = tmp.path().join("pisa");
+    let out = std::process::Command::new(&tool)
+        .args(["--ciff-file", &ciff_file, "--output"])
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // PISA's binary collection: .docs = [num_docs] then one doc-id list per term, .freqs the
+    // matching impacts, .terms / .documents the lexicons.
+    let file = |ext: &str| tmp.path().join(format!("pisa.{ext}"));
+    let docs = pisa_sequences(&file("docs"));
+    let freqs = pisa_sequences(&file("freqs"));
+    let terms: Vec<String> = std::fs::read_to_string(file("terms"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let names: Vec<String> = std::fs::read_to_string(file("documents"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(names, ids);
+    assert_eq!(docs[0], vec![ids.len() as u32]);
+    assert_eq!(docs.len() - 1, terms.len());
+    assert_eq!(freqs.len(), terms.len());
+    let mut rebuilt: Vec<BTreeMap<String, i64>> = vec![BTreeMap::new(); ids.len()];
+    for ((term, list), impacts) in terms.iter().zip(&docs[1..]).zip(&freqs) {
+        assert_eq!(list.len(), impacts.len(), "{term}");
+        for (d, f) in list.iter().zip(impacts) {
+            rebuilt[*d as usize].insert(term.clone(), *f as i64);
+        }
+    }
+    assert_eq!(
+        rebuilt, expected,
+        "PISA's view of our CIFF differs from the vectors"
+    );
 }

@@ -1,5 +1,6 @@
 //! `retrieve` with text queries through the real binary: encoding inside the stage gives the
-//! same run as encode → retrieve, for SPLADE and bag-of-words queries; plan explains bad params.
+//! same run as encode → retrieve, for SPLADE and bag-of-words queries; every algorithm writes the
+//! same run; plan explains bad params.
 
 mod common;
 use common::*;
@@ -95,4 +96,38 @@ fn plan_explains_query_param_mistakes() {
         err.contains("stage.retrieve.model") && err.contains("needs `model`"),
         "{err}"
     );
+}
+
+#[test]
+fn every_algorithm_writes_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "name = \"algorithms\"\ninclude = [\"{}/{TOY}\"]\n",
+        repo().display()
+    );
+    for (index, queries, prefix) in [
+        ("index.index", "encode_dev_queries.vectors", "splade"),
+        ("bm25_index.index", "bow_dev_queries.vectors", "bm25"),
+    ] {
+        for algo in ["exhaustive", "maxscore", "block_max"] {
+            text += &format!(
+                "[stage.{prefix}_{algo}]\nkind = \"retrieve\"\nindex = \"{index}\"\n\
+                 queries = \"{queries}\"\nk = 100\nalgorithm = \"{algo}\"\n"
+            );
+        }
+    }
+    let p = write_pipeline(tmp.path(), "algorithms.toml", &text);
+    let a = tmp.path().join("art");
+    ok(&a, &["run", &p]);
+    for prefix in ["splade", "bm25"] {
+        let want = output_files(&a, &p, &format!("{prefix}_exhaustive.run"));
+        assert!(!want.is_empty());
+        for algo in ["maxscore", "block_max"] {
+            assert_eq!(
+                output_files(&a, &p, &format!("{prefix}_{algo}.run")),
+                want,
+                "{prefix}: {algo} differs from exhaustive"
+            );
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Safety of dynamic pruning: on random collections, MaxScore returns exactly the top-k of
+//! Safety of dynamic pruning: on random collections, MaxScore and block-max pruning return exactly the top-k of
 //! exhaustive scoring over the same quantized index (ties by doc index), and exhaustive scoring
 //! equals a brute-force dot product of the quantized vectors (so encode/decode is lossless). The
 //! float reference scorer (for measuring quantization) equals a brute-force float dot product.
@@ -7,6 +7,7 @@ use splade_stages::index::build::{build, quantize};
 use splade_stages::index::reader::InvertedIndex;
 use splade_stages::parquet_io::SparseVector;
 use splade_stages::retrieve::algorithms::{exhaustive, maxscore, QUERY_SCALE};
+use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
 use splade_stages::retrieve::exact::{overlap_at, FloatIndex};
 
 struct Rng(u64);
@@ -45,7 +46,7 @@ fn vector(rng: &mut Rng, vocab: u32, nnz: usize, coarse: bool) -> SparseVector {
 }
 
 #[test]
-fn maxscore_equals_exhaustive_on_random_collections() {
+fn pruned_algorithms_equal_exhaustive_on_random_collections() {
     let tmp = tempfile::tempdir().unwrap();
     for case in 0..24u64 {
         let mut rng = Rng(case * 7919 + 1);
@@ -63,6 +64,8 @@ fn maxscore_equals_exhaustive_on_random_collections() {
         let stats = build(&dir, &docs, vocab as usize, 0.0).unwrap();
         let index = InvertedIndex::open(&dir).unwrap();
         assert_eq!(index.n_docs as usize, n_docs);
+        let table = RangeMaxima::build(&index);
+        let mut scratch = BlockMaxScratch::default();
         let mut acc = Vec::new();
         for qi in 0..40 {
             let nnz = 1 + rng.below(30) as usize;
@@ -73,6 +76,11 @@ fn maxscore_equals_exhaustive_on_random_collections() {
                 assert_eq!(
                     got, want,
                     "case {case} query {qi} k {k}: maxscore differs from exhaustive"
+                );
+                let got = block_max(&index, &table, &q, k, &mut scratch);
+                assert_eq!(
+                    got, want,
+                    "case {case} query {qi} k {k}: block_max differs from exhaustive"
                 );
             }
             // Exhaustive equals a brute-force dot product of quantized vectors.
@@ -119,6 +127,9 @@ fn ties_are_broken_by_doc_index() {
     );
     let mut acc = Vec::new();
     assert_eq!(exhaustive(&index, &same, 10, &mut acc), hits);
+    let table = RangeMaxima::build(&index);
+    let mut scratch = BlockMaxScratch::default();
+    assert_eq!(block_max(&index, &table, &same, 10, &mut scratch), hits);
 }
 
 #[test]

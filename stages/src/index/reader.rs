@@ -64,6 +64,11 @@ impl InvertedIndex {
         self.terms.get(term as usize).copied().filter(|t| t.df > 0)
     }
 
+    /// Size of the term-id space (the vocabulary the index was built with).
+    pub fn n_terms(&self) -> u32 {
+        self.terms.len() as u32
+    }
+
     /// A cursor over `term`'s postings (positioned on the first).
     pub fn cursor(&self, meta: TermMeta) -> PostingCursor<'_> {
         let lo = meta.first_block as usize;

@@ -2,6 +2,7 @@
 //! with rayon and resumable per batch.
 
 pub mod algorithms;
+pub mod block_max;
 pub mod exact;
 pub mod topk;
 
@@ -17,6 +18,7 @@ use crate::model::encoder::Pooling;
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, SparseVector};
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
+use block_max::{block_max, BlockMaxScratch, RangeMaxima};
 
 /// Text queries are encoded as the encode stage's defaults do: batches of 32 texts, length-sorted
 /// within windows of 2048, 8192 vocabulary terms projected at a time.
@@ -62,9 +64,9 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::with_default("k", ParamType::Int, "1000", "documents per query"),
     ParamSpec::with_default(
         "algorithm",
-        ParamType::Choice(&["exhaustive", "maxscore"]),
+        ParamType::Choice(&["exhaustive", "maxscore", "block_max"]),
         "\"exhaustive\"",
-        "exhaustive term-at-a-time (fastest today) or maxscore (safe dynamic pruning, same top-k)",
+        "exhaustive term-at-a-time, or safe dynamic pruning with the same top-k: maxscore, block_max (doc-range bounds)",
     ),
     ParamSpec::with_default(
         "batch_size",
@@ -197,6 +199,16 @@ impl Stage for Retrieve {
                 index.n_docs
             )));
         }
+        let table = (p.algorithm == "block_max").then(|| {
+            let t0 = std::time::Instant::now();
+            let table = RangeMaxima::build(&index);
+            tracing::info!(
+                entries = table.entries(),
+                "block-max bound table built in {:.2}s",
+                t0.elapsed().as_secs_f64()
+            );
+            table
+        });
         let source = QuerySource::open(ctx, &p)?;
         let qids = source.ids().to_vec();
         let k = p.k as usize + usize::from(p.remove_self_matches);
@@ -217,33 +229,37 @@ impl Stage for Retrieve {
             let queries = source.vectors(lo, hi, &encode_bar)?;
             let results: Vec<Vec<RunRow>> = (lo..hi)
                 .into_par_iter()
-                .map_init(Vec::new, |acc, i| {
-                    let hits = if p.algorithm == "exhaustive" {
-                        exhaustive(&index, &queries[i - lo], k, acc)
-                    } else {
-                        maxscore(&index, &queries[i - lo], k)
-                    };
-                    let mut rows = Vec::with_capacity(hits.len());
-                    for h in hits {
-                        let did = &doc_ids[h.doc as usize];
-                        let score = h.score as f32 * to_float;
-                        if (p.remove_self_matches && *did == qids[i])
-                            || (score as f64) < p.min_score
-                        {
-                            continue;
+                .map_init(
+                    || (Vec::new(), BlockMaxScratch::default()),
+                    |(acc, scratch), i| {
+                        let q = &queries[i - lo];
+                        let hits = match (&table, p.algorithm.as_str()) {
+                            (Some(table), _) => block_max(&index, table, q, k, scratch),
+                            (None, "maxscore") => maxscore(&index, q, k),
+                            _ => exhaustive(&index, q, k, acc),
+                        };
+                        let mut rows = Vec::with_capacity(hits.len());
+                        for h in hits {
+                            let did = &doc_ids[h.doc as usize];
+                            let score = h.score as f32 * to_float;
+                            if (p.remove_self_matches && *did == qids[i])
+                                || (score as f64) < p.min_score
+                            {
+                                continue;
+                            }
+                            if rows.len() == p.k as usize {
+                                break;
+                            }
+                            rows.push(RunRow {
+                                qid: qids[i].clone(),
+                                did: did.clone(),
+                                rank: rows.len() as u32 + 1,
+                                score,
+                            });
                         }
-                        if rows.len() == p.k as usize {
-                            break;
-                        }
-                        rows.push(RunRow {
-                            qid: qids[i].clone(),
-                            did: did.clone(),
-                            rank: rows.len() as u32 + 1,
-                            score,
-                        });
-                    }
-                    rows
-                })
+                        rows
+                    },
+                )
                 .collect();
             let rows: Vec<RunRow> = results.into_iter().flatten().collect();
             write_run(&shard_path(s), &rows)?;

@@ -48,6 +48,16 @@ impl TopK {
         }
     }
 
+    /// The k-th best hit once k hits are held (a new hit must beat it to enter), else `None`.
+    #[inline]
+    pub fn worst(&self) -> Option<Hit> {
+        if self.heap.len() < self.k {
+            None
+        } else {
+            self.heap.peek().map(|h| h.0)
+        }
+    }
+
     /// Offers a hit.
     #[inline]
     pub fn push(&mut self, hit: Hit) {
