@@ -342,6 +342,9 @@ pub struct TrainBench {
     pub device: String,
     #[arg(long, default_value_t = 8192)]
     pub vocab_chunk: usize,
+    /// `f32` or `bf16` (mixed precision: bf16 compute, f32 master weights and optimizer).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub precision: String,
 }
 
 /// Random token sequences of exactly `len` tokens (`[CLS] ... [SEP]`), as `bench/train_torch.py`.
@@ -366,7 +369,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
     use burn::optim::{AdamWConfig, GradientsAccumulator};
     use splade_stages::model::loader::load_mlm;
     use splade_stages::model::network::PoolingKind;
-    use splade_stages::train::encoders::{EncoderPair, Encoding, QueryEncoding};
+    use splade_stages::train::encoders::{EncoderPair, Encoding, Precision, QueryEncoding};
     use splade_stages::train::losses::RankingLoss;
     use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
     use splade_stages::train::step::{DataParallel, Objective, StepPosition, TokenizedBatch};
@@ -409,6 +412,11 @@ pub fn train(b: &TrainBench) -> Result<()> {
             vocab_chunk: b.vocab_chunk,
             pad: cfg.pad_token_id,
             queries: QueryEncoding::Shared,
+            precision: if b.precision == "bf16" {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            },
         },
     };
     let mut run_step = |i: usize, model: EncoderPair| -> Result<EncoderPair> {

@@ -384,3 +384,55 @@ fn swapping_mining_settings_retrains_and_swapping_back_restores_the_model() {
     assert!(back.contains("0 executed, 7 cached"), "{back}");
     assert_eq!(output_files(&a, &p, "train.model"), model);
 }
+
+/// `loss_total` of each logged step.
+fn logged_losses(a: &Path, pipeline: &str) -> Vec<f64> {
+    let path = PathBuf::from(ok(a, &["path", pipeline, "train.train_log"]).trim());
+    let mut out = Vec::new();
+    for batch in parquet_batches(&path) {
+        let col = batch.column_by_name("loss_total").unwrap();
+        let col = col
+            .as_any()
+            .downcast_ref::<arrow::array::Float64Array>()
+            .unwrap();
+        out.extend((0..col.len()).map(|i| col.value(i)));
+    }
+    out
+}
+
+#[test]
+fn bf16_mixed_precision_trains_like_full_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let no_dropout = ("dropout", "0.0");
+    let full = training_pipeline(tmp.path(), "full", 1, &[no_dropout]);
+    let half = training_pipeline(
+        tmp.path(),
+        "half",
+        1,
+        &[no_dropout, ("precision", "\"bf16\"")],
+    );
+    ok(&a, &["run", &full]);
+    let out = ok(&a, &["run", &half]);
+    // Precision is a training setting: it gets its own model, the f32 one is not reused.
+    assert_eq!(outcome_of(&out, "train"), "executed", "{out}");
+    let (l32, l16) = (logged_losses(&a, &full), logged_losses(&a, &half));
+    eprintln!("loss_total f32 {l32:?}\nloss_total bf16 {l16:?}");
+    assert_eq!(l16.len(), 6);
+    for (step, (x, y)) in l16.iter().zip(&l32).enumerate() {
+        assert!(x.is_finite(), "step {}: bf16 loss {x}", step + 1);
+        assert!(
+            (x - y).abs() <= 0.15 * y.abs().max(0.05),
+            "step {}: bf16 loss {x} vs f32 {y}",
+            step + 1
+        );
+    }
+    // The master weights are f32: the exported model is f32 and encodes like the f32 run's.
+    let model = |p: &str| ok(&a, &["path", p, "train.model"]).trim().to_string();
+    assert_ne!(
+        output_files(&a, &full, "train.model"),
+        output_files(&a, &half, "train.model")
+    );
+    let diff = max_difference(&vectors(&a, &model(&full)), &vectors(&a, &model(&half)));
+    assert!(diff < 0.05, "bf16-trained vectors differ by {diff}");
+}

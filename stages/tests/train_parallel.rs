@@ -1,5 +1,6 @@
 //! Data parallelism keeps the loss global: 2 and 4 devices give the loss and the gradients of
 //! single-device training on the same global batch (within 1e-5), and so do the regularizers.
+//! Mixed precision (bf16 compute, f32 master weights) stays close to full precision.
 
 use std::path::PathBuf;
 
@@ -8,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 use splade_stages::model::loader::load_mlm_as;
 use splade_stages::model::network::{MlmEncoder, PoolingKind};
 use splade_stages::model::{ModelConfig, TextTokenizer};
-use splade_stages::train::encoders::{EncoderPair, Encoding, QueryEncoding};
+use splade_stages::train::encoders::{EncoderPair, Encoding, Precision, QueryEncoding};
 use splade_stages::train::examples::Example;
 use splade_stages::train::losses::RankingLoss;
 use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
@@ -85,6 +86,11 @@ fn objective() -> Objective {
 
 /// Gradients (as flat vectors of a set of parameters) and stats with `n` logical CPU devices.
 fn gradients(base: &Device, n: usize) -> (Vec<Vec<f32>>, StepStats) {
+    gradients_in(base, n, Precision::F32)
+}
+
+/// [`gradients`] with the encoders computing in `precision`.
+fn gradients_in(base: &Device, n: usize, precision: Precision) -> (Vec<Vec<f32>>, StepStats) {
     let device = base.clone().autodiff();
     let mut cfg = ModelConfig::from_dir(&model_dir()).unwrap();
     cfg.dropout = 0.0;
@@ -103,6 +109,7 @@ fn gradients(base: &Device, n: usize) -> (Vec<Vec<f32>>, StepStats) {
             vocab_chunk: 8192,
             pad: cfg.pad_token_id,
             queries: QueryEncoding::Shared,
+            precision,
         },
     };
     let mut acc = GradientsAccumulator::<EncoderPair>::new();
@@ -170,4 +177,49 @@ fn two_and_four_devices_match_one_device() {
 #[allow(deprecated)]
 fn two_and_four_libtorch_devices_match_one_device() {
     devices_match_one_device(&Device::libtorch());
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-30)
+}
+
+/// Mixed precision: bf16 compute gives f32 gradients for the f32 master weights that point the
+/// same way as full-precision ones, with the same loss up to bf16 rounding, on 1 and 2 devices.
+#[test]
+fn bf16_compute_keeps_f32_gradients_close_to_full_precision() {
+    bf16_close_to_f32(&Device::flex());
+}
+
+#[cfg(feature = "tch")]
+#[test]
+#[allow(deprecated)]
+fn bf16_libtorch_compute_keeps_f32_gradients_close_to_full_precision() {
+    bf16_close_to_f32(&Device::libtorch());
+}
+
+fn bf16_close_to_f32(base: &Device) {
+    let (full, s_full) = gradients_in(base, 1, Precision::F32);
+    let total = |s: &StepStats| s.terms.iter().find(|(k, _)| k == "total").unwrap().1;
+    for n in [1, 2] {
+        let (half, s_half) = gradients_in(base, n, Precision::Bf16);
+        let (a, b) = (total(&s_half), total(&s_full));
+        assert!(
+            (a - b).abs() <= 0.03 * b.abs(),
+            "{n} devices: bf16 loss {a} vs f32 {b}"
+        );
+        // The bf16 step must really differ from f32 (it ran in bf16), yet agree in direction.
+        let mut identical = true;
+        let mut worst = 1f64;
+        for (g16, g32) in half.iter().zip(&full) {
+            assert_eq!(g16.len(), g32.len());
+            identical &= g16 == g32;
+            worst = worst.min(cosine(g16, g32));
+        }
+        eprintln!("{n} devices: bf16 loss {a:.5} vs f32 {b:.5}, worst gradient cosine {worst:.5}");
+        assert!(worst > 0.98, "{n} devices: bf16 gradient cosine {worst}");
+        assert!(!identical, "bf16 gradients equal the f32 ones bit for bit");
+    }
 }

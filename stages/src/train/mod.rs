@@ -34,7 +34,7 @@ use crate::model::{devices_from_backend, ModelConfig, TextTokenizer};
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{read_id_text, read_qrels, ParquetSink};
 use checkpoint::TrainState;
-use encoders::{EncoderPair, Encoding, QueryEncoding};
+use encoders::{EncoderPair, Encoding, Precision, QueryEncoding};
 use examples::{read_teacher_scores, TrainingSet};
 use losses::RankingLoss;
 use regularizer::{LambdaSchedule, LearningRateSchedule, Regularizer, RegularizerKind};
@@ -73,6 +73,7 @@ const PARAMS: &[ParamSpec] = &[
     ParamSpec::with_default("anti_zero", ParamType::Bool, "false", "add the HF stack's 1/(ΣQ)² + 1/(ΣD)² term"),
     ParamSpec::with_default("dropout", ParamType::Float, "null", "dropout probability; default: the model config's hidden_dropout_prob"),
     ParamSpec::with_default("pooling", ParamType::Choice(&["max", "sum"]), "\"max\"", "SPLADE pooling over tokens"),
+    ParamSpec::with_default("precision", ParamType::Choice(&["f32", "bf16"]), "\"f32\"", "compute precision of the encoders; bf16 keeps f32 master weights, gradients, optimizer state and losses (mixed precision, for GPUs)"),
     ParamSpec::with_default("seed", ParamType::Int, "123", "seeds sampling, dropout and random init (all of them, unlike the original)"),
     ParamSpec::with_default("checkpoint_every", ParamType::Int, "1000", "optimizer steps between resumable checkpoints"),
     ParamSpec::with_default("validate_every", ParamType::Int, "0", "optimizer steps between validations (and at the end); 0 = off"),
@@ -107,6 +108,7 @@ struct TrainParams {
     anti_zero: bool,
     dropout: Option<f64>,
     pooling: String,
+    precision: String,
     seed: u64,
     checkpoint_every: u64,
     validate_every: u64,
@@ -410,6 +412,11 @@ impl Stage for Train {
             vocab_chunk: p.vocab_chunk,
             pad: cfg.pad_token_id,
             queries: query_encoding,
+            precision: if p.precision == "bf16" {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            },
         };
         let mut adamw = AdamWConfig::new()
             .with_epsilon(p.adam_eps as f32)
