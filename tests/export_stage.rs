@@ -133,12 +133,7 @@ fn ciff2pisa() -> Option<String> {
         std::env::var("SPLADE_TEST_CIFF2PISA").unwrap_or_default(),
         "ciff2pisa".into(),
     ];
-    candidates.into_iter().filter(|c| !c.is_empty()).find(|c| {
-        std::process::Command::new(c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    first_runnable(&candidates, &["--version"])
 }
 
 /// The u32 sequences of a PISA binary-collection file: `[n, x1..xn]` repeated.
@@ -169,15 +164,10 @@ fn ciff_converts_with_pisas_ciff2pisa() {
     let (p, ids, expected) = run_exports(tmp.path(), &a);
     let ciff_file = ok(&a, &["path", &p, "ciff.export"]).trim().to_string();
     let base = tmp.path().join("pisa");
-    let out = std::process::Command::new(&tool)
-        .args(["--ciff-file", &ciff_file, "--output"])
-        .arg(&base)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    tool_stdout(
+        std::process::Command::new(&tool)
+            .args(["--ciff-file", &ciff_file, "--output"])
+            .arg(&base),
     );
 
     // PISA's binary collection: .docs = [num_docs] then one doc-id list per term, .freqs the

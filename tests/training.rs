@@ -189,12 +189,7 @@ fn python_with_transformers() -> Option<String> {
         "/opt/torchvenv/bin/python".into(),
         "python3".into(),
     ];
-    candidates.into_iter().filter(|c| !c.is_empty()).find(|c| {
-        std::process::Command::new(c)
-            .args(["-c", "import torch, transformers"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    })
+    first_runnable(&candidates, &["-c", "import torch, transformers"])
 }
 
 #[test]
@@ -222,18 +217,13 @@ fn trained_model_loads_in_transformers_and_encodes_identically() {
         return;
     };
     let script = repo().join("tests/fixtures/model/splade_vectors.py");
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(&model)
-        .args(["how do honeybees find flowers", "why does bread go stale"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = tool_stdout(
+        std::process::Command::new(&python)
+            .arg(&script)
+            .arg(&model)
+            .args(["how do honeybees find flowers", "why does bread go stale"]),
     );
-    let theirs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let theirs: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();

@@ -145,3 +145,29 @@ pub fn parquet_batches(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
         .map(|b| b.expect("record batch"))
         .collect()
 }
+
+/// The first of `candidates` (programs) that runs `probe` successfully, for tests that use an
+/// outside tool when the machine has it and say they skipped otherwise.
+pub fn first_runnable(candidates: &[String], probe: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .filter(|c| !c.is_empty())
+        .find(|c| {
+            Command::new(c)
+                .args(probe)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .cloned()
+}
+
+/// Runs an outside tool and returns its stdout; fails the test with its stderr if it fails.
+pub fn tool_stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("start the tool");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -11,8 +11,8 @@ use super::topk::{Hit, TopK};
 /// Query weights are quantized as `round(w · QUERY_SCALE)` (Anserini's ×100 convention).
 pub const QUERY_SCALE: f32 = 100.0;
 
-/// A query's terms that have postings, with integer weights.
-pub fn prepare(index: &InvertedIndex, q: &SparseVector) -> Vec<(TermMeta, u32)> {
+/// A query's terms that have postings: `(term id, postings, integer weight)`.
+pub fn prepare_terms(index: &InvertedIndex, q: &SparseVector) -> Vec<(u32, TermMeta, u32)> {
     q.terms
         .iter()
         .zip(&q.weights)
@@ -23,8 +23,16 @@ pub fn prepare(index: &InvertedIndex, q: &SparseVector) -> Vec<(TermMeta, u32)> 
             }
             index
                 .term(*t)
-                .map(|m| (m, qw.min(u32::MAX as f32 / 256.0) as u32))
+                .map(|m| (*t, m, qw.min(u32::MAX as f32 / 256.0) as u32))
         })
+        .collect()
+}
+
+/// A query's terms that have postings, with integer weights.
+pub fn prepare(index: &InvertedIndex, q: &SparseVector) -> Vec<(TermMeta, u32)> {
+    prepare_terms(index, q)
+        .into_iter()
+        .map(|(_, m, qw)| (m, qw))
         .collect()
 }
 

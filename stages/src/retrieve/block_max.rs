@@ -8,11 +8,10 @@
 
 use rayon::prelude::*;
 
-use crate::index::format::TermMeta;
 use crate::index::reader::{InvertedIndex, END};
 use crate::parquet_io::SparseVector;
 
-use super::algorithms::QUERY_SCALE;
+use super::algorithms::prepare_terms;
 use super::topk::{Hit, TopK};
 
 /// log2 of the docs per range.
@@ -119,20 +118,7 @@ pub fn block_max(
     k: usize,
     scratch: &mut BlockMaxScratch,
 ) -> Vec<Hit> {
-    let terms: Vec<(u32, TermMeta, u32)> = q
-        .terms
-        .iter()
-        .zip(&q.weights)
-        .filter_map(|(t, w)| {
-            let qw = (w * QUERY_SCALE).round();
-            if qw < 1.0 {
-                return None;
-            }
-            index
-                .term(*t)
-                .map(|m| (*t, m, qw.min(u32::MAX as f32 / 256.0) as u32))
-        })
-        .collect();
+    let terms = prepare_terms(index, q);
     let bounds = &mut scratch.bounds;
     bounds.clear();
     bounds.resize(table.n_ranges, 0);
