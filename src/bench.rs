@@ -32,6 +32,9 @@ pub struct EncodeBench {
     pub backend: String,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// `f32` or `bf16` compute (the vectors stay f32).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    pub precision: String,
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB; 0 where /proc is unavailable.
@@ -68,6 +71,7 @@ pub fn encode(b: &EncodeBench) -> Result<()> {
     )?;
     let mut enc = SpladeEncoder::load(&b.model, b.max_length, Pooling::Max, &devices[0])?;
     enc.vocab_chunk = b.vocab_chunk;
+    enc.set_precision(splade_stages::model::Precision::from_param(&b.precision));
     let ids = enc.tokenizer.encode_batch(&texts)?;
     let tokens: usize = ids.iter().map(Vec::len).sum();
     // Warm-up: one batch (allocators, kernels).
@@ -412,11 +416,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
             vocab_chunk: b.vocab_chunk,
             pad: cfg.pad_token_id,
             queries: QueryEncoding::Shared,
-            precision: if b.precision == "bf16" {
-                Precision::Bf16
-            } else {
-                Precision::F32
-            },
+            precision: Precision::from_param(&b.precision),
         },
     };
     let mut run_step = |i: usize, model: EncoderPair| -> Result<EncoderPair> {

@@ -217,6 +217,15 @@ impl Engine {
                 }
             }
         }
+        // Params left at their defaults are not hashed: a new release adding a param whose
+        // default keeps the old behaviour does not invalidate anyone's cache.
+        if let Value::Object(map) = &mut params {
+            for spec in kind.params() {
+                if spec.default_value().as_ref() == map.get(spec.name) {
+                    map.remove(spec.name);
+                }
+            }
+        }
         let fp = stage_fingerprint(&stage.kind, kind.version(), &params);
         Ok(Some(Resolved {
             fp,

@@ -195,3 +195,63 @@ fn killed_encode_resumes_per_shard_with_identical_output() {
         "resumed artifact is byte-identical"
     );
 }
+
+#[test]
+fn bf16_encoding_stays_close_to_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(
+        tmp.path(),
+        "bf16.toml",
+        "name = \"bf16\"\n\
+         [stage.ingest]\nkind = \"ingest\"\ndocs = \"pipelines/data/toy/collection.tsv\"\n\
+         [stage.full]\nkind = \"encode\"\ninput = \"ingest.docs\"\n\
+         [stage.half]\nkind = \"encode\"\ninput = \"ingest.docs\"\nprecision = \"bf16\"\n",
+    );
+    let a = tmp.path().join("a");
+    ok(&a, &["run", &pipeline]);
+    let read = |stage: &str| {
+        let path = ok(&a, &["path", &pipeline, &format!("{stage}.vectors")]);
+        read_sparse(std::path::Path::new(path.trim())).unwrap()
+    };
+    let ((ids32, v32), (ids16, v16)) = (read("full"), read("half"));
+    assert_eq!(ids32, ids16);
+    // Per document: the weight differences relative to the largest weight, and how many of the
+    // 10 strongest f32 terms are among the 10 strongest bf16 terms.
+    let top = |v: &splade_stages::parquet_io::SparseVector| {
+        let mut p: Vec<(u32, f32)> = v.terms.iter().copied().zip(v.weights.clone()).collect();
+        p.sort_by(|x, y| y.1.total_cmp(&x.1));
+        p.iter().take(10).map(|x| x.0).collect::<Vec<_>>()
+    };
+    let (mut worst_rel, mut shared, mut total, mut identical) = (0f32, 0usize, 0usize, true);
+    for (x, y) in v32.iter().zip(&v16) {
+        identical &= x == y;
+        let dense = |v: &splade_stages::parquet_io::SparseVector| {
+            let mut d = vec![0f32; 30522];
+            for (t, w) in v.terms.iter().zip(&v.weights) {
+                d[*t as usize] = *w;
+            }
+            d
+        };
+        let (dx, dy) = (dense(x), dense(y));
+        let peak = x.weights.iter().fold(0f32, |m, w| m.max(*w));
+        let diff = dx
+            .iter()
+            .zip(&dy)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        worst_rel = worst_rel.max(diff / peak);
+        let (tx, ty) = (top(x), top(y));
+        shared += tx.iter().filter(|t| ty.contains(t)).count();
+        total += tx.len();
+    }
+    let share = shared as f64 / total as f64;
+    eprintln!("bf16 vs f32: worst relative weight difference {worst_rel:.4}, top-10 terms shared {share:.4}");
+    assert!(
+        !identical,
+        "bf16 vectors equal the f32 ones: bf16 did not run"
+    );
+    assert!(
+        worst_rel < 0.1,
+        "bf16 weights differ by {worst_rel} of the peak"
+    );
+    assert!(share > 0.9, "only {share} of the top-10 terms agree");
+}

@@ -86,6 +86,20 @@ fn param_change_reruns_only_dependents_and_swap_back_hits_the_cache() {
     assert!(line.contains("earlier artifact"), "{line}");
     let back = ok(a, &["run", TOY]);
     assert!(back.contains("0 executed, 12 cached"), "{back}");
+
+    // Writing a param out at its default value is the same stage: still cached.
+    let explicit = ok(
+        a,
+        &[
+            "run",
+            TOY,
+            "--set",
+            "retrieve.algorithm=\"exhaustive\"",
+            "--set",
+            "encode_docs.precision=\"f32\"",
+        ],
+    );
+    assert!(explicit.contains("0 executed, 12 cached"), "{explicit}");
 }
 
 #[test]

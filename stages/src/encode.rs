@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::contract::{Stage, StageContext, StageOutcome};
 use crate::error::{Result, StageError};
 use crate::model::encoder::{bag_of_words, prune, Pooling, SpladeEncoder};
-use crate::model::{devices_from_backend, TextTokenizer};
+use crate::model::{devices_from_backend, Precision, TextTokenizer};
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{read_id_text, read_sparse, write_sparse, SparseVector};
 
@@ -80,6 +80,12 @@ const PARAMS: &[ParamSpec] = &[
         "8192",
         "vocabulary terms projected at a time",
     ),
+    ParamSpec::with_default(
+        "precision",
+        ParamType::Choice(&["f32", "bf16"]),
+        "\"f32\"",
+        "compute precision of the model (bf16: for GPUs; the vectors stay f32)",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -93,6 +99,7 @@ struct Params {
     top_k: i64,
     min_weight: f64,
     vocab_chunk: i64,
+    precision: String,
 }
 
 fn positive(key: &str, v: i64) -> std::result::Result<usize, (String, String)> {
@@ -164,6 +171,7 @@ pub struct EncodeOptions {
     pub batch_size: usize,
     pub sort_window: usize,
     pub vocab_chunk: usize,
+    pub precision: Precision,
 }
 
 /// Texts → sparse vectors exactly as the encode stage computes them: a SPLADE model with
@@ -190,6 +198,7 @@ impl TextEncoder {
             let mut enc =
                 SpladeEncoder::load(model_dir, opts.max_length, opts.pooling, &devices[0])?;
             enc.vocab_chunk = opts.vocab_chunk;
+            enc.set_precision(opts.precision);
             (Some(enc), None)
         } else {
             (None, Some(TextTokenizer::load(model_dir, opts.max_length)?))
@@ -320,6 +329,7 @@ impl Stage for Encode {
                 batch_size: p.batch_size as usize,
                 sort_window: p.sort_window as usize,
                 vocab_chunk: p.vocab_chunk as usize,
+                precision: Precision::from_param(&p.precision),
             },
             &ctx.backend,
         )?;

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::config::ModelConfig;
 use super::loader::load_mlm;
 use super::network::{MlmEncoder, PoolingKind};
+use super::precision::{cast_for, splade_in, Precision};
 use super::tokenize::TextTokenizer;
 use crate::error::{Result, StageError};
 use crate::parquet_io::SparseVector;
@@ -23,6 +24,7 @@ pub struct SpladeEncoder {
     pub pooling: PoolingKind,
     /// Vocabulary terms projected at a time (bounds the `B × L × chunk` activation memory).
     pub vocab_chunk: usize,
+    precision: Precision,
 }
 
 impl SpladeEncoder {
@@ -46,7 +48,16 @@ impl SpladeEncoder {
             device: device.clone(),
             pooling,
             vocab_chunk: 8192,
+            precision: Precision::F32,
         })
+    }
+
+    /// Switches the compute precision (casts the weights once; vectors stay f32).
+    pub fn set_precision(&mut self, precision: Precision) {
+        if precision != self.precision {
+            self.model = cast_for(self.model.clone(), precision);
+            self.precision = precision;
+        }
     }
 
     /// SPLADE vectors of token-id sequences (one forward pass; pads to the longest).
@@ -55,7 +66,14 @@ impl SpladeEncoder {
             return Ok(Vec::new());
         }
         let (ids, mask) = batch_tensors(seqs, self.config.pad_token_id, &self.device);
-        let rep = self.model.splade(ids, mask, self.pooling, self.vocab_chunk);
+        let rep = splade_in(
+            &self.model,
+            self.precision,
+            ids,
+            mask,
+            self.pooling,
+            self.vocab_chunk,
+        );
         let [b, v] = rep.dims();
         let values: Vec<f32> = rep
             .into_data()

@@ -7,10 +7,12 @@ pub mod encoder;
 pub mod export;
 pub mod loader;
 pub mod network;
+pub mod precision;
 pub mod tokenize;
 
 pub use backend::devices_from_backend;
 pub use config::{Arch, ModelConfig};
 pub use encoder::{Pooling, SpladeEncoder};
 pub use network::MlmEncoder;
+pub use precision::Precision;
 pub use tokenize::TextTokenizer;

@@ -15,6 +15,7 @@ use crate::encode::{EncodeOptions, TextEncoder};
 use crate::error::{Result, StageError};
 use crate::index::reader::InvertedIndex;
 use crate::model::encoder::Pooling;
+use crate::model::Precision;
 use crate::params::{ParamSpec, ParamType};
 use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, SparseVector};
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
@@ -61,6 +62,12 @@ const PARAMS: &[ParamSpec] = &[
         "256",
         "with `query_text`: tokens per query, special tokens included",
     ),
+    ParamSpec::with_default(
+        "precision",
+        ParamType::Choice(&["f32", "bf16"]),
+        "\"f32\"",
+        "with `query_text`: compute precision of the model (as encode's)",
+    ),
     ParamSpec::with_default("k", ParamType::Int, "1000", "documents per query"),
     ParamSpec::with_default(
         "algorithm",
@@ -98,6 +105,7 @@ const PARAMS: &[ParamSpec] = &[
 struct Params {
     mode: String,
     max_length: i64,
+    precision: String,
     k: i64,
     algorithm: String,
     batch_size: i64,
@@ -312,6 +320,7 @@ impl QuerySource {
             batch_size: ENCODE_BATCH,
             sort_window: ENCODE_SORT_WINDOW,
             vocab_chunk: ENCODE_VOCAB_CHUNK,
+            precision: Precision::from_param(&p.precision),
         };
         let encoder = TextEncoder::load(ctx.input("model")?.path(), &p.mode, &opts, &ctx.backend)?;
         Ok(QuerySource::Texts(rows, Box::new(encoder)))

@@ -4,11 +4,15 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::model::encoder::batch_tensors;
 use crate::model::network::{MlmEncoder, PoolingKind};
+/// Compute precision of training: with `Bf16` every micro-step runs the encoders on a bf16 cast
+/// of the f32 parameters; master weights, gradients, optimizer state and losses stay f32.
+pub use crate::model::precision::Precision;
+use crate::model::precision::{cast_for, splade_in};
 
 /// The trainable encoders: `query` is present only for separate query/document encoders.
 #[derive(Module, Debug)]
@@ -31,25 +35,6 @@ pub enum QueryEncoding {
     },
 }
 
-/// Compute precision of the encoders' forward and backward passes. Master weights, gradients,
-/// optimizer state and the losses stay f32 either way (burn has no autocast: with `Bf16` every
-/// step runs on a bf16 cast of the f32 parameters, and the cast's backward returns f32 gradients).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    Bf16,
-}
-
-/// Casts every float parameter, keeping its id and its place in the autodiff graph.
-struct CastParams(FloatDType);
-
-impl ModuleMapper for CastParams {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let dtype = self.0;
-        param.map(|t| t.cast(dtype))
-    }
-}
-
 /// How representations are computed: pooling, vocabulary chunking, padding id, query encoding,
 /// precision.
 #[derive(Debug, Clone)]
@@ -64,19 +49,15 @@ pub struct Encoding {
 impl Encoding {
     fn splade(&self, model: &MlmEncoder, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
         let (ids, mask): (Tensor<2, Int>, Tensor<2>) = batch_tensors(seqs, self.pad, device);
-        match self.precision {
-            Precision::F32 => model.splade(ids, mask, self.pooling, self.vocab_chunk),
-            Precision::Bf16 => {
-                let half = model.clone().map(&mut CastParams(FloatDType::BF16));
-                half.splade(
-                    ids,
-                    mask.cast(FloatDType::BF16),
-                    self.pooling,
-                    self.vocab_chunk,
-                )
-                .cast(FloatDType::F32)
-            }
-        }
+        let model = cast_for(model.clone(), self.precision);
+        splade_in(
+            &model,
+            self.precision,
+            ids,
+            mask,
+            self.pooling,
+            self.vocab_chunk,
+        )
     }
 
     /// Document representations `[n, V]`.

@@ -412,11 +412,7 @@ impl Stage for Train {
             vocab_chunk: p.vocab_chunk,
             pad: cfg.pad_token_id,
             queries: query_encoding,
-            precision: if p.precision == "bf16" {
-                Precision::Bf16
-            } else {
-                Precision::F32
-            },
+            precision: Precision::from_param(&p.precision),
         };
         let mut adamw = AdamWConfig::new()
             .with_epsilon(p.adam_eps as f32)
