@@ -236,7 +236,7 @@ pub fn retrieve(
 ) -> Result<()> {
     use rayon::prelude::*;
     use splade_stages::index::reader::InvertedIndex;
-    use splade_stages::retrieve::algorithms::{exhaustive, maxscore};
+    use splade_stages::retrieve::algorithms::{exhaustive, exhaustive_in_slices, maxscore};
     use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
     let (_, docs) = splade_stages::parquet_io::read_sparse(&dir.join("docs.parquet"))?;
     let (_, mut queries) = splade_stages::parquet_io::read_sparse(&dir.join("queries.parquet"))?;
@@ -287,9 +287,12 @@ pub fn retrieve(
     );
     type Scratch = (Vec<u32>, BlockMaxScratch);
     for k in [10usize, 1000] {
-        for algo in ["exhaustive", "maxscore", "block_max"] {
+        // `one_pass`: exhaustive with a single collection-wide accumulator (no slicing), to show
+        // what the L2-sized slices buy.
+        for algo in ["exhaustive", "one_pass", "maxscore", "block_max"] {
             let run = |q: &splade_stages::parquet_io::SparseVector, s: &mut Scratch| match algo {
                 "exhaustive" => exhaustive(&index, q, k, &mut s.0),
+                "one_pass" => exhaustive_in_slices(&index, q, k, &mut s.0, u32::MAX),
                 "maxscore" => maxscore(&index, q, k),
                 _ => block_max(&index, &table, q, k, &mut s.1),
             };

@@ -6,7 +6,9 @@
 use splade_stages::index::build::{build, quantize};
 use splade_stages::index::reader::InvertedIndex;
 use splade_stages::parquet_io::SparseVector;
-use splade_stages::retrieve::algorithms::{exhaustive, maxscore, QUERY_SCALE};
+use splade_stages::retrieve::algorithms::{
+    exhaustive, exhaustive_in_slices, maxscore, QUERY_SCALE,
+};
 use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
 use splade_stages::retrieve::exact::{overlap_at, FloatIndex};
 
@@ -77,6 +79,13 @@ fn pruned_algorithms_equal_exhaustive_on_random_collections() {
                     got, want,
                     "case {case} query {qi} k {k}: maxscore differs from exhaustive"
                 );
+                for slice in [1, 7, 64, 1000] {
+                    let got = exhaustive_in_slices(&index, &q, k, &mut acc, slice);
+                    assert_eq!(
+                        got, want,
+                        "case {case} query {qi} k {k}: exhaustive in slices of {slice} differs"
+                    );
+                }
                 let got = block_max(&index, &table, &q, k, &mut scratch);
                 assert_eq!(
                     got, want,

@@ -170,4 +170,31 @@ impl PostingCursor<'_> {
             self.pos += 1;
         }
     }
+
+    /// Adds `weight × impact` of every posting with doc < `end` into `acc[doc - base]` and leaves
+    /// the cursor on the first posting ≥ `end`: the term-at-a-time inner loop, a block at a time
+    /// with no per-posting cursor bookkeeping. `acc` must cover `base..end`.
+    pub fn accumulate_until(&mut self, end: u32, base: u32, weight: u32, acc: &mut [u32]) {
+        while self.block < self.blocks.len() {
+            let meta = &self.blocks[self.block];
+            let len = meta.len as usize;
+            let whole = meta.last_doc < end;
+            let stop = if whole {
+                len
+            } else {
+                self.pos + self.docs[self.pos..len].partition_point(|d| *d < end)
+            };
+            for (d, w) in self.docs[self.pos..stop]
+                .iter()
+                .zip(&self.impacts[self.pos..stop])
+            {
+                acc[(d - base) as usize] += weight * w;
+            }
+            if !whole {
+                self.pos = stop;
+                return;
+            }
+            self.load(self.block + 1);
+        }
+    }
 }

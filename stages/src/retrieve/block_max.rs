@@ -188,10 +188,7 @@ pub fn block_max(
             acc.fill(0);
             for (c, qw) in cursors.iter_mut() {
                 c.next_geq(lo);
-                while c.doc() < hi {
-                    acc[(c.doc() - lo) as usize] += *qw * c.impact();
-                    c.next();
-                }
+                c.accumulate_until(hi, lo, *qw, &mut acc);
             }
             for (i, s) in acc.iter().enumerate() {
                 if *s > 0 {
