@@ -24,6 +24,8 @@ ap.add_argument("--queries", type=int, default=1000)
 ap.add_argument("--threads", type=int, default=os.cpu_count())
 ap.add_argument("--ciff")
 ap.add_argument("--ciff2pisa", default="ciff2pisa")
+ap.add_argument("--algorithms", default="block_max_wand",
+                help="comma-separated PISA query algorithms, e.g. block_max_wand,maxscore,ranked_or")
 a = ap.parse_args()
 meta = json.load(open(os.path.join(a.dir, "index", "meta.json")))
 scale = meta["scale"]
@@ -88,28 +90,29 @@ t0 = time.perf_counter()
 r(floor_q)
 print(f"pisa overhead_floor ms_per_query_1thread={(time.perf_counter() - t0) * 1e3 / len(floor_q):.3f} (unknown term: no postings)")
 
-for k in (10, 1000):
-    for threads in (1, a.threads):
-        r = index.quantized(num_results=k, threads=threads, query_algorithm="block_max_wand",
-                            query_weighted=True, toks_scale=1.0)
-        t0 = time.perf_counter()
-        r(queries.head(5))  # warm-up (with --ciff, the first call also compresses the index)
-        if k == 10 and threads == 1:
-            print(f"pisa first_call_s={time.perf_counter() - t0:.1f}")
-        t0 = time.perf_counter()
-        res = r(queries)
-        secs = time.perf_counter() - t0
-        label = "ms_per_query_1thread" if threads == 1 else f"qps_{threads}threads"
-        value = secs * 1e3 / len(queries) if threads == 1 else len(queries) / secs
-        print(f"pisa block_max_wand k={k} {label}={value:.3f}")
-    if k == 1000:
-        ours = pd.read_csv(os.path.join(a.dir, "ours.tsv"), sep="\t", names=["q", "doc", "score"])
-        same = 0
-        for qi, grp in res.groupby("qid"):
-            theirs = sorted(np.rint(grp["score"].to_numpy()).astype(np.int64).tolist(), reverse=True)
-            mine = sorted(ours[ours.q == int(qi)]["score"].tolist(), reverse=True)
-            same += theirs == mine
-        print(f"identical top-1000 score lists: {same}/{len(queries)} queries")
+for algo in a.algorithms.split(","):
+    for k in (10, 1000):
+        for threads in (1, a.threads):
+            r = index.quantized(num_results=k, threads=threads, query_algorithm=algo,
+                                query_weighted=True, toks_scale=1.0)
+            t0 = time.perf_counter()
+            r(queries.head(5))  # warm-up (with --ciff, the first call also compresses the index)
+            if k == 10 and threads == 1:
+                print(f"pisa {algo} first_call_s={time.perf_counter() - t0:.1f}")
+            t0 = time.perf_counter()
+            res = r(queries)
+            secs = time.perf_counter() - t0
+            label = "ms_per_query_1thread" if threads == 1 else f"qps_{threads}threads"
+            value = secs * 1e3 / len(queries) if threads == 1 else len(queries) / secs
+            print(f"pisa {algo} k={k} {label}={value:.3f}")
+        if k == 1000:
+            ours = pd.read_csv(os.path.join(a.dir, "ours.tsv"), sep="\t", names=["q", "doc", "score"])
+            same = 0
+            for qi, grp in res.groupby("qid"):
+                theirs = sorted(np.rint(grp["score"].to_numpy()).astype(np.int64).tolist(), reverse=True)
+                mine = sorted(ours[ours.q == int(qi)]["score"].tolist(), reverse=True)
+                same += theirs == mine
+            print(f"{algo}: identical top-1000 score lists: {same}/{len(queries)} queries")
 
 size = {f: os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)}
 compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or ".bmw" in f)

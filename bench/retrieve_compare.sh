@@ -3,7 +3,8 @@
 # (pyterrier-pisa, block_max_wand over the same quantized impacts), in one run.
 # Usage: bench/retrieve_compare.sh DOCS [QUERIES]   (PY = a Python with pyterrier-pisa + pyarrow;
 # CIFF2PISA = PISA's ciff2pisa from `cargo install ciff`, else found on PATH; with it PISA's index
-# is built from our CIFF export, without it through pyterrier's (slow) Python indexer)
+# is built from our CIFF export, without it through pyterrier's (slow) Python indexer;
+# PISA_ALGORITHMS = comma-separated PISA query algorithms, default block_max_wand)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -15,8 +16,9 @@ DIR=/tmp/splade-synth-$DOCS
 CIFF2PISA=${CIFF2PISA:-$(command -v ciff2pisa || true)}
 if [ -n "$CIFF2PISA" ]; then
   $BIN bench retrieve $DIR --queries $Q --dump $DIR/ours.tsv --ciff $DIR/ours.ciff
-  $PY bench/pisa_compare.py $DIR --queries $Q --ciff $DIR/ours.ciff --ciff2pisa "$CIFF2PISA" 2>/dev/null
+  $PY bench/pisa_compare.py $DIR --queries $Q --ciff $DIR/ours.ciff --ciff2pisa "$CIFF2PISA" \
+    --algorithms "${PISA_ALGORITHMS:-block_max_wand}" 2>/dev/null
 else
   $BIN bench retrieve $DIR --queries $Q --dump $DIR/ours.tsv
-  $PY bench/pisa_compare.py $DIR --queries $Q
+  $PY bench/pisa_compare.py $DIR --queries $Q --algorithms "${PISA_ALGORITHMS:-block_max_wand}"
 fi
