@@ -12,7 +12,7 @@ use arrow::array::{
     Array, ArrayRef, Float32Array, Float32Builder, Float64Array, Int32Array, Int32Builder,
     ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
@@ -145,10 +145,19 @@ pub fn for_each_batch(
     Ok(())
 }
 
+/// Whether `actual` stores what `expected` describes, ignoring the names and nullability of list
+/// items (pyarrow writes Parquet-compliant `element`, arrow-rs and Polars write `item`).
+fn same_type(actual: &DataType, expected: &DataType) -> bool {
+    match (actual, expected) {
+        (DataType::List(a), DataType::List(e)) => same_type(a.data_type(), e.data_type()),
+        (a, e) => a == e,
+    }
+}
+
 fn check_schema(file: &Path, actual: &SchemaRef, expected: &SchemaRef) -> Result<()> {
     for field in expected.fields() {
         match actual.field_with_name(field.name()) {
-            Ok(f) if f.data_type() == field.data_type() => {}
+            Ok(f) if same_type(f.data_type(), field.data_type()) => {}
             Ok(f) => {
                 return Err(StageError::parquet(
                     file,
@@ -708,4 +717,47 @@ pub fn read_negatives(path: &Path) -> Result<Vec<NegativesRow>> {
 #[allow(dead_code)]
 fn _assert_array_trait(a: &dyn Array) -> usize {
     a.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float32Builder, ListBuilder};
+    use arrow::datatypes::{Field, Schema};
+
+    /// pyarrow (≥ 13) names list items `element`; such vectors must read like ours.
+    #[test]
+    fn sparse_vectors_with_compliant_list_item_names_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pyarrow.parquet");
+        let item = |t: DataType| Arc::new(Field::new("element", t, true));
+        let mut terms = ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
+        let mut weights =
+            ListBuilder::new(Float32Builder::new()).with_field(item(DataType::Float32));
+        terms.values().append_slice(&[3, 7]);
+        terms.append(true);
+        weights.values().append_slice(&[0.5, 1.5]);
+        weights.append(true);
+        let mut ids = StringBuilder::new();
+        ids.append_value("d1");
+        let terms = terms.finish();
+        let weights = weights.finish();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("terms", terms.data_type().clone(), true),
+            Field::new("weights", weights.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(ids.finish()), Arc::new(terms), Arc::new(weights)],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let (ids, vectors) = read_sparse(&path).unwrap();
+        assert_eq!(ids, vec!["d1".to_string()]);
+        assert_eq!(vectors[0].terms, vec![3, 7]);
+        assert_eq!(vectors[0].weights, vec![0.5, 1.5]);
+    }
 }

@@ -79,8 +79,9 @@ impl Stage for Index {
         let started = std::time::Instant::now();
         let dir = ctx.output_dir("index")?;
         let budget = (budget_mib * (1u64 << 20) as f64) as usize;
+        let doc_ids = ctx.output_file("doc_ids");
         let scan = if budget > 0 {
-            Some(spill::scan(&input)?)
+            Some(spill::scan(&input, &doc_ids)?)
         } else {
             None
         };
@@ -109,21 +110,24 @@ impl Stage for Index {
                 })?;
                 m.insert("spilled_runs".into(), json!(runs));
                 m.insert("resumed_from_run".into(), json!(resumed_from));
-                (stats, scan.ids)
+                // The scan already streamed the doc ids out.
+                (stats, None)
             }
             _ => {
                 let (ids, vectors) = read_sparse(&input)?;
                 let stats = build::build(&dir, &vectors, vocab.max(0) as usize, max_weight as f32)?;
-                (stats, ids)
+                (stats, Some(ids))
             }
         };
-        write_id_text(
-            &ctx.output_file("doc_ids"),
-            &IdText {
-                texts: vec![String::new(); ids.len()],
-                ids,
-            },
-        )?;
+        if let Some(ids) = ids {
+            write_id_text(
+                &doc_ids,
+                &IdText {
+                    texts: vec![String::new(); ids.len()],
+                    ids,
+                },
+            )?;
+        }
         let secs = started.elapsed().as_secs_f64();
         m.insert("docs".into(), json!(stats.n_docs));
         m.insert("terms".into(), json!(stats.n_terms));

@@ -9,13 +9,17 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::StringBuilder;
 
 use serde_json::{json, Value};
 
 use super::build::{quantize, scale_for, BuildStats};
 use super::writer::IndexWriter;
 use crate::error::{Result, StageError};
-use crate::parquet_io::{for_each_sparse_batch, SparseVector};
+use crate::parquet_io::{for_each_sparse_batch, ParquetSink, SparseVector};
+use crate::schema;
 
 /// Bytes one buffered posting costs while a run is built: the vector's term and weight (8) and
 /// the `(term, doc, impact)` tuple it is inverted into (12).
@@ -27,22 +31,33 @@ const READ_ROWS: usize = 1024;
 /// What a first streaming pass learns about the input.
 #[derive(Debug, Clone)]
 pub struct Scan {
-    pub ids: Vec<String>,
+    /// Documents (rows) in the input.
+    pub docs: usize,
     pub postings: u64,
     pub max_weight: f32,
     pub vocab: usize,
 }
 
-/// Reads the input once, keeping only ids, the posting count, the largest weight and term id.
-pub fn scan(input: &Path) -> Result<Scan> {
+/// Reads the input once, keeping only the row and posting counts, the largest weight and term
+/// id, and streams the doc ids to `doc_ids` (an `id, text` file with empty texts), so the ids of
+/// a collection larger than the budget are never all in memory.
+pub fn scan(input: &Path, doc_ids: &Path) -> Result<Scan> {
     let mut s = Scan {
-        ids: Vec::new(),
+        docs: 0,
         postings: 0,
         max_weight: 0.0,
         vocab: 0,
     };
+    let mut sink = ParquetSink::create(doc_ids, schema::id_text())?;
     for_each_sparse_batch(input, READ_ROWS, |_, ids, vectors| {
-        s.ids.extend(ids);
+        let mut id_col = StringBuilder::new();
+        let mut text_col = StringBuilder::new();
+        for id in &ids {
+            id_col.append_value(id);
+            text_col.append_value("");
+        }
+        sink.write_columns(vec![Arc::new(id_col.finish()), Arc::new(text_col.finish())])?;
+        s.docs += ids.len();
         for v in &vectors {
             s.postings += v.nnz() as u64;
             s.max_weight = v.weights.iter().copied().fold(s.max_weight, f32::max);
@@ -52,6 +67,7 @@ pub fn scan(input: &Path) -> Result<Scan> {
         }
         Ok(())
     })?;
+    sink.finish()?;
     Ok(s)
 }
 
@@ -278,7 +294,7 @@ pub fn build_external(
         }
         w.end_term()?;
     }
-    let stats = w.finish(scan.ids.len() as u32, vocab, scale, max_w, st.dropped)?;
+    let stats = w.finish(scan.docs as u32, vocab, scale, max_w, st.dropped)?;
     drop(runs);
     std::fs::remove_dir_all(runs_dir).map_err(|e| StageError::io(runs_dir, e))?;
     Ok((stats, st.runs))
