@@ -67,11 +67,17 @@ else:
     index.toks_indexer(scale=1.0).index(doc_iter())
     n_docs = len(docs["terms"])
 build = time.perf_counter() - t0
-size = {f: os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)}
-compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or ".bmw" in f)
+def index_size():
+    """Every file of PISA's index, and the MiB of its compressed lists + block-max data."""
+    size = {f: os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)}
+    compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or ".bmw" in f)
+    return size, compressed / 2**20
+
+
+size, compressed = index_size()
 print(f"pisa index build_s={build:.1f} docs_per_s={n_docs / build:.0f} files={size}")
 if not a.ciff:  # with --ciff the compressed index appears at the first query (printed at the end)
-    print(f"pisa compressed_index_mib={compressed / 2**20:.1f} (inverted lists + block-max data)")
+    print(f"pisa compressed_index_mib={compressed:.1f} (inverted lists + block-max data)")
 
 rows = []
 for qi, (terms, weights) in enumerate(zip(qs["terms"][:a.queries], qs["weights"][:a.queries])):
@@ -114,7 +120,6 @@ for algo in a.algorithms.split(","):
                 same += theirs == mine
             print(f"{algo}: identical top-1000 score lists: {same}/{len(queries)} queries")
 
-size = {f: os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)}
-compressed = sum(v for f, v in size.items() if f.startswith("inv.block") or ".bmw" in f)
+size, compressed = index_size()
 print(f"pisa files after retrieval={size}")
-print(f"pisa compressed_index_mib={compressed / 2**20:.1f} (inverted lists + block-max data)")
+print(f"pisa compressed_index_mib={compressed:.1f} (inverted lists + block-max data)")

@@ -7,7 +7,8 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, Int64Array};
+use arrow::array::PrimitiveArray;
+use arrow::datatypes::{ArrowPrimitiveType, Float64Type, Int64Type};
 
 /// The toy mining stages plus a small `train` stage; `overrides` replace or add train params.
 fn training_pipeline(dir: &Path, name: &str, devices: usize, overrides: &[(&str, &str)]) -> String {
@@ -61,15 +62,20 @@ fn checkpoints(artifacts: &Path) -> Vec<String> {
         .collect()
 }
 
-fn logged_steps(a: &Path, pipeline: &str) -> Vec<i64> {
+/// One column of the train log.
+fn log_column<T: ArrowPrimitiveType>(a: &Path, pipeline: &str, name: &str) -> Vec<T::Native> {
     let path = PathBuf::from(ok(a, &["path", pipeline, "train.train_log"]).trim());
-    let mut steps = Vec::new();
+    let mut out = Vec::new();
     for batch in parquet_batches(&path) {
-        let col = batch.column_by_name("step").unwrap();
-        let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
-        steps.extend((0..col.len()).map(|i| col.value(i)));
+        let col = batch.column_by_name(name).unwrap();
+        let col = col.as_any().downcast_ref::<PrimitiveArray<T>>().unwrap();
+        out.extend(col.values().iter().copied());
     }
-    steps
+    out
+}
+
+fn logged_steps(a: &Path, pipeline: &str) -> Vec<i64> {
+    log_column::<Int64Type>(a, pipeline, "step")
 }
 
 /// Starts a run, kills it (SIGKILL) once a checkpoint is surely committed, and returns.
@@ -377,17 +383,7 @@ fn swapping_mining_settings_retrains_and_swapping_back_restores_the_model() {
 
 /// `loss_total` of each logged step.
 fn logged_losses(a: &Path, pipeline: &str) -> Vec<f64> {
-    let path = PathBuf::from(ok(a, &["path", pipeline, "train.train_log"]).trim());
-    let mut out = Vec::new();
-    for batch in parquet_batches(&path) {
-        let col = batch.column_by_name("loss_total").unwrap();
-        let col = col
-            .as_any()
-            .downcast_ref::<arrow::array::Float64Array>()
-            .unwrap();
-        out.extend((0..col.len()).map(|i| col.value(i)));
-    }
-    out
+    log_column::<Float64Type>(a, pipeline, "loss_total")
 }
 
 #[test]

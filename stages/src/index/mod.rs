@@ -85,6 +85,8 @@ impl Stage for Index {
         } else {
             None
         };
+        // A scan has already streamed the doc ids to their output (same bytes as below).
+        let ids_written = scan.is_some();
         let mut m = Map::new();
         let (stats, ids) = match scan {
             Some(scan) if scan.postings as usize * spill::BYTES_PER_POSTING > budget => {
@@ -110,13 +112,12 @@ impl Stage for Index {
                 })?;
                 m.insert("spilled_runs".into(), json!(runs));
                 m.insert("resumed_from_run".into(), json!(resumed_from));
-                // The scan already streamed the doc ids out.
                 (stats, None)
             }
             _ => {
                 let (ids, vectors) = read_sparse(&input)?;
                 let stats = build::build(&dir, &vectors, vocab.max(0) as usize, max_weight as f32)?;
-                (stats, Some(ids))
+                (stats, Some(ids).filter(|_| !ids_written))
             }
         };
         if let Some(ids) = ids {

@@ -47,11 +47,22 @@ pub struct Encoding {
 }
 
 impl Encoding {
+    /// `pair` as this encoding computes with it: its parameters cast to the precision once (for
+    /// f32, the pair itself). [`Encoding::docs`] and [`Encoding::queries`] take such a view.
+    pub fn view(&self, pair: &EncoderPair) -> EncoderPair {
+        EncoderPair {
+            doc: cast_for(pair.doc.clone(), self.precision),
+            query: pair
+                .query
+                .as_ref()
+                .map(|q| cast_for(q.clone(), self.precision)),
+        }
+    }
+
     fn splade(&self, model: &MlmEncoder, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
         let (ids, mask): (Tensor<2, Int>, Tensor<2>) = batch_tensors(seqs, self.pad, device);
-        let model = cast_for(model.clone(), self.precision);
         splade_in(
-            &model,
+            model,
             self.precision,
             ids,
             mask,
@@ -60,12 +71,12 @@ impl Encoding {
         )
     }
 
-    /// Document representations `[n, V]`.
+    /// Document representations `[n, V]` from a [`Encoding::view`].
     pub fn docs(&self, pair: &EncoderPair, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
         self.splade(&pair.doc, seqs, device)
     }
 
-    /// Query representations `[n, V]`.
+    /// Query representations `[n, V]` from a [`Encoding::view`].
     pub fn queries(&self, pair: &EncoderPair, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
         match &self.queries {
             QueryEncoding::Shared => self.splade(&pair.doc, seqs, device),

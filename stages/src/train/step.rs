@@ -214,12 +214,13 @@ impl DataParallel {
         let dev = &self.devices[i];
         let m = batch.per_query;
         dev.seed(share_seed(at.seed, at.micro, i));
+        let view = self.encoding.view(replica);
         let q = self
             .encoding
-            .queries(replica, &batch.queries[range.clone()], dev);
+            .queries(&view, &batch.queries[range.clone()], dev);
         let d = self
             .encoding
-            .docs(replica, &batch.docs[range.start * m..range.end * m], dev);
+            .docs(&view, &batch.docs[range.start * m..range.end * m], dev);
         (q, d)
     }
 
@@ -244,8 +245,9 @@ impl DataParallel {
         let parts = shares(batch.len(), self.devices.len());
         if parts.len() == 1 {
             main.seed(share_seed(at.seed, at.micro, 0));
-            let q = self.encoding.queries(model, &batch.queries, main);
-            let d = self.encoding.docs(model, &batch.docs, main);
+            let view = self.encoding.view(model);
+            let q = self.encoding.queries(&view, &batch.queries, main);
+            let d = self.encoding.docs(&view, &batch.docs, main);
             let (loss, stats) = objective.loss(t, &q, &d, teacher.as_ref(), m);
             let grads = (loss * scale).backward();
             acc.accumulate(model, GradientsParams::from_grads(grads, model));

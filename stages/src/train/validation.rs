@@ -52,7 +52,7 @@ impl ValidationSet {
         doc_tokenizer: &TextTokenizer,
         device: &Device,
     ) -> Result<(f64, f64)> {
-        let plain = pair.valid();
+        let plain = encoding.view(&pair.valid());
         let device = device.clone().inner();
         let docs = encode_all(doc_tokenizer, &self.docs.texts, |ids| {
             encoding.docs(&plain, ids, &device)
