@@ -17,11 +17,16 @@ use crate::fingerprint::{combine, hash_file, walk_files, Fingerprint};
 /// One file of an artifact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileEntry {
+    /// Path of the file relative to the artifact directory.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
+    /// blake3 of the file's bytes (hex).
     pub blake3: String,
+    /// Row count, for a readable Parquet file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// Columns as `name: type, ...`, for a readable Parquet file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
 }
@@ -30,8 +35,11 @@ pub struct FileEntry {
 /// fingerprints are computed from).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutputEntry {
+    /// The output's file or shard directory, relative to the artifact directory.
     pub path: String,
+    /// Combined digest of the output's files (relative paths and blake3s).
     pub digest: String,
+    /// Total rows of its files (`None` unless every file is readable Parquet).
     #[serde(default)]
     pub rows: Option<u64>,
 }
@@ -39,48 +47,80 @@ pub struct OutputEntry {
 /// `manifest.json`: everything known about an artifact.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
+    /// Stage kind that produced the artifact (`ingest`, `encode`, ...).
     pub kind: String,
+    /// Version of the stage kind's implementation.
     pub kind_version: u32,
+    /// The stage's fingerprint (the artifact directory's name).
     pub fingerprint: String,
+    /// Name of the pipeline the stage ran in.
     pub pipeline: String,
+    /// Name of the stage in that pipeline.
     pub stage: String,
+    /// Canonical params, defaults filled.
     pub params: Value,
+    /// Input key → content digest.
     pub inputs: BTreeMap<String, String>,
+    /// Output name → its path, digest and rows.
     pub outputs: BTreeMap<String, OutputEntry>,
+    /// Every file of the artifact (except `manifest.json`).
     pub files: Vec<FileEntry>,
+    /// When the stage started (Unix time, nanoseconds).
     pub started_at_ns: u64,
+    /// Seconds the stage ran.
     pub seconds: f64,
+    /// Statistics the stage reported.
     pub stats: Map<String, Value>,
+    /// Human summary the stage reported, printed at the end of runs that reach it.
     #[serde(default)]
     pub summary: Option<String>,
+    /// Version of the `splade` tool that wrote the artifact.
     pub tool_version: String,
 }
 
 /// What a verification found wrong with one file.
 #[derive(Debug, Clone)]
 pub struct Corruption {
+    /// The file (or artifact directory) concerned.
     pub file: PathBuf,
+    /// What is wrong with it.
     pub problem: String,
 }
 
 /// The artifact root directory and its layout.
 #[derive(Debug, Clone)]
 pub struct ArtifactRoot {
+    /// The artifact root directory.
     pub root: PathBuf,
 }
 
 /// Errors of artifact handling (with paths).
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
+    /// A filesystem operation failed.
     #[error("{path}: {source}")]
     Io {
+        /// The path operated on.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A manifest could not be read or written.
     #[error("{path}: unreadable manifest: {message}")]
-    Manifest { path: PathBuf, message: String },
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// The (de)serialization error.
+        message: String,
+    },
+    /// A declared output was not found in the staging directory.
     #[error("stage did not write its output `{output}` (expected {expected})")]
-    MissingOutput { output: String, expected: String },
+    MissingOutput {
+        /// The output's name.
+        output: String,
+        /// The paths that were looked for.
+        expected: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
@@ -88,6 +128,96 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Fsyncs, hashes and describes every file in `staging`, dropping leftovers (`*.tmp`, an old
+/// `manifest.json`).
+fn describe_staged_files(staging: &Path) -> Result<Vec<FileEntry>, ArtifactError> {
+    let mut files = Vec::new();
+    for rel in walk_files(staging).map_err(io(staging))? {
+        let path = staging.join(&rel);
+        if rel.ends_with(".tmp") || rel == "manifest.json" {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            continue;
+        }
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&path))?;
+        let size = std::fs::metadata(&path).map_err(io(&path))?.len();
+        let blake3 = hash_file(&path).map_err(io(&path))?;
+        let (rows, schema) = match rel.ends_with(".parquet") {
+            true => match splade_stages::parquet_io::describe_file(&path) {
+                Ok((r, s)) => (Some(r), Some(s)),
+                Err(_) => (None, None),
+            },
+            false => (None, None),
+        };
+        files.push(FileEntry {
+            path: rel,
+            size,
+            blake3,
+            rows,
+            schema,
+        });
+    }
+    Ok(files)
+}
+
+/// Output `name`: its file (`name.parquet`, or another `name.*` file) or shard directory
+/// (`name/`), with the digest and row count of its files.
+fn output_entry(
+    staging: &Path,
+    name: &str,
+    files: &[FileEntry],
+) -> Result<OutputEntry, ArtifactError> {
+    let file = format!("{name}.parquet");
+    let prefix = format!("{name}/");
+    let (path, members): (String, Vec<&FileEntry>) = if staging.join(&file).is_file() {
+        (
+            file.clone(),
+            files.iter().filter(|f| f.path == file).collect(),
+        )
+    } else if staging.join(name).is_dir() {
+        (
+            name.to_string(),
+            files
+                .iter()
+                .filter(|f| f.path.starts_with(&prefix))
+                .collect(),
+        )
+    } else if let Some(f) = files
+        .iter()
+        .find(|f| !f.path.contains('/') && f.path.split('.').next() == Some(name))
+    {
+        (f.path.clone(), vec![f])
+    } else {
+        return Err(ArtifactError::MissingOutput {
+            output: name.to_string(),
+            expected: format!("{file} or {name}/"),
+        });
+    };
+    let digest = combine(
+        &members
+            .iter()
+            .map(|f| (f.path.clone(), f.blake3.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let rows = members.iter().map(|f| f.rows).sum::<Option<u64>>();
+    Ok(OutputEntry { path, digest, rows })
+}
+
+/// Writes `manifest.json` into `staging` atomically and fsyncs the directory.
+fn write_manifest(staging: &Path, manifest: &Manifest) -> Result<(), ArtifactError> {
+    let path = staging.join("manifest.json");
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| ArtifactError::Manifest {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    splade_stages::contract::write_atomically(&path, &text).map_err(|e| ArtifactError::Io {
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    fsync_dir(staging)
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), ArtifactError> {
@@ -162,7 +292,6 @@ impl ArtifactRoot {
 
     /// Hashes, describes and fsyncs every file in `staging`, writes the manifest, and renames the
     /// directory into place (replacing an existing artifact of the same fingerprint for --force).
-    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
         staging: &Path,
@@ -171,86 +300,26 @@ impl ArtifactRoot {
         outputs: &[String],
         mut manifest: Manifest,
     ) -> Result<Manifest, ArtifactError> {
-        let mut files = Vec::new();
-        for rel in walk_files(staging).map_err(io(staging))? {
-            let path = staging.join(&rel);
-            if rel.ends_with(".tmp") || rel == "manifest.json" {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-                continue;
-            }
-            File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(io(&path))?;
-            let size = std::fs::metadata(&path).map_err(io(&path))?.len();
-            let blake3 = hash_file(&path).map_err(io(&path))?;
-            let (rows, schema) = if rel.ends_with(".parquet") {
-                match splade_stages::parquet_io::describe_file(&path) {
-                    Ok((r, s)) => (Some(r), Some(s)),
-                    Err(_) => (None, None),
-                }
-            } else {
-                (None, None)
-            };
-            files.push(FileEntry {
-                path: rel,
-                size,
-                blake3,
-                rows,
-                schema,
-            });
-        }
-        let mut out_entries = BTreeMap::new();
-        for name in outputs {
-            let file = format!("{name}.parquet");
-            let prefix = format!("{name}/");
-            let (path, members): (String, Vec<&FileEntry>) = if staging.join(&file).is_file() {
-                (
-                    file.clone(),
-                    files.iter().filter(|f| f.path == file).collect(),
-                )
-            } else if staging.join(name).is_dir() {
-                (
-                    name.clone(),
-                    files
-                        .iter()
-                        .filter(|f| f.path.starts_with(&prefix))
-                        .collect(),
-                )
-            } else if let Some(f) = files
-                .iter()
-                .find(|f| !f.path.contains('/') && f.path.split('.').next() == Some(name.as_str()))
-            {
-                (f.path.clone(), vec![f])
-            } else {
-                return Err(ArtifactError::MissingOutput {
-                    output: name.clone(),
-                    expected: format!("{file} or {name}/"),
-                });
-            };
-            let digest = combine(
-                &members
-                    .iter()
-                    .map(|f| (f.path.clone(), f.blake3.clone()))
-                    .collect::<Vec<_>>(),
-            );
-            let rows = members.iter().map(|f| f.rows).sum::<Option<u64>>();
-            out_entries.insert(name.clone(), OutputEntry { path, digest, rows });
-        }
-        manifest.files = files;
-        manifest.outputs = out_entries;
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| ArtifactError::Manifest {
-            path: staging.join("manifest.json"),
-            message: e.to_string(),
-        })?;
-        splade_stages::contract::write_atomically(&staging.join("manifest.json"), &text).map_err(
-            |e| ArtifactError::Io {
-                path: staging.join("manifest.json"),
-                source: std::io::Error::other(e.to_string()),
-            },
-        )?;
-        fsync_dir(staging)?;
+        manifest.files = describe_staged_files(staging)?;
+        manifest.outputs = outputs
+            .iter()
+            .map(|name| Ok((name.clone(), output_entry(staging, name, &manifest.files)?)))
+            .collect::<Result<_, ArtifactError>>()?;
+        write_manifest(staging, &manifest)?;
+        self.move_into_place(staging, kind, fp)?;
+        Ok(manifest)
+    }
+
+    /// Renames the staging directory to the artifact's directory (an existing one goes to the
+    /// trash first) and fsyncs the parent.
+    fn move_into_place(
+        &self,
+        staging: &Path,
+        kind: &str,
+        fp: &Fingerprint,
+    ) -> Result<(), ArtifactError> {
         let final_dir = self.dir(kind, fp);
-        let parent = final_dir.parent().expect("artifact dir has a parent");
+        let parent = final_dir.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(io(parent))?;
         if final_dir.exists() {
             let trash = self.trash();
@@ -262,8 +331,7 @@ impl ArtifactRoot {
         } else {
             std::fs::rename(staging, &final_dir).map_err(io(&final_dir))?;
         }
-        fsync_dir(parent)?;
-        Ok(manifest)
+        fsync_dir(parent)
     }
 
     /// Rehashes every file of an artifact against its manifest.

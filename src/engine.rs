@@ -8,19 +8,27 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
-use splade_stages::{Registry, ResolvedInput, ResumeStore, StageContext};
+use splade_stages::contract::ResumeError;
+use splade_stages::{Registry, ResolvedInput, ResumeStore, Stage, StageContext};
 
 use crate::artifact::{ArtifactRoot, Manifest};
 use crate::dag::Dag;
 use crate::fingerprint::{combine, stage_fingerprint, walk_files, Fingerprint};
 use crate::pipeline::{InputDecl, Pipeline, StageDecl};
+use crate::records::{
+    join_reasons, ArtifactRecord, RunRecord, RunResult, RunStageRecord, StageStatusRecord,
+    StaleReason,
+};
 use crate::store::{now_ns, Store};
 
 /// A stage's inputs resolved to paths and content digests, and the fingerprint they give.
 #[derive(Debug, Clone)]
 pub struct Resolved {
+    /// The stage's fingerprint.
     pub fp: Fingerprint,
+    /// Input key → content digest.
     pub digests: BTreeMap<String, String>,
+    /// Input key → where to read it.
     pub inputs: BTreeMap<String, ResolvedInput>,
 }
 
@@ -29,20 +37,28 @@ pub struct Resolved {
 pub enum StageState {
     /// Its artifact exists. `note` says when it is an earlier artifact restored by a swap-back.
     Cached {
+        /// Its fingerprint.
         fp: Fingerprint,
+        /// The artifact's manifest.
         manifest: Box<Manifest>,
+        /// Set when the artifact is an earlier one found again.
         note: Option<String>,
     },
     /// Interrupted work with resume state exists for this fingerprint.
     Partial {
+        /// Its fingerprint.
         fp: Fingerprint,
+        /// The saved resume state.
         state: Value,
-        reasons: Vec<String>,
+        /// Why it differs from what was last recorded.
+        reasons: Vec<StaleReason>,
     },
     /// Must run; `fp` is unknown while an upstream stage is not cached.
     Stale {
+        /// Its fingerprint, when the inputs are known.
         fp: Option<Fingerprint>,
-        reasons: Vec<String>,
+        /// Why it must run.
+        reasons: Vec<StaleReason>,
     },
 }
 
@@ -55,43 +71,177 @@ impl StageState {
             StageState::Stale { .. } => "stale",
         }
     }
+
+    /// The fingerprint, when known.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        match self {
+            StageState::Cached { fp, .. } | StageState::Partial { fp, .. } => Some(fp),
+            StageState::Stale { fp, .. } => fp.as_ref(),
+        }
+    }
 }
 
 /// How one stage went in a run.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Executed { seconds: f64, resumed: bool },
+    /// It ran (continuing interrupted work when `resumed`).
+    Executed {
+        /// Seconds it ran.
+        seconds: f64,
+        /// Whether it continued from resume state.
+        resumed: bool,
+    },
+    /// Its artifact existed.
     Cached,
+    /// It failed; the error.
     Failed(String),
+    /// It did not run; why.
     Skipped(String),
+}
+
+impl Outcome {
+    /// `executed`, `resumed`, `cached`, `failed` or `skipped`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Executed { resumed: true, .. } => "resumed",
+            Outcome::Executed { .. } => "executed",
+            Outcome::Cached => "cached",
+            Outcome::Failed(_) => "failed",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+
+    /// Seconds it ran (0 unless executed).
+    pub fn seconds(&self) -> f64 {
+        match self {
+            Outcome::Executed { seconds, .. } => *seconds,
+            _ => 0.0,
+        }
+    }
+
+    /// The error or the reason it was skipped.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Outcome::Failed(e) | Outcome::Skipped(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// One line of a run's report.
 #[derive(Debug, Clone)]
 pub struct StageReport {
+    /// Stage name.
     pub name: String,
+    /// Stage kind.
     pub kind: String,
+    /// Its fingerprint, once resolved.
     pub fp: Option<Fingerprint>,
+    /// How it went.
     pub outcome: Outcome,
+    /// The human summary its artifact carries.
     pub summary: Option<String>,
+    /// The artifact directory.
     pub artifact: Option<PathBuf>,
+}
+
+impl StageReport {
+    /// The report as one JSON object (`splade run --json`): stage, kind, state, reason,
+    /// fingerprint, seconds.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "stage": self.name,
+            "kind": self.kind,
+            "state": self.outcome.label(),
+            "reason": self.outcome.detail(),
+            "fingerprint": self.fp.as_ref().map(|f| f.0.clone()),
+            "seconds": self.outcome.seconds(),
+        })
+    }
+
+    fn record(&self) -> RunStageRecord {
+        let outcome = match self.outcome.detail() {
+            Some(d) => format!("{}: {d}", self.outcome.label()),
+            None => self.outcome.label().to_string(),
+        };
+        RunStageRecord {
+            stage: self.name.clone(),
+            outcome,
+            seconds: self.outcome.seconds(),
+            fingerprint: self.fp.as_ref().map(|f| f.0.clone()),
+        }
+    }
+}
+
+/// One stage of `splade plan`: its state and why.
+#[derive(Debug, Clone)]
+pub struct PlanEntry {
+    /// Stage name.
+    pub name: String,
+    /// Stage kind.
+    pub kind: String,
+    /// Where it stands.
+    pub state: StageState,
+}
+
+impl PlanEntry {
+    /// What `plan` prints after the fingerprint: the artifact (or the note on a found-again
+    /// one), the resume state, or the reasons it is stale.
+    pub fn detail(&self, root: &ArtifactRoot) -> String {
+        match &self.state {
+            StageState::Cached { fp, note, .. } => note
+                .clone()
+                .unwrap_or_else(|| root.dir(&self.kind, fp).display().to_string()),
+            StageState::Partial { state, reasons, .. } => format!(
+                "interrupted, will resume from {state}; {}",
+                join_reasons(reasons)
+            ),
+            StageState::Stale { reasons, .. } => join_reasons(reasons),
+        }
+    }
+
+    /// The entry as one JSON object (`splade plan --json`): stage, kind, state, reason,
+    /// fingerprint, seconds (of the cached artifact's computation; null otherwise).
+    pub fn to_json(&self, root: &ArtifactRoot) -> Value {
+        let seconds = match &self.state {
+            StageState::Cached { manifest, .. } => Some(manifest.seconds),
+            _ => None,
+        };
+        json!({
+            "stage": self.name,
+            "kind": self.kind,
+            "state": self.state.label(),
+            "reason": self.detail(root),
+            "fingerprint": self.state.fingerprint().map(|f| f.0.clone()),
+            "seconds": seconds,
+        })
+    }
 }
 
 /// Knobs of `splade run`.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
+    /// Run only this stage and its ancestors.
     pub until: Option<String>,
+    /// Recompute these stages even when cached.
     pub force: Vec<String>,
+    /// Independent stages run at once.
     pub jobs: usize,
+    /// Draw progress bars.
     pub show_progress: bool,
 }
 
 /// A pipeline bound to an artifact root and an open store.
 pub struct Engine {
+    /// The stage kinds.
     pub registry: Registry,
+    /// Where artifacts live.
     pub root: ArtifactRoot,
+    /// The open store.
     pub store: Arc<Store>,
+    /// The validated pipeline.
     pub pipeline: Pipeline,
+    /// Its stage graph.
     pub dag: Dag,
 }
 
@@ -104,10 +254,8 @@ impl ResumeStore for StoreResume {
     fn load(&self) -> Option<Value> {
         self.store.resume_state(&self.fp).ok().flatten()
     }
-    fn save(&self, state: &Value) -> std::result::Result<(), String> {
-        self.store
-            .save_resume_state(&self.fp, state)
-            .map_err(|e| e.to_string())
+    fn save(&self, state: &Value) -> std::result::Result<(), ResumeError> {
+        Ok(self.store.save_resume_state(&self.fp, state)?)
     }
 }
 
@@ -234,81 +382,107 @@ impl Engine {
         }))
     }
 
+    /// The kind a validated stage declares.
+    fn kind_of(&self, stage: &StageDecl) -> Result<&dyn Stage> {
+        self.registry
+            .get(&stage.kind)
+            .ok_or_else(|| anyhow!("unknown kind {}", stage.kind))
+    }
+
     /// Why `stage` (now at `resolved`) differs from what this pipeline last recorded for it.
-    fn reasons(&self, stage: &StageDecl, resolved: Option<&Resolved>) -> Result<Vec<String>> {
+    fn reasons(&self, stage: &StageDecl, resolved: Option<&Resolved>) -> Result<Vec<StaleReason>> {
         let Some(last) = self.store.stage_status(&self.pipeline.name, &stage.name)? else {
-            return Ok(vec!["never run".into()]);
+            return Ok(vec![StaleReason::NeverRun]);
         };
         let mut reasons = Vec::new();
-        let version = self
-            .registry
-            .get(&stage.kind)
-            .map(|k| k.version())
-            .unwrap_or(0);
-        if last["kind"].as_str() != Some(stage.kind.as_str()) {
-            reasons.push(format!(
-                "kind changed: {} -> {}",
-                last["kind"].as_str().unwrap_or("?"),
-                stage.kind
-            ));
-        } else if last["version"].as_u64() != Some(version as u64) {
-            reasons.push(format!(
-                "kind `{}` version changed: {} -> {version}",
-                stage.kind, last["version"]
-            ));
+        let version = self.kind_of(stage).map(|k| k.version()).unwrap_or(0);
+        if last.kind != stage.kind {
+            reasons.push(StaleReason::KindChanged {
+                from: last.kind.clone(),
+                to: stage.kind.clone(),
+            });
+        } else if last.version != version {
+            reasons.push(StaleReason::VersionChanged {
+                kind: stage.kind.clone(),
+                from: last.version,
+                to: version,
+            });
         }
+        reasons.extend(self.param_changes(stage, &last));
+        match resolved {
+            Some(r) => reasons.extend(self.input_changes(stage, r, &last)),
+            None => {
+                let ups: Vec<String> = stage
+                    .inputs
+                    .iter()
+                    .filter_map(|i| match i {
+                        InputDecl::Artifact { stage, .. } => Some(stage.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                reasons.push(StaleReason::WaitsOnUpstream(ups));
+            }
+        }
+        if reasons.is_empty() {
+            reasons.push(StaleReason::NoArtifact);
+        }
+        Ok(reasons)
+    }
+
+    /// Params (and input references) that differ from the recorded ones.
+    fn param_changes(&self, stage: &StageDecl, last: &StageStatusRecord) -> Vec<StaleReason> {
         let input_keys: HashSet<&str> = stage
             .inputs
             .iter()
             .map(|i| i.key().split('.').next().unwrap_or(""))
             .collect();
-        if let Some(old) = last["params"].as_object() {
-            for (k, v) in stage.params.as_object().into_iter().flatten() {
+        let Some(old) = last.params.as_object() else {
+            return Vec::new();
+        };
+        stage
+            .params
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| {
                 let before = old.get(k).cloned().unwrap_or(Value::Null);
-                if &before != v {
-                    let what = if input_keys.contains(k.as_str()) {
-                        "input"
-                    } else {
-                        "param"
-                    };
-                    reasons.push(format!("{what} `{k}` changed: {before} -> {v}"));
-                }
-            }
-        }
-        if let Some(r) = resolved {
-            let old = last["inputs"].as_object().cloned().unwrap_or_default();
-            for (k, d) in &r.digests {
-                if old.get(k).and_then(Value::as_str) != Some(d.as_str()) {
-                    let from = stage.inputs.iter().find(|i| i.key() == k);
-                    reasons.push(match from {
-                        Some(InputDecl::Artifact {
-                            stage: up, output, ..
-                        }) => {
-                            format!("input `{k}` changed: output `{up}.{output}` has new content")
-                        }
-                        _ => format!("input `{k}` changed: file content differs"),
-                    });
-                }
-            }
-        } else {
-            let ups: Vec<String> = stage
-                .inputs
-                .iter()
-                .filter_map(|i| match i {
-                    InputDecl::Artifact { stage, .. } => Some(format!("`{stage}`")),
-                    _ => None,
+                (&before != v).then(|| StaleReason::ParamChanged {
+                    key: k.clone(),
+                    input: input_keys.contains(k.as_str()),
+                    before,
+                    after: v.clone(),
                 })
-                .collect();
-            reasons.push(format!("waits on upstream {}", ups.join(", ")));
-        }
-        if reasons.is_empty() {
-            reasons.push("no artifact for the current fingerprint".into());
-        }
-        Ok(reasons)
+            })
+            .collect()
+    }
+
+    /// Inputs whose content digest differs from the recorded one.
+    fn input_changes(
+        &self,
+        stage: &StageDecl,
+        r: &Resolved,
+        last: &StageStatusRecord,
+    ) -> Vec<StaleReason> {
+        r.digests
+            .iter()
+            .filter(|(k, d)| last.inputs.get(*k) != Some(*d))
+            .map(|(k, _)| {
+                let upstream = stage.inputs.iter().find_map(|i| match i {
+                    InputDecl::Artifact {
+                        key, stage, output, ..
+                    } if key == k => Some((stage.clone(), output.clone())),
+                    _ => None,
+                });
+                StaleReason::InputContentChanged {
+                    key: k.clone(),
+                    upstream,
+                }
+            })
+            .collect()
     }
 
     /// The state of every stage (upstream first), without running anything.
-    pub fn plan(&self) -> Result<Vec<(String, StageState)>> {
+    pub fn plan(&self) -> Result<Vec<PlanEntry>> {
         let mut known: HashMap<String, (PathBuf, Manifest)> = HashMap::new();
         let mut out = Vec::new();
         for name in self.dag.order() {
@@ -327,7 +501,11 @@ impl Engine {
                     (self.root.dir(&stage.kind, fp), (**manifest).clone()),
                 );
             }
-            out.push((name.clone(), state));
+            out.push(PlanEntry {
+                name: name.clone(),
+                kind: stage.kind.clone(),
+                state,
+            });
         }
         Ok(out)
     }
@@ -336,7 +514,7 @@ impl Engine {
         if let Some(manifest) = self.root.find(&stage.kind, &r.fp)? {
             let last = self.store.stage_status(&self.pipeline.name, &stage.name)?;
             let note = match last {
-                Some(l) if l["fingerprint"].as_str() != Some(r.fp.0.as_str()) => {
+                Some(l) if l.fingerprint != r.fp.0 => {
                     Some("earlier artifact found again; nothing to recompute".to_string())
                 }
                 _ => None,
@@ -369,38 +547,55 @@ impl Engine {
         if self.pipeline.stage(stage).is_none() {
             bail!("{}", self.pipeline.unknown_stage(stage));
         }
-        for (name, state) in self.plan()? {
-            if name != stage {
-                continue;
+        let entry = self
+            .plan()?
+            .into_iter()
+            .find(|e| e.name == stage)
+            .ok_or_else(|| anyhow!("stage `{stage}` is not in the plan"))?;
+        match entry.state {
+            StageState::Cached { fp, manifest, .. } => {
+                Ok((self.root.dir(&entry.kind, &fp), *manifest))
             }
-            return match state {
-                StageState::Cached { fp, manifest, .. } => {
-                    Ok((self.root.dir(&self.decl(stage).kind, &fp), *manifest))
-                }
-                StageState::Partial { reasons, .. } | StageState::Stale { reasons, .. } => bail!(
-                    "stage `{stage}` has no artifact for the pipeline as it is now ({}); run `splade run {} --until {stage}` first",
-                    reasons.join("; "),
-                    self.pipeline.file.display()
-                ),
-            };
+            StageState::Partial { reasons, .. } | StageState::Stale { reasons, .. } => bail!(
+                "stage `{stage}` has no artifact for the pipeline as it is now ({}); run `splade run {} --until {stage}` first",
+                join_reasons(&reasons),
+                self.pipeline.file.display()
+            ),
         }
-        unreachable!("stage exists in the DAG")
     }
 
-    fn status_record(&self, stage: &StageDecl, r: &Resolved) -> Value {
-        let version = self
-            .registry
-            .get(&stage.kind)
-            .map(|k| k.version())
-            .unwrap_or(0);
-        json!({
-            "fingerprint": r.fp.0,
-            "kind": stage.kind,
-            "version": version,
-            "params": stage.params,
-            "inputs": r.digests,
-            "recorded_ns": now_ns(),
-        })
+    fn status_record(&self, stage: &StageDecl, r: &Resolved) -> StageStatusRecord {
+        StageStatusRecord {
+            fingerprint: r.fp.0.clone(),
+            kind: stage.kind.clone(),
+            version: self.kind_of(stage).map(|k| k.version()).unwrap_or(0),
+            params: stage.params.clone(),
+            inputs: r.digests.clone(),
+            recorded_ns: now_ns(),
+        }
+    }
+
+    /// The stages `opts` selects, upstream first.
+    fn select(&self, opts: &RunOptions) -> Result<Vec<String>> {
+        for f in &opts.force {
+            if self.pipeline.stage(f).is_none() {
+                bail!("--force: {}", self.pipeline.unknown_stage(f));
+            }
+        }
+        let Some(u) = &opts.until else {
+            return Ok(self.dag.order().to_vec());
+        };
+        if self.pipeline.stage(u).is_none() {
+            bail!("--until: {}", self.pipeline.unknown_stage(u));
+        }
+        let keep = self.dag.with_ancestors(u);
+        Ok(self
+            .dag
+            .order()
+            .iter()
+            .filter(|n| keep.contains(*n))
+            .cloned()
+            .collect())
     }
 
     /// Runs the pipeline (or the part `--until` selects), calling `report` as each stage ends.
@@ -409,38 +604,54 @@ impl Engine {
         opts: &RunOptions,
         report: &(dyn Fn(&StageReport) + Sync),
     ) -> Result<Vec<StageReport>> {
-        for f in &opts.force {
-            if self.pipeline.stage(f).is_none() {
-                bail!("--force: {}", self.pipeline.unknown_stage(f));
+        let selected = self.select(opts)?;
+        let mut history = RunRecord {
+            pipeline: self.pipeline.name.clone(),
+            file: self.pipeline.file.display().to_string(),
+            args: std::env::args().collect(),
+            started_ns: now_ns(),
+            result: RunResult::Running,
+            stages: Vec::new(),
+            ended_ns: None,
+        };
+        self.store.put_run(&history)?;
+        let mut reports = self.schedule(&selected, opts, report);
+        let failed = reports
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Failed(_)));
+        for name in &selected {
+            if !reports.iter().any(|r| &r.name == name) {
+                let r = StageReport {
+                    name: name.clone(),
+                    kind: self.decl(name).kind.clone(),
+                    fp: None,
+                    outcome: Outcome::Skipped("an upstream stage failed".into()),
+                    summary: None,
+                    artifact: None,
+                };
+                report(&r);
+                reports.push(r);
             }
         }
-        let selected: Vec<String> = match &opts.until {
-            Some(u) => {
-                if self.pipeline.stage(u).is_none() {
-                    bail!("--until: {}", self.pipeline.unknown_stage(u));
-                }
-                let keep = self.dag.with_ancestors(u);
-                self.dag
-                    .order()
-                    .iter()
-                    .filter(|n| keep.contains(*n))
-                    .cloned()
-                    .collect()
-            }
-            None => self.dag.order().to_vec(),
+        history.result = if failed {
+            RunResult::Failed
+        } else {
+            RunResult::Ok
         };
-        let started_ns = now_ns();
-        let args: Vec<String> = std::env::args().collect();
-        let mut history = json!({
-            "pipeline": self.pipeline.name,
-            "file": self.pipeline.file.display().to_string(),
-            "args": args,
-            "started_ns": started_ns,
-            "result": "running",
-            "stages": [],
-        });
-        self.store.put_run(started_ns, &history)?;
+        history.ended_ns = Some(now_ns());
+        history.stages = reports.iter().map(StageReport::record).collect();
+        self.store.put_run(&history)?;
+        Ok(reports)
+    }
 
+    /// Runs `selected` stages as their parents finish, up to `opts.jobs` at once, until all ran
+    /// or one failed; returns the reports of the stages that ran.
+    fn schedule(
+        &self,
+        selected: &[String],
+        opts: &RunOptions,
+        report: &(dyn Fn(&StageReport) + Sync),
+    ) -> Vec<StageReport> {
         let jobs = opts.jobs.max(1);
         let known: Mutex<HashMap<String, (PathBuf, Manifest)>> = Mutex::new(HashMap::new());
         let verified: Mutex<HashSet<String>> = Mutex::new(HashSet::new());
@@ -477,16 +688,15 @@ impl Engine {
                 let Ok(r) = rx.recv() else { break };
                 running -= 1;
                 report(&r);
-                match r.outcome {
-                    Outcome::Failed(_) => failed = true,
-                    _ => {
-                        for child in &selected {
-                            if self.dag.parents(child).contains(&r.name) {
-                                if let Some(c) = pending_parents.get_mut(child) {
-                                    *c -= 1;
-                                    if *c == 0 {
-                                        ready.insert(0, child.clone());
-                                    }
+                if matches!(r.outcome, Outcome::Failed(_)) {
+                    failed = true;
+                } else {
+                    for child in selected {
+                        if self.dag.parents(child).contains(&r.name) {
+                            if let Some(c) = pending_parents.get_mut(child) {
+                                *c -= 1;
+                                if *c == 0 {
+                                    ready.insert(0, child.clone());
                                 }
                             }
                         }
@@ -495,42 +705,7 @@ impl Engine {
                 reports.push(r);
             }
         });
-        for name in &selected {
-            if !reports.iter().any(|r| &r.name == name) {
-                let r = StageReport {
-                    name: name.clone(),
-                    kind: self.decl(name).kind.clone(),
-                    fp: None,
-                    outcome: Outcome::Skipped("an upstream stage failed".into()),
-                    summary: None,
-                    artifact: None,
-                };
-                report(&r);
-                reports.push(r);
-            }
-        }
-        history["result"] = json!(if failed { "failed" } else { "ok" });
-        history["ended_ns"] = json!(now_ns());
-        history["stages"] = Value::Array(
-            reports
-                .iter()
-                .map(|r| {
-                    let (outcome, seconds) = match &r.outcome {
-                        Outcome::Executed { seconds, resumed } => (
-                            if *resumed { "resumed" } else { "executed" }.to_string(),
-                            *seconds,
-                        ),
-                        Outcome::Cached => ("cached".into(), 0.0),
-                        Outcome::Failed(e) => (format!("failed: {e}"), 0.0),
-                        Outcome::Skipped(e) => (format!("skipped: {e}"), 0.0),
-                    };
-                    json!({"stage": r.name, "outcome": outcome, "seconds": seconds,
-                           "fingerprint": r.fp.as_ref().map(|f| f.0.clone())})
-                })
-                .collect(),
-        );
-        self.store.put_run(started_ns, &history)?;
-        Ok(reports)
+        reports
     }
 
     fn process(
@@ -549,13 +724,28 @@ impl Engine {
             summary: None,
             artifact: None,
         };
-        match self.process_inner(stage, opts, known, verified, &mut report) {
-            Ok(()) => {}
-            Err(e) => report.outcome = Outcome::Failed(format!("{e:#}")),
+        // A panic is a bug, but it must end this stage as failed, not leave the scheduler
+        // waiting for a report that never comes.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.process_inner(stage, opts, known, verified, &mut report)
+        }));
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => report.outcome = Outcome::Failed(format!("{e:#}")),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                report.outcome = Outcome::Failed(format!("the stage panicked (a bug): {what}"));
+            }
         }
         report
     }
 
+    /// Resolves the stage; uses its cached artifact, or checks its inputs, runs it, commits its
+    /// artifact and records it.
     fn process_inner(
         &self,
         stage: &StageDecl,
@@ -564,67 +754,80 @@ impl Engine {
         verified: &Mutex<HashSet<String>>,
         report: &mut StageReport,
     ) -> Result<()> {
-        let snapshot = known.lock().map_err(|_| anyhow!("poisoned"))?.clone();
+        let snapshot = lock(known)?.clone();
         let resolved = self
             .resolve(stage, &snapshot)?
             .ok_or_else(|| anyhow!("upstream artifacts missing"))?;
         report.fp = Some(resolved.fp.clone());
         let forced = opts.force.iter().any(|f| f == &stage.name);
         let dir = self.root.dir(&stage.kind, &resolved.fp);
-        if !forced {
-            if let Some(manifest) = self.root.find(&stage.kind, &resolved.fp)? {
-                self.store.set_stage_status(
-                    &self.pipeline.name,
-                    &stage.name,
-                    &self.status_record(stage, &resolved),
-                )?;
-                report.summary = manifest.summary.clone();
-                report.artifact = Some(dir.clone());
-                known
-                    .lock()
-                    .map_err(|_| anyhow!("poisoned"))?
-                    .insert(stage.name.clone(), (dir, manifest));
-                return Ok(());
+        let cached = match forced {
+            true => None,
+            false => self.root.find(&stage.kind, &resolved.fp)?,
+        };
+        let manifest = match cached {
+            Some(manifest) => manifest,
+            None => {
+                self.verify_inputs(stage, &snapshot, verified)?;
+                let (manifest, seconds, resumed) = self.execute(stage, &resolved, opts, forced)?;
+                report.outcome = Outcome::Executed { seconds, resumed };
+                manifest
             }
+        };
+        self.store.set_stage_status(
+            &self.pipeline.name,
+            &stage.name,
+            &self.status_record(stage, &resolved),
+        )?;
+        if matches!(report.outcome, Outcome::Executed { .. }) {
+            self.store.flush()?;
         }
-        // Never read a corrupt input: rehash the upstream outputs this stage reads.
+        report.summary = manifest.summary.clone();
+        report.artifact = Some(dir.clone());
+        lock(known)?.insert(stage.name.clone(), (dir, manifest));
+        Ok(())
+    }
+
+    /// Never read a corrupt input: rehashes the upstream outputs `stage` reads (once per run).
+    fn verify_inputs(
+        &self,
+        stage: &StageDecl,
+        snapshot: &HashMap<String, (PathBuf, Manifest)>,
+        verified: &Mutex<HashSet<String>>,
+    ) -> Result<()> {
         for input in &stage.inputs {
-            if let InputDecl::Artifact {
+            let InputDecl::Artifact {
                 stage: up, output, ..
             } = input
-            {
-                let key = format!("{up}.{output}");
-                if verified
-                    .lock()
-                    .map_err(|_| anyhow!("poisoned"))?
-                    .contains(&key)
-                {
-                    continue;
-                }
-                let (updir, manifest) = &snapshot[up];
-                let bad = self.root.verify_output(updir, manifest, output);
-                if let Some(c) = bad.first() {
-                    bail!(
-                        "input `{key}` is corrupt: {}: {}; recompute it with `splade run {} --force {up}`",
-                        c.file.display(),
-                        c.problem,
-                        self.pipeline.file.display()
-                    );
-                }
-                verified
-                    .lock()
-                    .map_err(|_| anyhow!("poisoned"))?
-                    .insert(key);
+            else {
+                continue;
+            };
+            let key = format!("{up}.{output}");
+            if lock(verified)?.contains(&key) {
+                continue;
             }
+            let (updir, manifest) = &snapshot[up];
+            let bad = self.root.verify_output(updir, manifest, output);
+            if let Some(c) = bad.first() {
+                bail!(
+                    "input `{key}` is corrupt: {}: {}; recompute it with `splade run {} --force {up}`",
+                    c.file.display(),
+                    c.problem,
+                    self.pipeline.file.display()
+                );
+            }
+            lock(verified)?.insert(key);
         }
-        let staging = self.root.staging(&resolved.fp);
-        let mut state = self.store.resume_state(&resolved.fp.0)?;
-        if forced && state.is_some() {
-            self.store.clear_resume_state(&resolved.fp.0)?;
-            state = None;
-        }
-        if state.is_some() && !staging.is_dir() {
-            self.store.clear_resume_state(&resolved.fp.0)?;
+        Ok(())
+    }
+
+    /// The staging directory of `fp`, kept when it holds resumable work and started afresh
+    /// otherwise; returns it and whether the stage resumes.
+    fn prepare_staging(&self, fp: &Fingerprint, forced: bool) -> Result<(PathBuf, bool)> {
+        let staging = self.root.staging(fp);
+        let mut state = self.store.resume_state(&fp.0)?;
+        if state.is_some() && (forced || !staging.is_dir()) {
+            self.store.clear_resume_state(&fp.0)?;
             state = None;
         }
         if state.is_none() && staging.exists() {
@@ -633,11 +836,28 @@ impl Engine {
         }
         std::fs::create_dir_all(&staging)
             .with_context(|| format!("creating {}", staging.display()))?;
-        let resumed = state.is_some();
-        let kind = self
-            .registry
-            .get(&stage.kind)
-            .ok_or_else(|| anyhow!("unknown kind {}", stage.kind))?;
+        Ok((staging, state.is_some()))
+    }
+
+    /// After a failure: a staging directory without resume state holds nothing a rerun could
+    /// continue from, so it goes (one with resume state stays for the rerun).
+    fn discard_unresumable(&self, fp: &Fingerprint, staging: &Path) {
+        if matches!(self.store.resume_state(&fp.0), Ok(None)) {
+            let _ = std::fs::remove_dir_all(staging);
+        }
+    }
+
+    /// Runs the stage in its staging directory and commits its artifact; returns the committed
+    /// manifest, the seconds the stage ran and whether it resumed.
+    fn execute(
+        &self,
+        stage: &StageDecl,
+        resolved: &Resolved,
+        opts: &RunOptions,
+        forced: bool,
+    ) -> Result<(Manifest, f64, bool)> {
+        let (staging, resumed) = self.prepare_staging(&resolved.fp, forced)?;
+        let kind = self.kind_of(stage)?;
         let threads = self.pipeline.backend["threads"]
             .as_u64()
             .map(|t| t as usize)
@@ -646,25 +866,25 @@ impl Engine {
                     .map(|n| n.get())
                     .unwrap_or(1)
             });
-        let mut ctx = StageContext {
-            name: stage.name.clone(),
-            params: stage.params.clone(),
-            inputs: resolved.inputs.clone(),
-            staging: staging.clone(),
-            backend: self.pipeline.backend.clone(),
-            threads,
-            show_progress: opts.show_progress,
-            resume: Box::new(StoreResume {
+        let mut ctx = StageContext::new(stage.name.clone(), stage.params.clone(), &staging)
+            .with_backend(self.pipeline.backend.clone())
+            .with_threads(threads)
+            .with_progress(opts.show_progress)
+            .with_resume(Box::new(StoreResume {
                 store: self.store.clone(),
                 fp: resolved.fp.0.clone(),
-            }),
-        };
+            }));
+        ctx.inputs = resolved.inputs.clone();
         tracing::info!(stage = %stage.name, kind = %stage.kind, fingerprint = %resolved.fp.short(), resumed, "running");
         let started_ns = now_ns();
         let t0 = Instant::now();
-        let outcome = kind
-            .run(&mut ctx)
-            .with_context(|| format!("stage `{}` ({})", stage.name, stage.kind))?;
+        let outcome = match kind.run(&mut ctx) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.discard_unresumable(&resolved.fp, &staging);
+                return Err(e).with_context(|| format!("stage `{}` ({})", stage.name, stage.kind));
+            }
+        };
         let seconds = t0.elapsed().as_secs_f64();
         let manifest = Manifest {
             kind: stage.kind.clone(),
@@ -694,23 +914,157 @@ impl Engine {
             .with_context(|| format!("committing the artifact of stage `{}`", stage.name))?;
         self.store.put_artifact(
             &resolved.fp.0,
-            &json!({"kind": stage.kind, "stage": stage.name, "pipeline": self.pipeline.name,
-                    "committed_ns": now_ns()}),
+            &ArtifactRecord {
+                kind: stage.kind.clone(),
+                stage: stage.name.clone(),
+                pipeline: self.pipeline.name.clone(),
+                committed_ns: now_ns(),
+            },
         )?;
         self.store.clear_resume_state(&resolved.fp.0)?;
-        self.store.set_stage_status(
-            &self.pipeline.name,
-            &stage.name,
-            &self.status_record(stage, &resolved),
-        )?;
-        self.store.flush()?;
-        report.outcome = Outcome::Executed { seconds, resumed };
-        report.summary = manifest.summary.clone();
-        report.artifact = Some(dir.clone());
-        known
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .insert(stage.name.clone(), (dir, manifest));
-        Ok(())
+        Ok((manifest, seconds, resumed))
+    }
+}
+
+/// Locks a mutex of the run's shared maps (poisoned only if a stage thread panicked).
+fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
+    m.lock().map_err(|_| anyhow!("a stage thread panicked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A two-stage pipeline (ingest a run and qrels → evaluate) in `dir`, with files there.
+    fn write_pipeline(dir: &Path, k: &str) -> PathBuf {
+        std::fs::write(dir.join("qrels.trec"), "q1 0 d1 1\nq2 0 d2 1\n").unwrap();
+        std::fs::write(
+            dir.join("run.trec"),
+            "q1 Q0 d1 1 2.0 t\nq1 Q0 d2 2 1.0 t\nq2 Q0 d1 1 2.0 t\nq2 Q0 d2 2 1.0 t\n",
+        )
+        .unwrap();
+        let toml = format!(
+            "name = \"unit\"\n\
+             [stage.ingest]\nkind = \"ingest\"\n\
+             qrels = {{ dev = \"{q}\" }}\nruns = {{ r = \"{r}\" }}\n\
+             [stage.evaluate]\nkind = \"evaluate\"\nrun = \"ingest.r_run\"\n\
+             qrels = \"ingest.dev_qrels\"\nmeasures = [\"mrr@10\"]\nk = {k}\n",
+            q = dir.join("qrels.trec").display(),
+            r = dir.join("run.trec").display(),
+        );
+        let path = dir.join("p.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    fn engine(dir: &Path, k: &str) -> Engine {
+        let path = write_pipeline(dir, k);
+        crate::open_engine(&dir.join("artifacts"), &path, &[]).unwrap()
+    }
+
+    fn states(e: &Engine) -> Vec<(String, &'static str, String)> {
+        e.plan()
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.clone(), p.state.label(), p.detail(&e.root)))
+            .collect()
+    }
+
+    fn run(e: &Engine) -> Vec<StageReport> {
+        let opts = RunOptions {
+            jobs: 1,
+            ..RunOptions::default()
+        };
+        e.run(&opts, &|_| {}).unwrap()
+    }
+
+    #[test]
+    fn plan_before_and_after_a_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), "[10]");
+        let before = states(&e);
+        assert_eq!(before[0], ("ingest".into(), "stale", "never run".into()));
+        assert_eq!(
+            before[1],
+            (
+                "evaluate".into(),
+                "stale",
+                "never run".into() // no record yet, so no upstream reason either
+            )
+        );
+        let reports = run(&e);
+        assert!(reports
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Executed { resumed: false, .. })));
+        let after = e.plan().unwrap();
+        assert!(after.iter().all(|p| p.state.label() == "cached"));
+        // The store holds a typed status record pointing at the committed artifact.
+        let status = e.store.stage_status("unit", "evaluate").unwrap().unwrap();
+        let fp = after[1].state.fingerprint().unwrap();
+        assert_eq!(status.fingerprint, fp.0);
+        assert!(e.root.dir("evaluate", fp).join("manifest.json").is_file());
+        let history = e.store.recent_runs(1).unwrap();
+        assert_eq!(history[0].result, crate::records::RunResult::Ok);
+        assert_eq!(history[0].stages.len(), 2);
+    }
+
+    #[test]
+    fn changed_param_and_input_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        run(&engine(dir.path(), "[10]"));
+        let e = engine(dir.path(), "[10, 100]");
+        let plan = e.plan().unwrap();
+        assert_eq!(plan[0].state.label(), "cached");
+        let StageState::Stale { reasons, .. } = &plan[1].state else {
+            panic!("evaluate should be stale: {:?}", plan[1].state.label());
+        };
+        assert_eq!(
+            reasons,
+            &vec![StaleReason::ParamChanged {
+                key: "k".into(),
+                input: false,
+                before: json!([10]),
+                after: json!([10, 100]),
+            }]
+        );
+        drop(e);
+        // New qrels content: ingest is stale for its input, evaluate waits on it.
+        let e = engine(dir.path(), "[10]");
+        std::fs::write(dir.path().join("qrels.trec"), "q1 0 d2 1\n").unwrap();
+        let plan = e.plan().unwrap();
+        let StageState::Stale { reasons, .. } = &plan[0].state else {
+            panic!("ingest should be stale");
+        };
+        assert_eq!(
+            reasons,
+            &vec![StaleReason::InputContentChanged {
+                key: "qrels.dev".into(),
+                upstream: None
+            }]
+        );
+        assert_eq!(
+            plan[1].detail(&e.root),
+            "waits on upstream `ingest`, `ingest`"
+        );
+    }
+
+    #[test]
+    fn a_cached_stage_is_not_rerun_and_force_recomputes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine(dir.path(), "[10]");
+        run(&e);
+        let again = run(&e);
+        assert!(again.iter().all(|r| matches!(r.outcome, Outcome::Cached)));
+        let opts = RunOptions {
+            force: vec!["evaluate".into()],
+            jobs: 1,
+            ..RunOptions::default()
+        };
+        let forced = e.run(&opts, &|_| {}).unwrap();
+        assert!(matches!(forced[0].outcome, Outcome::Cached));
+        assert!(matches!(forced[1].outcome, Outcome::Executed { .. }));
+        assert_eq!(forced[0].fp, again[0].fp);
+        assert_eq!(forced[1].fp, again[1].fp);
     }
 }

@@ -12,10 +12,15 @@ fn ctx<T>(r: PolarsResult<T>, what: impl std::fmt::Display) -> Result<T> {
 /// What to show.
 #[derive(Debug, Clone, Default)]
 pub struct InspectRequest {
+    /// Print the column names and types.
     pub schema: bool,
+    /// Print the first N rows.
     pub head: Option<usize>,
+    /// Print summary statistics of every column.
     pub describe: bool,
+    /// SQL query over the output (table `t`, also named after the output).
     pub sql: Option<String>,
+    /// Most rows to print of a table (SQL results).
     pub rows: usize,
 }
 

@@ -4,10 +4,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Result;
-use serde_json::Value;
 
 use crate::artifact::ArtifactRoot;
 use crate::engine::{Engine, StageState};
+use crate::records::{join_reasons, RunResult};
 use crate::store::{now_ns, Store};
 
 fn dir_size(dir: &Path) -> u64 {
@@ -54,8 +54,9 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
             e.pipeline.name,
             e.pipeline.file.display()
         );
-        for (name, state) in e.plan()? {
-            match state {
+        for entry in e.plan()? {
+            let name = &entry.name;
+            match entry.state {
                 StageState::Cached { fp, manifest, .. } => {
                     let dir = artifacts.dir(&manifest.kind, &fp);
                     let rows: Vec<String> = manifest
@@ -79,7 +80,7 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
                     println!("  {name:<22} partial  resume state {state}")
                 }
                 StageState::Stale { reasons, .. } => {
-                    println!("  {name:<22} stale    {}", reasons.join("; "))
+                    println!("  {name:<22} stale    {}", join_reasons(&reasons))
                 }
             }
         }
@@ -106,28 +107,27 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
         println!("recent runs:");
     }
     for r in runs {
-        let started = r["started_ns"].as_u64().unwrap_or(0);
-        let result = match r["result"].as_str() {
+        let started = r.started_ns;
+        let result = match r.result {
             // We hold the store lock, so a run still marked running died without finishing.
-            Some("running") => "interrupted",
-            Some(x) => x,
-            None => "?",
+            RunResult::Running => "interrupted",
+            RunResult::Ok => "ok",
+            RunResult::Failed => "failed",
         };
-        let stages = r["stages"].as_array().cloned().unwrap_or_default();
         let n = |what: &str| {
-            stages
+            r.stages
                 .iter()
-                .filter(|s| s["outcome"].as_str().is_some_and(|o| o.starts_with(what)))
+                .filter(|s| s.outcome.starts_with(what))
                 .count()
         };
-        let secs = r["ended_ns"]
-            .as_u64()
+        let secs = r
+            .ended_ns
             .map(|e| format!("{:.2}s", e.saturating_sub(started) as f64 / 1e9))
             .unwrap_or_else(|| "-".into());
         println!(
             "  {:<8} {:<12} {:<11} {:>8}  executed {} resumed {} cached {} failed {}",
             ago(started),
-            r["pipeline"].as_str().unwrap_or("?"),
+            r.pipeline,
             result,
             secs,
             n("executed"),
@@ -146,7 +146,7 @@ pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
     let referenced: HashSet<String> = store
         .all_stage_status()?
         .into_iter()
-        .filter_map(|(_, _, v)| v["fingerprint"].as_str().map(String::from))
+        .map(|(_, _, v)| v.fingerprint)
         .collect();
     let resumable: HashSet<String> = store
         .all_resume_states()?
@@ -202,8 +202,9 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
     let mut targets = Vec::new();
     match engine {
         Some(e) => {
-            for (name, state) in e.plan()? {
-                match state {
+            for entry in e.plan()? {
+                let name = entry.name;
+                match entry.state {
                     StageState::Cached { fp, manifest, .. } => {
                         targets.push((name, root.dir(&manifest.kind, &fp), Some(*manifest)))
                     }
@@ -244,6 +245,5 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
             }
         }
     }
-    let _: Option<Value> = None;
     Ok(ok)
 }

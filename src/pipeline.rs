@@ -7,14 +7,17 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 use serde_json::Value;
-use splade_stages::params::{suggest, ParamType};
+use splade_stages::params::{did_you_mean, ParamError, ParamSpec, ParamType};
 use splade_stages::Registry;
+use splade_stages::Stage;
 use toml::de::{DeTable, DeValue};
 
 /// Where a value came from: a file and 1-based line, or a `--set` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// The pipeline file as given, or `--set KEY=VALUE`.
     pub file: String,
+    /// 1-based line in the pipeline file (0 = the whole file or argument).
     pub line: usize,
 }
 
@@ -31,8 +34,11 @@ impl fmt::Display for Origin {
 /// A pipeline error: where, which key, and what is wrong.
 #[derive(Debug, Clone)]
 pub struct PipelineError {
+    /// Where the offending value (or table) came from.
     pub origin: Origin,
+    /// The dotted key concerned (`stage.NAME.PARAM`, `backend.KEY`, ...); empty if none.
     pub key: String,
+    /// What is wrong.
     pub message: String,
 }
 
@@ -80,15 +86,22 @@ struct RawPipeline {
 pub enum InputDecl {
     /// A user file or directory (hashed by content).
     File {
+        /// The param key (`docs`, `queries.train`).
         key: String,
+        /// The file or directory, as written in the pipeline.
         path: PathBuf,
+        /// Where the param was set.
         origin: Origin,
     },
     /// Another stage's output: a DAG edge.
     Artifact {
+        /// The param key (`run`, `docs`).
         key: String,
+        /// The stage whose output is read.
         stage: String,
+        /// The name of that stage's output.
         output: String,
+        /// Where the param was set.
         origin: Origin,
     },
 }
@@ -105,21 +118,30 @@ impl InputDecl {
 /// A validated stage declaration.
 #[derive(Debug, Clone)]
 pub struct StageDecl {
+    /// The stage's name (`NAME` in `[stage.NAME]`).
     pub name: String,
+    /// Its stage kind (`kind = "..."`).
     pub kind: String,
+    /// Where its `[stage.NAME]` table starts (the file if unknown).
     pub header: Origin,
     /// Canonical params with defaults filled.
     pub params: Value,
+    /// Its file and artifact inputs.
     pub inputs: Vec<InputDecl>,
+    /// Names of the outputs it writes.
     pub outputs: Vec<String>,
 }
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
+    /// The pipeline's `name`.
     pub name: String,
+    /// The pipeline file it was read from.
     pub file: PathBuf,
+    /// The `[backend]` table as a JSON object (`kind`, `devices`, `threads`, `precision`).
     pub backend: Value,
+    /// Its stages, in declaration order.
     pub stages: Vec<StageDecl>,
 }
 
@@ -136,9 +158,7 @@ impl Pipeline {
             "no stage `{name}` in pipeline `{}` (stages: {}){}",
             self.name,
             names.join(", "),
-            suggest(name, names.iter().copied())
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default()
+            did_you_mean(name, names.iter().copied())
         )
     }
 }
@@ -199,133 +219,197 @@ fn parse_file(
     depth: usize,
     chain: &mut Vec<PathBuf>,
 ) -> Result<(), PipelineError> {
-    let shown = path.display().to_string();
-    let whole = Origin {
-        file: shown.clone(),
-        line: 0,
-    };
-    if depth > 16 {
-        return Err(err(
-            &whole,
-            "include",
-            "includes nested deeper than 16 levels",
-        ));
-    }
-    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    if chain.contains(&canonical) {
-        return Err(err(&whole, "include", "include cycle"));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err(&whole, "", format!("cannot read pipeline file: {e}")))?;
-    let table = DeTable::parse(&text).map_err(|e| {
-        let line = e.span().map(|s| line_of(&text, s.start)).unwrap_or(0);
-        err(
-            &Origin {
-                file: shown.clone(),
-                line,
-            },
-            "",
-            format!("invalid TOML: {}", e.message()),
-        )
-    })?;
-    let at = |offset: usize| Origin {
-        file: shown.clone(),
-        line: line_of(&text, offset),
-    };
-    chain.push(canonical);
+    let source = SourceFile::read(path, depth, chain)?;
+    chain.push(source.canonical.clone());
     // Includes first, so this file's keys win.
-    for (k, v) in table.get_ref().iter() {
-        if k.get_ref() != "include" {
-            continue;
-        }
-        let origin = at(v.span().start);
-        let list = to_json(v.get_ref(), &origin, "include")?;
-        let items = list
-            .as_array()
-            .filter(|a| a.iter().all(Value::is_string))
-            .ok_or_else(|| err(&origin, "include", "expected an array of file paths"))?;
-        for item in items {
-            let rel = PathBuf::from(item.as_str().unwrap_or_default());
-            let beside = path.parent().map(|p| p.join(&rel));
-            let target = if rel.exists() {
-                rel.clone()
-            } else if let Some(b) = beside.filter(|b| b.exists()) {
-                b
-            } else {
-                return Err(err(
-                    &origin,
-                    "include",
-                    format!("included file `{}` not found", rel.display()),
-                ));
-            };
-            parse_file(&target, into, depth + 1, chain)?;
-        }
+    for target in source.includes()? {
+        parse_file(&target, into, depth + 1, chain)?;
     }
-    for (k, v) in table.get_ref().iter() {
-        let key = k.get_ref().as_ref();
-        let origin = at(k.span().start);
-        match key {
-            "include" => {}
-            "name" => {
-                let value = to_json(v.get_ref(), &origin, "name")?;
-                if !value.is_string() {
-                    return Err(err(&origin, "name", "expected a string"));
-                }
-                into.name = Some(Located { value, origin });
-            }
-            "backend" => {
-                let DeValue::Table(t) = v.get_ref() else {
-                    return Err(err(&origin, "backend", "expected a table [backend]"));
-                };
-                for (bk, bv) in t.iter() {
-                    let o = at(bk.span().start);
-                    let name = format!("backend.{}", bk.get_ref());
-                    let value = to_json(bv.get_ref(), &o, &name)?;
-                    into.backend
-                        .insert(bk.get_ref().to_string(), Located { value, origin: o });
-                }
-            }
-            "stage" => {
-                let DeValue::Table(t) = v.get_ref() else {
-                    return Err(err(&origin, "stage", "expected tables [stage.NAME]"));
-                };
-                for (sk, sv) in t.iter() {
-                    let sname = sk.get_ref().to_string();
-                    let so = at(sk.span().start);
-                    validate_stage_name(&sname, &so)?;
-                    let DeValue::Table(params) = sv.get_ref() else {
-                        return Err(err(&so, format!("stage.{sname}"), "expected a table"));
-                    };
-                    let entry = into.stages.entry(sname.clone()).or_default();
-                    entry.header = Some(so);
-                    for (pk, pv) in params.iter() {
-                        let o = at(pk.span().start);
-                        let full = format!("stage.{sname}.{}", pk.get_ref());
-                        let value = to_json(pv.get_ref(), &o, &full)?;
-                        entry
-                            .params
-                            .insert(pk.get_ref().to_string(), Located { value, origin: o });
-                    }
-                }
-            }
-            other => {
-                let known = ["name", "include", "backend", "stage"];
-                return Err(err(
-                    &origin,
-                    other,
-                    format!(
-                        "unknown top-level key (valid: {}){}",
-                        known.join(", "),
-                        suggest(other, known.iter().copied())
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default()
-                    ),
-                ));
-            }
-        }
-    }
+    source.merge_into(into)?;
     chain.pop();
     Ok(())
+}
+
+/// One pipeline file, read and parsed as TOML with positions.
+struct SourceFile<'a> {
+    path: &'a Path,
+    shown: String,
+    canonical: PathBuf,
+    text: String,
+}
+
+impl<'a> SourceFile<'a> {
+    /// Reads `path`, refusing include cycles and nesting deeper than 16 files.
+    fn read(path: &'a Path, depth: usize, chain: &[PathBuf]) -> Result<Self, PipelineError> {
+        let shown = path.display().to_string();
+        let whole = Origin {
+            file: shown.clone(),
+            line: 0,
+        };
+        if depth > 16 {
+            return Err(err(
+                &whole,
+                "include",
+                "includes nested deeper than 16 levels",
+            ));
+        }
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        if chain.contains(&canonical) {
+            return Err(err(&whole, "include", "include cycle"));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| err(&whole, "", format!("cannot read pipeline file: {e}")))?;
+        Ok(SourceFile {
+            path,
+            shown,
+            canonical,
+            text,
+        })
+    }
+
+    /// Where byte `offset` of the file is.
+    fn at(&self, offset: usize) -> Origin {
+        Origin {
+            file: self.shown.clone(),
+            line: line_of(&self.text, offset),
+        }
+    }
+
+    fn table(&self) -> Result<toml::Spanned<DeTable<'_>>, PipelineError> {
+        DeTable::parse(&self.text).map_err(|e| {
+            let span = e.span();
+            let line = span
+                .clone()
+                .map(|s| line_of(&self.text, s.start))
+                .unwrap_or(0);
+            let origin = Origin {
+                file: self.shown.clone(),
+                line,
+            };
+            // toml names no key in "duplicate key"; the span covers it.
+            let key = span
+                .and_then(|s| self.text.get(s))
+                .filter(|k| e.message().contains("duplicate") && !k.contains('\n'))
+                .unwrap_or_default();
+            err(
+                &origin,
+                key.trim(),
+                format!("invalid TOML: {}", e.message()),
+            )
+        })
+    }
+
+    /// The files its `include = [...]` names, found as given or beside this file.
+    fn includes(&self) -> Result<Vec<PathBuf>, PipelineError> {
+        let table = self.table()?;
+        let mut out = Vec::new();
+        for (k, v) in table.get_ref().iter() {
+            if k.get_ref() != "include" {
+                continue;
+            }
+            let origin = self.at(v.span().start);
+            let list = to_json(v.get_ref(), &origin, "include")?;
+            let items = list
+                .as_array()
+                .filter(|a| a.iter().all(Value::is_string))
+                .ok_or_else(|| err(&origin, "include", "expected an array of file paths"))?;
+            for item in items {
+                let rel = PathBuf::from(item.as_str().unwrap_or_default());
+                let beside = self.path.parent().map(|p| p.join(&rel));
+                let target = if rel.exists() {
+                    rel.clone()
+                } else if let Some(b) = beside.filter(|b| b.exists()) {
+                    b
+                } else {
+                    return Err(err(
+                        &origin,
+                        "include",
+                        format!("included file `{}` not found", rel.display()),
+                    ));
+                };
+                out.push(target);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Merges its `name`, `[backend]` and `[stage.NAME]` keys into `into` (later keys win).
+    fn merge_into(&self, into: &mut RawPipeline) -> Result<(), PipelineError> {
+        let table = self.table()?;
+        for (k, v) in table.get_ref().iter() {
+            let key = k.get_ref().as_ref();
+            let origin = self.at(k.span().start);
+            match key {
+                "include" => {}
+                "name" => {
+                    let value = to_json(v.get_ref(), &origin, "name")?;
+                    if !value.is_string() {
+                        return Err(err(&origin, "name", "expected a string"));
+                    }
+                    into.name = Some(Located { value, origin });
+                }
+                "backend" => {
+                    let DeValue::Table(t) = v.get_ref() else {
+                        return Err(err(&origin, "backend", "expected a table [backend]"));
+                    };
+                    for (bk, bv) in t.iter() {
+                        let o = self.at(bk.span().start);
+                        let name = format!("backend.{}", bk.get_ref());
+                        let value = to_json(bv.get_ref(), &o, &name)?;
+                        into.backend
+                            .insert(bk.get_ref().to_string(), Located { value, origin: o });
+                    }
+                }
+                "stage" => {
+                    let DeValue::Table(t) = v.get_ref() else {
+                        return Err(err(&origin, "stage", "expected tables [stage.NAME]"));
+                    };
+                    for (sk, sv) in t.iter() {
+                        self.merge_stage(sk, sv, into)?;
+                    }
+                }
+                other => {
+                    let known = ["name", "include", "backend", "stage"];
+                    return Err(err(
+                        &origin,
+                        other,
+                        format!(
+                            "unknown top-level key (valid: {}){}",
+                            known.join(", "),
+                            did_you_mean(other, known.iter().copied())
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges one `[stage.NAME]` table.
+    fn merge_stage(
+        &self,
+        sk: &toml::Spanned<std::borrow::Cow<'_, str>>,
+        sv: &toml::Spanned<DeValue<'_>>,
+        into: &mut RawPipeline,
+    ) -> Result<(), PipelineError> {
+        let sname = sk.get_ref().to_string();
+        let so = self.at(sk.span().start);
+        validate_stage_name(&sname, &so)?;
+        let DeValue::Table(params) = sv.get_ref() else {
+            return Err(err(&so, format!("stage.{sname}"), "expected a table"));
+        };
+        let entry = into.stages.entry(sname.clone()).or_default();
+        entry.header = Some(so);
+        for (pk, pv) in params.iter() {
+            let o = self.at(pk.span().start);
+            let full = format!("stage.{sname}.{}", pk.get_ref());
+            let value = to_json(pv.get_ref(), &o, &full)?;
+            entry
+                .params
+                .insert(pk.get_ref().to_string(), Located { value, origin: o });
+        }
+        Ok(())
+    }
 }
 
 fn validate_stage_name(name: &str, origin: &Origin) -> Result<(), PipelineError> {
@@ -381,9 +465,7 @@ fn apply_set(raw: &mut RawPipeline, assignment: &str) -> Result<(), PipelineErro
                     format!(
                         "no stage `{stage}` (stages: {}){}",
                         names.join(", "),
-                        suggest(stage, names.iter().copied())
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default()
+                        did_you_mean(stage, names.iter().copied())
                     ),
                 ));
             };
@@ -444,14 +526,55 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
         file: path.display().to_string(),
         line: 0,
     };
-    let name = match &raw.name {
+    let name = pipeline_name(&raw, &file_origin)?;
+    let backend = backend_table(&raw)?;
+    if raw.stages.is_empty() {
+        return Err(err(
+            &file_origin,
+            "stage",
+            "the pipeline declares no [stage.NAME]",
+        ));
+    }
+    // First pass: kinds, params, defaults, outputs.
+    let mut stages = Vec::new();
+    let mut origins: HashMap<String, HashMap<String, Origin>> = HashMap::new();
+    for (sname, rs) in &raw.stages {
+        let (decl, stage_origins) = declare_stage(sname, rs, &file_origin, registry)?;
+        origins.insert(sname.clone(), stage_origins);
+        stages.push(decl);
+    }
+    // Second pass: inputs (files must exist; references must name a stage output).
+    let outputs_by_stage: BTreeMap<String, Vec<String>> = stages
+        .iter()
+        .map(|s| (s.name.clone(), s.outputs.clone()))
+        .collect();
+    for stage in &mut stages {
+        if let Some(kind) = registry.get(&stage.kind) {
+            stage.inputs = stage_inputs(stage, kind, &origins[&stage.name], &outputs_by_stage)?;
+        }
+    }
+    Ok(Pipeline {
+        name,
+        file: path.to_path_buf(),
+        backend: Value::Object(backend),
+        stages,
+    })
+}
+
+/// The pipeline's `name`.
+fn pipeline_name(raw: &RawPipeline, file_origin: &Origin) -> Result<String, PipelineError> {
+    match &raw.name {
         Some(Located {
             value: Value::String(s),
             ..
-        }) if !s.trim().is_empty() => s.clone(),
-        Some(l) => return Err(err(&l.origin, "name", "must be a non-empty string")),
-        None => return Err(err(&file_origin, "name", "missing `name = \"...\"`")),
-    };
+        }) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(l) => Err(err(&l.origin, "name", "must be a non-empty string")),
+        None => Err(err(file_origin, "name", "missing `name = \"...\"`")),
+    }
+}
+
+/// The `[backend]` table, with its keys checked.
+fn backend_table(raw: &RawPipeline) -> Result<serde_json::Map<String, Value>, PipelineError> {
     let mut backend = serde_json::Map::new();
     let backend_keys = ["kind", "devices", "threads", "precision"];
     for (k, v) in &raw.backend {
@@ -462,209 +585,197 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
                 format!(
                     "unknown backend key (valid: {}){}",
                     backend_keys.join(", "),
-                    suggest(k, backend_keys.iter().copied())
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default()
+                    did_you_mean(k, backend_keys.iter().copied())
                 ),
             ));
         }
         backend.insert(k.clone(), v.value.clone());
     }
-    if raw.stages.is_empty() {
-        return Err(err(
-            &file_origin,
-            "stage",
-            "the pipeline declares no [stage.NAME]",
-        ));
-    }
+    Ok(backend)
+}
 
-    // First pass: kinds, params, defaults, outputs.
-    let mut stages = Vec::new();
-    let mut origins: HashMap<String, HashMap<String, Origin>> = HashMap::new();
-    for (sname, rs) in &raw.stages {
-        let header = rs.header.clone().unwrap_or_else(|| file_origin.clone());
-        let kind_loc = rs.params.get("kind").ok_or_else(|| {
-            err(
-                &header,
-                format!("stage.{sname}"),
-                format!(
-                    "missing `kind` (known kinds: {})",
-                    registry.names().join(", ")
-                ),
-            )
-        })?;
-        let kind_name = kind_loc.value.as_str().unwrap_or_default();
-        let kind = registry.get(kind_name).ok_or_else(|| {
-            err(
-                &kind_loc.origin,
-                format!("stage.{sname}.kind"),
-                format!(
-                    "unknown stage kind `{kind_name}` (known: {}){}",
-                    registry.names().join(", "),
-                    suggest(kind_name, registry.names().into_iter())
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default()
-                ),
-            )
-        })?;
-        let specs = kind.params();
-        let mut params = serde_json::Map::new();
-        let mut stage_origins = HashMap::new();
-        for (key, loc) in &rs.params {
-            if key == "kind" {
-                continue;
-            }
-            let full = format!("stage.{sname}.{key}");
-            let Some(spec) = specs.iter().find(|s| s.name == key) else {
-                let valid: Vec<&str> = specs.iter().map(|s| s.name).collect();
-                return Err(err(
-                    &loc.origin,
-                    full,
-                    format!(
-                        "unknown param for kind `{kind_name}` (valid: {}){}",
-                        valid.join(", "),
-                        suggest(key, valid.iter().copied())
-                            .map(|s| format!("; did you mean `{s}`?"))
-                            .unwrap_or_default()
-                    ),
-                ));
-            };
-            let value = spec
-                .ty
-                .canonicalize(&loc.value)
-                .map_err(|m| err(&loc.origin, &full, m))?;
-            params.insert(key.clone(), value);
-            stage_origins.insert(key.clone(), loc.origin.clone());
-        }
-        for spec in specs {
-            if !params.contains_key(spec.name) {
-                match spec.default_value() {
-                    Some(v) => {
-                        params.insert(spec.name.to_string(), v);
-                    }
-                    None => {
-                        return Err(err(
-                            &header,
-                            format!("stage.{sname}.{}", spec.name),
-                            format!(
-                                "missing required param: {} ({})",
-                                spec.doc,
-                                spec.ty.describe()
-                            ),
-                        ))
-                    }
-                }
-            }
-        }
-        // Canonical order: the declared order of the kind's params.
-        let mut ordered = serde_json::Map::new();
-        for spec in specs {
-            if let Some(v) = params.remove(spec.name) {
-                ordered.insert(spec.name.to_string(), v);
-            }
-        }
-        let params = Value::Object(ordered);
-        if let Err((key, message)) = kind.check(&params) {
-            let o = stage_origins
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| header.clone());
-            return Err(err(&o, format!("stage.{sname}.{key}"), message));
-        }
-        let outputs = kind.outputs(&params);
-        origins.insert(sname.clone(), stage_origins);
-        stages.push(StageDecl {
-            name: sname.clone(),
-            kind: kind_name.to_string(),
+/// One `[stage.NAME]` table as a declaration (inputs still empty), and where each param was set.
+fn declare_stage(
+    sname: &str,
+    rs: &RawStage,
+    file_origin: &Origin,
+    registry: &Registry,
+) -> Result<(StageDecl, HashMap<String, Origin>), PipelineError> {
+    let header = rs.header.clone().unwrap_or_else(|| file_origin.clone());
+    let (kind_name, kind) = stage_kind(sname, rs, &header, registry)?;
+    let (params, stage_origins) = canonical_params(sname, rs, kind, &header)?;
+    if let Err(ParamError { key, message }) = kind.check(&params) {
+        let o = stage_origins
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| header.clone());
+        return Err(err(&o, format!("stage.{sname}.{key}"), message));
+    }
+    let outputs = kind.outputs(&params);
+    let decl = StageDecl {
+        name: sname.to_string(),
+        kind: kind_name,
+        header,
+        params,
+        inputs: Vec::new(),
+        outputs,
+    };
+    Ok((decl, stage_origins))
+}
+
+/// The stage's `kind`, looked up in the registry.
+fn stage_kind<'r>(
+    sname: &str,
+    rs: &RawStage,
+    header: &Origin,
+    registry: &'r Registry,
+) -> Result<(String, &'r dyn Stage), PipelineError> {
+    let kind_loc = rs.params.get("kind").ok_or_else(|| {
+        err(
             header,
-            params,
-            inputs: Vec::new(),
-            outputs,
-        });
-    }
+            format!("stage.{sname}"),
+            format!(
+                "missing `kind` (known kinds: {})",
+                registry.names().join(", ")
+            ),
+        )
+    })?;
+    let kind_name = kind_loc.value.as_str().unwrap_or_default();
+    let kind = registry.get(kind_name).ok_or_else(|| {
+        err(
+            &kind_loc.origin,
+            format!("stage.{sname}.kind"),
+            format!(
+                "unknown stage kind `{kind_name}` (known: {}){}",
+                registry.names().join(", "),
+                did_you_mean(kind_name, registry.names().into_iter())
+            ),
+        )
+    })?;
+    Ok((kind_name.to_string(), kind))
+}
 
-    // Second pass: inputs (files must exist; references must name a stage output).
-    let outputs_by_stage: BTreeMap<String, Vec<String>> = stages
-        .iter()
-        .map(|s| (s.name.clone(), s.outputs.clone()))
-        .collect();
-    for stage in &mut stages {
-        let kind = registry.get(&stage.kind).expect("kind validated above");
-        let o = &origins[&stage.name];
-        for spec in kind.params() {
-            let value = &stage.params[spec.name];
-            if value.is_null() {
-                continue;
-            }
-            let origin = o
-                .get(spec.name)
-                .cloned()
-                .unwrap_or_else(|| stage.header.clone());
-            let full = format!("stage.{}.{}", stage.name, spec.name);
-            match spec.ty {
-                ParamType::File => {
-                    let p = PathBuf::from(value.as_str().unwrap_or_default());
-                    check_exists(&p, &origin, &full)?;
-                    stage.inputs.push(InputDecl::File {
-                        key: spec.name.into(),
-                        path: p,
-                        origin,
-                    });
-                }
-                ParamType::FileMap => {
-                    for (entry, v) in value.as_object().into_iter().flatten() {
-                        let p = PathBuf::from(v.as_str().unwrap_or_default());
-                        check_exists(&p, &origin, &format!("{full}.{entry}"))?;
-                        stage.inputs.push(InputDecl::File {
-                            key: format!("{}.{entry}", spec.name),
-                            path: p,
-                            origin: origin.clone(),
-                        });
-                    }
-                }
-                ParamType::FileOrArtifact => {
-                    let text = value.as_str().unwrap_or_default();
-                    let is_reference = text
-                        .split_once('.')
-                        .is_some_and(|(target, _)| outputs_by_stage.contains_key(target));
-                    if is_reference {
-                        stage.inputs.push(resolve_reference(
-                            text,
-                            spec.name,
-                            &outputs_by_stage,
-                            origin,
-                            &full,
-                        )?);
-                    } else {
-                        let p = PathBuf::from(text);
-                        check_exists(&p, &origin, &full)?;
-                        stage.inputs.push(InputDecl::File {
-                            key: spec.name.into(),
-                            path: p,
-                            origin,
-                        });
-                    }
-                }
-                ParamType::Artifact => {
-                    let reference = value.as_str().unwrap_or_default();
-                    stage.inputs.push(resolve_reference(
-                        reference,
-                        spec.name,
-                        &outputs_by_stage,
-                        origin,
-                        &full,
+/// The stage's params checked against the kind's specs, with defaults filled, in the kind's
+/// declared order (the canonical form fingerprints are made of).
+fn canonical_params(
+    sname: &str,
+    rs: &RawStage,
+    kind: &dyn Stage,
+    header: &Origin,
+) -> Result<(Value, HashMap<String, Origin>), PipelineError> {
+    let specs = kind.params();
+    let mut params = serde_json::Map::new();
+    let mut stage_origins = HashMap::new();
+    for (key, loc) in rs.params.iter().filter(|(k, _)| *k != "kind") {
+        let full = format!("stage.{sname}.{key}");
+        let Some(spec) = specs.iter().find(|s| s.name == key) else {
+            let valid: Vec<&str> = specs.iter().map(|s| s.name).collect();
+            return Err(err(
+                &loc.origin,
+                full,
+                format!(
+                    "unknown param for kind `{}` (valid: {}){}",
+                    kind.kind(),
+                    valid.join(", "),
+                    did_you_mean(key, valid.iter().copied())
+                ),
+            ));
+        };
+        let value = spec
+            .ty
+            .canonicalize(&loc.value)
+            .map_err(|m| err(&loc.origin, &full, m))?;
+        params.insert(key.clone(), value);
+        stage_origins.insert(key.clone(), loc.origin.clone());
+    }
+    let mut ordered = serde_json::Map::new();
+    for spec in specs {
+        let value = match params.remove(spec.name) {
+            Some(v) => v,
+            None => spec
+                .default_value()
+                .ok_or_else(|| missing(sname, spec, header))?,
+        };
+        ordered.insert(spec.name.to_string(), value);
+    }
+    Ok((Value::Object(ordered), stage_origins))
+}
+
+fn missing(sname: &str, spec: &ParamSpec, header: &Origin) -> PipelineError {
+    err(
+        header,
+        format!("stage.{sname}.{}", spec.name),
+        format!(
+            "missing required param: {} ({})",
+            spec.doc,
+            spec.ty.describe()
+        ),
+    )
+}
+
+/// Params naming a model directory, which may also be a Hugging Face name (see [`crate::hub`]).
+const MODEL_PARAMS: &[&str] = &["model", "query_model"];
+
+/// The stage's inputs: files that must exist, references that must name a stage output.
+fn stage_inputs(
+    stage: &StageDecl,
+    kind: &dyn Stage,
+    origins: &HashMap<String, Origin>,
+    outputs_by_stage: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<InputDecl>, PipelineError> {
+    let mut inputs = Vec::new();
+    for spec in kind.params() {
+        let value = &stage.params[spec.name];
+        if value.is_null() {
+            continue;
+        }
+        let origin = origins
+            .get(spec.name)
+            .cloned()
+            .unwrap_or_else(|| stage.header.clone());
+        let full = format!("stage.{}.{}", stage.name, spec.name);
+        let is_model = MODEL_PARAMS.contains(&spec.name);
+        let file = |path: &str, key: String, full: &str, origin: Origin| {
+            let path = if is_model {
+                crate::hub::resolve_model(path).map_err(|m| err(&origin, full, m))?
+            } else {
+                let path = PathBuf::from(path);
+                check_exists(&path, &origin, full)?;
+                path
+            };
+            Ok::<_, PipelineError>(InputDecl::File { key, path, origin })
+        };
+        let text = value.as_str().unwrap_or_default();
+        match spec.ty {
+            ParamType::File => inputs.push(file(text, spec.name.into(), &full, origin)?),
+            ParamType::FileMap => {
+                for (entry, v) in value.as_object().into_iter().flatten() {
+                    inputs.push(file(
+                        v.as_str().unwrap_or_default(),
+                        format!("{}.{entry}", spec.name),
+                        &format!("{full}.{entry}"),
+                        origin.clone(),
                     )?);
                 }
-                _ => {}
             }
+            ParamType::FileOrArtifact
+                if !text
+                    .split_once('.')
+                    .is_some_and(|(target, _)| outputs_by_stage.contains_key(target)) =>
+            {
+                inputs.push(file(text, spec.name.into(), &full, origin)?)
+            }
+            ParamType::FileOrArtifact | ParamType::Artifact => inputs.push(resolve_reference(
+                text,
+                spec.name,
+                outputs_by_stage,
+                origin,
+                &full,
+            )?),
+            _ => {}
         }
     }
-    Ok(Pipeline {
-        name,
-        file: path.to_path_buf(),
-        backend: Value::Object(backend),
-        stages,
-    })
+    Ok(inputs)
 }
 
 /// Resolves a reference `"<stage>.<output>"` to an artifact input, or says what is wrong with it.
@@ -690,9 +801,7 @@ fn resolve_reference(
             format!(
                 "`{reference}` names no stage `{target}` (stages: {}){}",
                 names.join(", "),
-                suggest(target, names.iter().copied())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default()
+                did_you_mean(target, names.iter().copied())
             ),
         ));
     };
@@ -703,9 +812,7 @@ fn resolve_reference(
             format!(
                 "stage `{target}` has no output `{output}` (outputs: {}){}",
                 outs.join(", "),
-                suggest(output, outs.iter().map(String::as_str))
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default()
+                did_you_mean(output, outs.iter().map(String::as_str))
             ),
         ));
     }

@@ -10,9 +10,12 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::fingerprint::hash_file;
+use crate::records::{ArtifactRecord, RunRecord, StageStatusRecord};
 
 /// Store layout version; bumped when trees or record shapes change incompatibly.
 pub const LAYOUT_VERSION: u64 = 1;
@@ -20,12 +23,26 @@ pub const LAYOUT_VERSION: u64 = 1;
 /// Why the store could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process holds the lock.
     #[error("the artifact store {root} is in use by another splade process ({holder}); wait for it to finish or stop it")]
-    Busy { root: PathBuf, holder: String },
+    Busy {
+        /// The artifact root.
+        root: PathBuf,
+        /// Who holds it (pid and command line).
+        holder: String,
+    },
+    /// The store could not be created or opened.
     #[error("artifact store {path}: {message}")]
-    Open { path: PathBuf, message: String },
+    Open {
+        /// The store directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// sled failed.
     #[error("artifact store: {0}")]
     Db(#[from] sled::Error),
+    /// A record does not parse.
     #[error("artifact store: corrupt record: {0}")]
     Record(#[from] serde_json::Error),
 }
@@ -159,14 +176,17 @@ impl Store {
         })
     }
 
-    fn get_json(tree: &sled::Tree, key: &[u8]) -> Result<Option<Value>, StoreError> {
+    fn get_json<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
         match tree.get(key)? {
             Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
             None => Ok(None),
         }
     }
 
-    fn put_json(tree: &sled::Tree, key: &[u8], v: &Value) -> Result<(), StoreError> {
+    fn put_json<T: Serialize>(tree: &sled::Tree, key: &[u8], v: &T) -> Result<(), StoreError> {
         tree.insert(key, serde_json::to_vec(v)?)?;
         Ok(())
     }
@@ -178,7 +198,11 @@ impl Store {
     }
 
     /// Records a committed artifact.
-    pub fn put_artifact(&self, fingerprint: &str, record: &Value) -> Result<(), StoreError> {
+    pub fn put_artifact(
+        &self,
+        fingerprint: &str,
+        record: &ArtifactRecord,
+    ) -> Result<(), StoreError> {
         Self::put_json(&self.artifacts, fingerprint.as_bytes(), record)?;
         self.flush()
     }
@@ -194,7 +218,11 @@ impl Store {
     }
 
     /// The last committed (or cached) state of a pipeline's stage.
-    pub fn stage_status(&self, pipeline: &str, stage: &str) -> Result<Option<Value>, StoreError> {
+    pub fn stage_status(
+        &self,
+        pipeline: &str,
+        stage: &str,
+    ) -> Result<Option<StageStatusRecord>, StoreError> {
         Self::get_json(&self.status, &Self::status_key(pipeline, stage))
     }
 
@@ -203,13 +231,13 @@ impl Store {
         &self,
         pipeline: &str,
         stage: &str,
-        v: &Value,
+        v: &StageStatusRecord,
     ) -> Result<(), StoreError> {
         Self::put_json(&self.status, &Self::status_key(pipeline, stage), v)
     }
 
     /// Every `(pipeline, stage, status)` recorded.
-    pub fn all_stage_status(&self) -> Result<Vec<(String, String, Value)>, StoreError> {
+    pub fn all_stage_status(&self) -> Result<Vec<(String, String, StageStatusRecord)>, StoreError> {
         let mut out = Vec::new();
         for item in self.status.iter() {
             let (k, v) = item?;
@@ -251,13 +279,13 @@ impl Store {
     }
 
     /// Appends or updates a run-history record keyed by its start time.
-    pub fn put_run(&self, started_ns: u64, v: &Value) -> Result<(), StoreError> {
-        Self::put_json(&self.runs, &started_ns.to_be_bytes(), v)?;
+    pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        Self::put_json(&self.runs, &run.started_ns.to_be_bytes(), run)?;
         self.flush()
     }
 
     /// The last `n` runs, newest first.
-    pub fn recent_runs(&self, n: usize) -> Result<Vec<Value>, StoreError> {
+    pub fn recent_runs(&self, n: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut out = Vec::new();
         for item in self.runs.iter().rev().take(n) {
             let (_, v) = item?;
@@ -277,7 +305,7 @@ impl Store {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let key = abs.to_string_lossy().into_owned();
-        if let Ok(Some(v)) = Self::get_json(&self.hashes, key.as_bytes()) {
+        if let Ok(Some(v)) = Self::get_json::<Value>(&self.hashes, key.as_bytes()) {
             if v["size"].as_u64() == Some(meta.len()) && v["mtime_ns"].as_u64() == Some(mtime) {
                 if let Some(h) = v["blake3"].as_str() {
                     return Ok(h.to_string());

@@ -255,3 +255,88 @@ fn bf16_encoding_stays_close_to_f32() {
     );
     assert!(share > 0.9, "only {share} of the top-10 terms agree");
 }
+
+/// A Hugging Face cache laid out as `huggingface_hub` writes it (blobs, snapshot symlinks,
+/// refs/main) holding splade-tiny as `org/splade-tiny`.
+fn hub_cache(root: &std::path::Path) -> PathBuf {
+    let repo = root.join("models--org--splade-tiny");
+    let snapshot = repo.join("snapshots").join("0123abcd");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("blobs")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
+    // Every file of the bundled model (the hub keeps README.md and LICENSE too).
+    for entry in std::fs::read_dir(repo_path("conf/models/splade-tiny")).unwrap() {
+        let f = entry.unwrap().file_name();
+        let blob = repo.join("blobs").join(&f);
+        std::fs::copy(repo_path("conf/models/splade-tiny").join(&f), &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snapshot.join(&f)).unwrap();
+    }
+    root.to_path_buf()
+}
+
+fn repo_path(rel: &str) -> PathBuf {
+    repo().join(rel)
+}
+
+#[test]
+fn hugging_face_names_resolve_through_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = hub_cache(&tmp.path().join("hub"));
+    let pipeline = |model: &str| {
+        write_pipeline(
+            tmp.path(),
+            &format!("p{}.toml", model.len()),
+            &format!(
+                "name = \"hub\"\n[stage.ingest]\nkind = \"ingest\"\n\
+                 queries = {{ dev = \"pipelines/data/toy/queries.dev.tsv\" }}\n\
+                 [stage.encode]\nkind = \"encode\"\ninput = \"ingest.dev_queries\"\n\
+                 model = \"{model}\"\nmax_length = 16\n"
+            ),
+        )
+    };
+    let a = tmp.path().join("artifacts");
+    let by_name = pipeline("org/splade-tiny");
+    let run = |p: &str| {
+        let out = splade(&a)
+            .args(["run", p, "--json"])
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run(&by_name);
+    assert!(
+        first.contains("\"stage\":\"encode\",\"kind\":\"encode\",\"state\":\"executed\""),
+        "{first}"
+    );
+    // The fingerprint follows the model's files, not its name: the same files by path are cached.
+    let by_path = pipeline("conf/models/splade-tiny");
+    let second = run(&by_path);
+    assert!(
+        second.contains("\"stage\":\"encode\",\"kind\":\"encode\",\"state\":\"cached\""),
+        "{second}"
+    );
+    // A pinned revision that the cache lacks: the error says both places it looked.
+    let missing = pipeline("org/splade-tiny@v9");
+    let out = splade(&a)
+        .args(["plan", &missing])
+        .env("HF_HUB_CACHE", &cache)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("stage.encode.model")
+            && err.contains("neither a directory")
+            && err.contains("models--org--splade-tiny")
+            && err.contains("`v9`"),
+        "{err}"
+    );
+}

@@ -52,6 +52,112 @@ fn toy_runs_then_every_stage_is_cached() {
             .join("\n")
     };
     assert_eq!(table(&first), table(&second));
+
+    // Fingerprints are the engine's regression test: every toy stage that can be resolved
+    // without training has the fingerprint README prints (toy.toml includes this pipeline, and
+    // fingerprints do not depend on the pipeline's name).
+    let mined = json_states(a, &["run", "pipelines/toy.toml", "--until", "mine"]);
+    assert_eq!(mined["mine"]["state"], "executed", "{mined:?}");
+    assert_eq!(mined["ingest"]["state"], "cached", "{mined:?}");
+    let plan = json_states(a, &["plan", "pipelines/toy.toml"]);
+    let readme = readme_toy_fingerprints();
+    assert_eq!(readme.len(), 27, "README toy block: {readme:?}");
+    // README's run is a release build. splade-tiny's vectors differ in their last bits between
+    // an optimized and an unoptimized splade-stages, so in a debug build the stages downstream
+    // of `encode_docs`'s vectors have other (equally stable) fingerprints; they are compared in
+    // release (`cargo test --release`) only.
+    let downstream_of_vectors = ["index", "retrieve", "evaluate"];
+    let mut compared = 0;
+    for (stage, entry) in &plan {
+        let Some(fp) = entry["fingerprint"].as_str() else {
+            continue;
+        };
+        if cfg!(debug_assertions) && downstream_of_vectors.contains(&stage.as_str()) {
+            continue;
+        }
+        assert_eq!(&fp[..12], readme[stage], "fingerprint of `{stage}` changed");
+        compared += 1;
+    }
+    // 15 cached stages, plus train and scratch whose inputs are all known.
+    let expected = if cfg!(debug_assertions) { 14 } else { 17 };
+    assert_eq!(compared, expected, "{plan:?}");
+    assert_eq!(plan["train"]["state"], "stale");
+    assert_eq!(plan["ft_docs"]["fingerprint"], serde_json::Value::Null);
+    assert_eq!(plan["ft_docs"]["reason"], "never run");
+}
+
+#[test]
+fn plan_and_run_print_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path();
+    let plan = json_states(a, &["plan", TOY]);
+    assert_eq!(plan.len(), 12);
+    assert_eq!(plan["ingest"]["state"], "stale");
+    assert_eq!(plan["ingest"]["reason"], "never run");
+    assert_eq!(plan["ingest"]["kind"], "ingest");
+    assert!(plan["ingest"]["fingerprint"].is_string());
+    assert_eq!(plan["evaluate"]["fingerprint"], serde_json::Value::Null);
+    let run = json_states(a, &["run", TOY, "--until", "bm25"]);
+    assert_eq!(run.len(), 2, "{run:?}");
+    assert_eq!(run["bm25"]["state"], "executed");
+    assert!(run["bm25"]["seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(run["ingest"]["fingerprint"], plan["ingest"]["fingerprint"]);
+    let after = json_states(a, &["plan", TOY]);
+    assert_eq!(run["bm25"]["fingerprint"], after["bm25"]["fingerprint"]);
+    assert_eq!(after["bm25"]["state"], "cached");
+    assert_eq!(after["bm25"]["reason"].as_str().unwrap(), {
+        let dir = ok(a, &["path", TOY, "bm25"]);
+        dir.trim().to_string()
+    });
+
+    // A stage that fails at run time: its JSON line says so and names the file and line.
+    std::fs::write(a.join("bad.trec"), "q1 0 d1 1\nq2 0 d2 x\n").unwrap();
+    let p = write_pipeline(
+        a,
+        "bad.toml",
+        &format!(
+            "name = \"bad\"\n[stage.ingest]\nkind = \"ingest\"\nqrels = {{ dev = \"{}\" }}\n",
+            a.join("bad.trec").display()
+        ),
+    );
+    let out = common::run(a, &["run", &p, "--json"]);
+    assert!(!out.status.success());
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert_eq!(line["state"], "failed");
+    assert!(
+        line["reason"].as_str().unwrap().contains("bad.trec:2"),
+        "{line}"
+    );
+    // Nothing resumable was saved, so the failed stage leaves no staging directory behind.
+    let staged = std::fs::read_dir(a.join(".staging"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(staged, 0, "failed stage left its staging directory");
+    // Malformed input is not something a rerun fixes: no "rerun to continue" hint.
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("rerun"));
+}
+
+#[test]
+fn stage_reference_page_is_current() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = ok(tmp.path(), &["kinds", "--markdown"]);
+    let page = std::fs::read_to_string(repo().join("docs/stages.md")).unwrap_or_default();
+    assert!(
+        page == generated,
+        "docs/stages.md is not what `splade kinds --markdown` prints; regenerate it with\n  \
+         cargo run -- kinds --markdown > docs/stages.md"
+    );
+    for kind in ["ingest", "encode", "train", "retrieve", "evaluate"] {
+        assert!(
+            generated.contains(&format!("\n## {kind} (v")),
+            "{kind} section"
+        );
+    }
+    assert!(
+        !generated.contains("slow_shards"),
+        "test-only kinds stay out"
+    );
 }
 
 #[test]

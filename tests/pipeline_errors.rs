@@ -119,6 +119,14 @@ fn invalid_toml_and_duplicate_tables_give_lines() {
         err.contains(&format!("{file}:")) && err.contains("invalid TOML"),
         "{err}"
     );
+    // A key given twice in one table: the error names it.
+    let (err, file) = rejects(&format!(
+        "{HEAD}[stage.ingest]\nkind = \"ingest\"\nqrels = {{}}\nqrels = {{}}\n"
+    ));
+    assert!(
+        err.contains(&format!("{file}:5")) && err.contains("`qrels`") && err.contains("duplicate"),
+        "{err}"
+    );
     let (err, _) = rejects("[stage.a]\nkind = \"ingest\"\n");
     assert!(err.contains("missing `name"), "{err}");
     let (err, file) = rejects(&format!("{HEAD}stages = 1\n"));
@@ -200,5 +208,29 @@ fn includes_merge_with_later_keys_winning() {
     assert!(
         out.contains("Recall@20") && !out.contains("Recall@3 "),
         "{out}"
+    );
+}
+
+/// `splade ... | head` closes stdout under a running command: the process ends the way `cat`
+/// does (SIGPIPE), never with a panic.
+#[test]
+fn closed_stdout_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = splade(tmp.path())
+        .args(["kinds", "--markdown"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before the first write
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.signal() == Some(libc::SIGPIPE) || out.status.success(),
+        "{:?}: {stderr}",
+        out.status
     );
 }

@@ -153,6 +153,27 @@ fn failed_stage_keeps_committed_work_and_force_recomputes() {
     assert_eq!(outcome_of(&forced, "b"), "executed");
 }
 
+/// A panic inside a stage (a bug) fails that stage like an error: the run ends with status 1
+/// and the shards committed before it are kept for the rerun (it used to hang the scheduler).
+#[test]
+fn a_panicking_stage_fails_cleanly_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = slow_pipeline(tmp.path(), 0);
+    let a = tmp.path().join("art");
+    let out = run(&a, &["run", &pipeline, "--set", "a.panic_at=3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(outcome_of(&stdout, "a"), "FAILED", "{stdout}");
+    assert!(
+        stdout.contains("panicked (a bug): simulated bug at shard 3"),
+        "{stdout}"
+    );
+    assert_eq!(outcome_of(&stdout, "b"), "skipped", "{stdout}");
+    let plan = ok(&a, &["plan", &pipeline, "--set", "a.panic_at=3"]);
+    assert_eq!(plan_of(&plan, "a").0, "partial", "{plan}");
+    assert!(plan.contains("\"done\":3"), "{plan}");
+}
+
 #[test]
 fn independent_stages_run_concurrently_with_jobs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -188,7 +188,7 @@ fn four_device_checkpoint_resumes_on_one_device() {
 }
 
 /// A Python with transformers, if this machine has one (`SPLADE_TEST_PYTHON` or the venv the
-/// README sets up).
+/// docs/backends.md sets up).
 fn python_with_transformers() -> Option<String> {
     let candidates = [
         std::env::var("SPLADE_TEST_PYTHON").unwrap_or_default(),

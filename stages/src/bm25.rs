@@ -7,50 +7,76 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::encode::vector_stats;
 use crate::error::Result;
-use crate::model::TextTokenizer;
-use crate::params::{ParamSpec, ParamType};
+use crate::model::{TextTokenizer, BERT_VOCAB_SIZE};
+use crate::params::ParamError;
 use crate::parquet_io::{read_id_text, write_sparse, SparseVector};
 
 /// The bm25 stage kind.
 pub struct Bm25;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required("input", ParamType::Artifact, "documents (id, text)"),
-    ParamSpec::with_default(
-        "model",
-        ParamType::File,
-        "\"conf/models/splade-tiny\"",
-        "model directory whose tokenizer.json is used",
-    ),
-    ParamSpec::with_default("k1", ParamType::Float, "0.9", "term-frequency saturation"),
-    ParamSpec::with_default("b", ParamType::Float, "0.4", "length normalisation"),
-    ParamSpec::with_default("max_length", ParamType::Int, "512", "tokens per document"),
-];
+crate::stage_params! {
+    /// Params of [`Bm25`].
+    pub struct Bm25Params {
+        /// documents (id, text)
+        input: String [Artifact],
+        /// model directory whose tokenizer.json is used
+        model: String [File] = "\"conf/models/splade-tiny\"",
+        /// term-frequency saturation
+        k1: f64 [Float] = "0.9",
+        /// length normalisation
+        b: f64 [Float] = "0.4",
+        /// tokens per document
+        max_length: i64 [Int] = "512",
+    }
+}
 
-impl Stage for Bm25 {
-    fn kind(&self) -> &'static str {
-        "bm25"
-    }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn doc(&self) -> &'static str {
-        "documents → BM25 weight vectors (index them with `index`, query with bag-of-words vectors)"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn outputs(&self, _params: &Value) -> Vec<String> {
+impl TypedStage for Bm25 {
+    type Params = Bm25Params;
+    const KIND: &'static str = "bm25";
+    const VERSION: u32 = 1;
+    const DOC: &'static str =
+        "documents → BM25 weight vectors (index them with `index`, query with bag-of-words vectors)";
+
+    fn outputs(&self, _params: &Bm25Params) -> Vec<String> {
         vec!["vectors".into()]
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let k1: f64 = ctx.param("k1")?;
-        let b: f64 = ctx.param("b")?;
-        let max_len: i64 = ctx.param("max_length")?;
+    fn check(&self, p: &Bm25Params) -> std::result::Result<(), ParamError> {
+        if p.k1 < 0.0 {
+            return Err(ParamError::new(
+                "k1",
+                format!(
+                    "must be >= 0 (0 = binary term weights; usual: 0.9 to 1.2), got {}",
+                    p.k1
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&p.b) {
+            return Err(ParamError::new(
+                "b",
+                format!(
+                    "must be in [0, 1] (0 = no length normalisation, 1 = full), got {}",
+                    p.b
+                ),
+            ));
+        }
+        if p.max_length < 2 {
+            return Err(ParamError::new(
+                "max_length",
+                format!(
+                    "must leave room for [CLS] and [SEP] (at least 2), got {}",
+                    p.max_length
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, p: Bm25Params, ctx: &mut StageContext) -> Result<StageOutcome> {
+        let (k1, b, max_len) = (p.k1, p.b, p.max_length);
         let tok = TextTokenizer::load(ctx.input("model")?.path(), max_len.max(2) as usize)?;
         let docs = read_id_text(ctx.input("input")?.path())?;
         let specials = tok.special_ids().clone();
@@ -107,7 +133,7 @@ impl Stage for Bm25 {
             })
             .collect();
         write_sparse(&ctx.output_file("vectors"), &docs.ids, &vectors)?;
-        let mut stats: Map<String, Value> = vector_stats(&vectors, 30522);
+        let mut stats: Map<String, Value> = vector_stats(&vectors, BERT_VOCAB_SIZE);
         stats.insert("avg_doc_tokens".into(), json!(avgdl));
         Ok(StageOutcome {
             stats,

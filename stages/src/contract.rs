@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 
 use crate::error::{Result, StageError};
-use crate::params::ParamSpec;
+use crate::params::{ParamError, ParamSpec, StageParams};
 
 /// A stage kind: a named, versioned computation from declared inputs and params to named outputs.
 ///
@@ -26,19 +26,68 @@ pub trait Stage: Send + Sync {
     fn params(&self) -> &'static [ParamSpec];
     /// The outputs this stage produces for the given canonical params.
     fn outputs(&self, params: &Value) -> Vec<String>;
-    /// Cross-field checks run before any stage executes; `Err((key, message))`.
-    fn check(&self, _params: &Value) -> std::result::Result<(), (String, String)> {
+    /// Cross-field checks run before any stage executes.
+    fn check(&self, params: &Value) -> std::result::Result<(), ParamError>;
+    /// Does the work.
+    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome>;
+}
+
+/// A stage written against its typed params; every `TypedStage` is a [`Stage`] (the engine's
+/// object-safe view), which deserializes the canonical params once per call.
+pub trait TypedStage: Send + Sync {
+    /// The params struct, declared with [`stage_params!`](crate::stage_params).
+    type Params: StageParams;
+    /// The kind name used in pipeline files (`kind = "ingest"`).
+    const KIND: &'static str;
+    /// Bumped when the same inputs and params would now give a different output.
+    const VERSION: u32;
+    /// One line on what the stage does (shown by `splade kinds`).
+    const DOC: &'static str;
+    /// The outputs this stage produces for these params.
+    fn outputs(&self, params: &Self::Params) -> Vec<String>;
+    /// Cross-field checks run before any stage executes.
+    fn check(&self, _params: &Self::Params) -> std::result::Result<(), ParamError> {
         Ok(())
     }
     /// Does the work.
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome>;
+    fn run(&self, params: Self::Params, ctx: &mut StageContext) -> Result<StageOutcome>;
+}
+
+impl<T: TypedStage> Stage for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn version(&self) -> u32 {
+        T::VERSION
+    }
+    fn doc(&self) -> &'static str {
+        T::DOC
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        T::Params::SPECS
+    }
+    fn outputs(&self, params: &Value) -> Vec<String> {
+        // The engine calls this only with params that passed `check`, so they deserialize.
+        T::Params::from_canonical(params)
+            .map(|p| TypedStage::outputs(self, &p))
+            .unwrap_or_default()
+    }
+    fn check(&self, params: &Value) -> std::result::Result<(), ParamError> {
+        TypedStage::check(self, &T::Params::from_canonical(params)?)
+    }
+    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
+        let params = T::Params::from_canonical(&ctx.params)?;
+        TypedStage::run(self, params, ctx)
+    }
 }
 
 /// What a stage reports back: statistics for the manifest and an optional human summary that is
 /// printed at the end of every run that reaches this stage (also when it is cached).
 #[derive(Debug, Default, Clone)]
 pub struct StageOutcome {
+    /// Figures recorded in the artifact's manifest (name → JSON value).
     pub stats: Map<String, Value>,
+    /// Human summary stored in the manifest and printed at the end of the run; `None` for none.
     pub summary: Option<String>,
 }
 
@@ -49,8 +98,11 @@ pub enum ResolvedInput {
     File(PathBuf),
     /// Another stage's output: `path` is its file (`x.parquet`) or shard directory inside `artifact`.
     Artifact {
+        /// The upstream output as `"<stage>.<output>"`.
         reference: String,
+        /// The upstream stage's artifact directory.
         artifact: PathBuf,
+        /// The output's file or shard directory inside `artifact`.
         path: PathBuf,
     },
 }
@@ -68,9 +120,14 @@ impl ResolvedInput {
 /// A named input slot, for listing by tools.
 #[derive(Debug, Clone)]
 pub struct InputSlot {
+    /// The param that declares the input (`docs`, or `queries.train` for file maps).
     pub key: String,
+    /// Where the input resolved to.
     pub input: ResolvedInput,
 }
+
+/// Why resume state could not be saved (the store's own error, boxed).
+pub type ResumeError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where a stage keeps its in-progress state across crashes. The engine backs it with its store,
 /// keyed by the stage's fingerprint.
@@ -78,7 +135,22 @@ pub trait ResumeStore: Send + Sync {
     /// The last state saved for this fingerprint, if any.
     fn load(&self) -> Option<Value>;
     /// Durably records `state` (flushed before returning).
-    fn save(&self, state: &Value) -> std::result::Result<(), String>;
+    fn save(&self, state: &Value) -> std::result::Result<(), ResumeError>;
+}
+
+/// Resume state held in memory, for stages run once in-process (benchmarks, tests).
+#[derive(Default)]
+pub struct MemoryResume(std::sync::Mutex<Option<Value>>);
+
+impl ResumeStore for MemoryResume {
+    fn load(&self) -> Option<Value> {
+        self.0.lock().ok().and_then(|s| s.clone())
+    }
+    fn save(&self, state: &Value) -> std::result::Result<(), ResumeError> {
+        let mut slot = self.0.lock().map_err(|_| "resume state lock poisoned")?;
+        *slot = Some(state.clone());
+        Ok(())
+    }
 }
 
 /// Everything a running stage may touch.
@@ -97,10 +169,57 @@ pub struct StageContext {
     pub threads: usize,
     /// Whether to draw progress bars.
     pub show_progress: bool,
+    /// Where resume state is kept (the engine's store, or memory).
     pub resume: Box<dyn ResumeStore>,
 }
 
 impl StageContext {
+    /// A context for stage `name` with canonical `params`, writing into `staging`: no inputs, an
+    /// empty backend table (flex on the CPU), every core, no progress bars, resume state in
+    /// memory. The `with_*` methods set the rest.
+    pub fn new(name: impl Into<String>, params: Value, staging: impl Into<PathBuf>) -> Self {
+        StageContext {
+            name: name.into(),
+            params,
+            inputs: BTreeMap::new(),
+            staging: staging.into(),
+            backend: Value::Object(Map::new()),
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            show_progress: false,
+            resume: Box::new(MemoryResume::default()),
+        }
+    }
+
+    /// Adds input `key` (`docs`, or `queries.train` for a file-map entry).
+    pub fn with_input(mut self, key: impl Into<String>, input: ResolvedInput) -> Self {
+        self.inputs.insert(key.into(), input);
+        self
+    }
+
+    /// Sets the pipeline's `[backend]` table.
+    pub fn with_backend(mut self, backend: Value) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Sets the threads the stage may use.
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Draws progress bars on stderr when `show` is true.
+    pub fn with_progress(mut self, show: bool) -> Self {
+        self.show_progress = show;
+        self
+    }
+
+    /// Keeps resume state in `resume` (the engine passes its store).
+    pub fn with_resume(mut self, resume: Box<dyn ResumeStore>) -> Self {
+        self.resume = resume;
+        self
+    }
+
     /// The directory outputs are written into.
     pub fn staging_dir(&self) -> &Path {
         &self.staging
@@ -138,38 +257,9 @@ impl StageContext {
             .collect()
     }
 
-    /// A typed param; the engine validated types already, so a mismatch is a bug in the stage.
-    pub fn param<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
-        let v = self.params.get(key).cloned().unwrap_or(Value::Null);
-        serde_json::from_value(v).map_err(|e| StageError::Param {
-            key: key.into(),
-            message: e.to_string(),
-        })
-    }
-
-    /// The whole params table as the stage's own params struct.
-    pub fn params_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(self.params.clone()).map_err(|e| StageError::Param {
-            key: self.name.clone(),
-            message: e.to_string(),
-        })
-    }
-
     /// Resume state saved by an earlier, interrupted run of this same fingerprint.
     pub fn resume_state(&self) -> Option<Value> {
         self.resume.load()
-    }
-
-    /// Shards `0..n` of `dir` (files `part-NNNNN.parquet`) that an interrupted run committed: the
-    /// `done` count of the saved resume state, trusted only as far as those files exist.
-    pub fn committed_shards(&self, dir: &Path, shards: usize) -> usize {
-        let done = self
-            .resume_state()
-            .and_then(|s| s.get("done").and_then(Value::as_u64))
-            .unwrap_or(0) as usize;
-        (0..done.min(shards))
-            .take_while(|s| shard_file(dir, *s).is_file())
-            .count()
     }
 
     /// Durably saves resume state. Call it only after the work it describes is on disk.
@@ -209,6 +299,31 @@ pub fn test_pause(var: &str) {
     }
     #[cfg(not(feature = "test-stages"))]
     let _ = var;
+}
+
+/// Runs `kind` in this process the way the engine would, with `params` over the kind's defaults
+/// (checked by the kind's `check`), in a context made by [`StageContext::new`] and `configure`.
+/// Creates the staging directory. For benchmarks and tests; pipelines run through the engine.
+pub fn run_stage(
+    kind: &dyn Stage,
+    params: &Value,
+    staging: &Path,
+    configure: impl FnOnce(StageContext) -> StageContext,
+) -> Result<StageOutcome> {
+    let mut full = Map::new();
+    for spec in kind.params() {
+        let value = params
+            .get(spec.name)
+            .cloned()
+            .or_else(|| spec.default_value())
+            .unwrap_or(Value::Null);
+        full.insert(spec.name.to_string(), value);
+    }
+    let full = Value::Object(full);
+    kind.check(&full)?;
+    std::fs::create_dir_all(staging).map_err(|e| StageError::io(staging, e))?;
+    let mut ctx = configure(StageContext::new(kind.kind(), full, staging));
+    kind.run(&mut ctx)
 }
 
 /// The file of shard `index` in a sharded output directory.

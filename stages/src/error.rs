@@ -9,23 +9,38 @@ pub enum StageError {
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory being read or written.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
     /// A user file holds something we cannot read; `line` is 1-based, 0 when unknown.
     #[error("{}: {message}", at_line(path, *line))]
     Malformed {
+        /// The user file at fault.
         path: PathBuf,
+        /// 1-based line number; 0 when unknown.
         line: usize,
+        /// What is wrong with the input, for the user.
         message: String,
     },
     /// A Parquet/Arrow file failed to read or write, or does not have the expected schema.
     #[error("{path}: {message}")]
-    Parquet { path: PathBuf, message: String },
+    Parquet {
+        /// The Parquet file read or written.
+        path: PathBuf,
+        /// The Arrow/Parquet error, or how the schema differs from the expected one.
+        message: String,
+    },
     /// Params passed validation but make no sense together.
     #[error("param `{key}`: {message}")]
-    Param { key: String, message: String },
+    Param {
+        /// The param's key in the stage table.
+        key: String,
+        /// Why the value is rejected.
+        message: String,
+    },
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),
@@ -62,6 +77,15 @@ impl StageError {
         StageError::Parquet {
             path: path.into(),
             message: message.to_string(),
+        }
+    }
+}
+
+impl From<crate::params::ParamError> for StageError {
+    fn from(e: crate::params::ParamError) -> Self {
+        StageError::Param {
+            key: e.key,
+            message: e.message,
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod bm25;
 pub mod contract;
 pub mod distill;
+pub mod domain;
 pub mod encode;
 pub mod error;
 pub mod evaluate;
@@ -23,6 +24,8 @@ pub mod registry;
 pub mod retrieve;
 pub mod rng;
 pub mod schema;
+pub mod sharded;
+pub mod teacher;
 pub mod text_input;
 pub mod train;
 
@@ -31,7 +34,9 @@ pub mod slow_shards;
 
 /// The arrow crate our schemas are written in, for tools that build batches.
 pub use arrow;
-pub use contract::{InputSlot, ResolvedInput, ResumeStore, Stage, StageContext, StageOutcome};
+pub use contract::{
+    InputSlot, ResolvedInput, ResumeStore, Stage, StageContext, StageOutcome, TypedStage,
+};
 pub use error::StageError;
-pub use params::{ParamSpec, ParamType};
+pub use params::{ParamError, ParamSpec, ParamType, StageParams};
 pub use registry::Registry;

@@ -18,6 +18,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
+pub use crate::domain::{IdText, NegativesRow, Qrel, RunRow, SparseVector};
 use crate::error::{Result, StageError};
 use crate::schema;
 
@@ -189,18 +190,12 @@ fn check_schema(file: &Path, actual: &SchemaRef, expected: &SchemaRef) -> Result
     Ok(())
 }
 
-fn column<'a, T: 'static>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+/// The column `name` of `batch` as array type `T`, or an error naming `path` and the column.
+pub fn column<'a, T: 'static>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| StageError::parquet(path, format!("column `{name}` missing or mistyped")))
-}
-
-/// An `id, text` table (documents or queries).
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct IdText {
-    pub ids: Vec<String>,
-    pub texts: Vec<String>,
 }
 
 /// Reads an `id, text` artifact.
@@ -247,14 +242,6 @@ pub fn write_id_text(path: &Path, rows: &IdText) -> Result<u64> {
     sink.finish()
 }
 
-/// One relevance judgment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Qrel {
-    pub qid: String,
-    pub did: String,
-    pub rel: i32,
-}
-
 /// Reads a qrels artifact.
 pub fn read_qrels(path: &Path) -> Result<Vec<Qrel>> {
     let mut out = Vec::new();
@@ -292,15 +279,6 @@ pub fn write_qrels(path: &Path, rows: &[Qrel]) -> Result<u64> {
         ])?;
     }
     sink.finish()
-}
-
-/// One ranked result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunRow {
-    pub qid: String,
-    pub did: String,
-    pub rank: u32,
-    pub score: f32,
 }
 
 /// Reads a run artifact.
@@ -403,37 +381,6 @@ pub fn describe_file(path: &Path) -> Result<(u64, String)> {
         .collect::<Vec<_>>()
         .join(", ");
     Ok((rows, schema))
-}
-
-/// A sparse vector: term ids ascending, with their (positive) weights.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SparseVector {
-    pub terms: Vec<u32>,
-    pub weights: Vec<f32>,
-}
-
-impl SparseVector {
-    /// Number of non-zero terms.
-    pub fn nnz(&self) -> usize {
-        self.terms.len()
-    }
-
-    /// Dot product with another vector (both sorted by term).
-    pub fn dot(&self, other: &SparseVector) -> f32 {
-        let (mut i, mut j, mut s) = (0, 0, 0.0f32);
-        while i < self.terms.len() && j < other.terms.len() {
-            match self.terms[i].cmp(&other.terms[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    s += self.weights[i] * other.weights[j];
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        s
-    }
 }
 
 /// Writes `(id, sparse vector)` rows.
@@ -546,16 +493,6 @@ fn sparse_rows(
     Ok(())
 }
 
-/// One query's mined training examples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NegativesRow {
-    pub qid: String,
-    pub pos: Vec<String>,
-    pub neg: Vec<String>,
-    pub neg_rank: Vec<u32>,
-    pub source: String,
-}
-
 /// Writes a negatives artifact.
 pub fn write_negatives(path: &Path, rows: &[NegativesRow]) -> Result<u64> {
     let schema = schema::negatives();
@@ -591,79 +528,6 @@ pub fn write_negatives(path: &Path, rows: &[NegativesRow]) -> Result<u64> {
         Arc::new(src.finish()),
     ])?;
     sink.finish()
-}
-
-/// Teacher scores keyed by interned ids: about 16 bytes per score, so the 160M scores of the MS
-/// MARCO cross-encoder file fit in memory (as nested string maps they would not).
-#[derive(Default)]
-pub struct TeacherIndex {
-    qids: std::collections::HashMap<String, u32>,
-    dids: std::collections::HashMap<String, u32>,
-    scores: std::collections::HashMap<(u32, u32), f32>,
-}
-
-impl TeacherIndex {
-    /// The query's handle, if the teacher scored it at all.
-    pub fn query(&self, qid: &str) -> Option<u32> {
-        self.qids.get(qid).copied()
-    }
-
-    /// The score of (query handle, did), if any.
-    pub fn score(&self, q: u32, did: &str) -> Option<f32> {
-        self.dids
-            .get(did)
-            .and_then(|d| self.scores.get(&(q, *d)))
-            .copied()
-    }
-
-    /// Number of scores held.
-    pub fn len(&self) -> usize {
-        self.scores.len()
-    }
-
-    /// Whether no score is held.
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
-    }
-}
-
-/// Reads a teacher-scores artifact, keeping only the queries `keep` accepts (all when `None`).
-pub fn read_teacher_scores(
-    path: &Path,
-    keep: Option<&std::collections::HashSet<String>>,
-) -> Result<TeacherIndex> {
-    let mut t = TeacherIndex::default();
-    for_each_batch(path, &schema::teacher_scores(), |file, batch| {
-        let q = column::<StringArray>(file, &batch, "qid")?;
-        let d = column::<StringArray>(file, &batch, "did")?;
-        let s = column::<Float32Array>(file, &batch, "score")?;
-        for i in 0..batch.num_rows() {
-            let qid = q.value(i);
-            if keep.is_some_and(|k| !k.contains(qid)) {
-                continue;
-            }
-            let qi = match t.qids.get(qid) {
-                Some(x) => *x,
-                None => {
-                    let x = t.qids.len() as u32;
-                    t.qids.insert(qid.to_string(), x);
-                    x
-                }
-            };
-            let did = d.value(i);
-            let di = match t.dids.get(did) {
-                Some(x) => *x,
-                None => {
-                    let x = t.dids.len() as u32;
-                    t.dids.insert(did.to_string(), x);
-                    x
-                }
-            };
-            t.scores.insert((qi, di), s.value(i));
-        }
-        Ok(())
-    })?;
-    Ok(t)
 }
 
 /// Reads a teacher-scores artifact as `(qid, did, score)` rows in file order.
@@ -712,11 +576,6 @@ pub fn read_negatives(path: &Path) -> Result<Vec<NegativesRow>> {
         }
     }
     Ok(out)
-}
-
-#[allow(dead_code)]
-fn _assert_array_trait(a: &dyn Array) -> usize {
-    a.len()
 }
 
 #[cfg(test)]

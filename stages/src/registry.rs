@@ -10,7 +10,6 @@ pub struct Registry {
 impl Registry {
     /// Every kind compiled into this build.
     pub fn builtin() -> Self {
-        #[allow(unused_mut)]
         let mut kinds: Vec<Box<dyn Stage>> = vec![
             Box::new(crate::ingest::Ingest),
             Box::new(crate::bm25::Bm25),
@@ -23,8 +22,7 @@ impl Registry {
             Box::new(crate::distill::Distill),
             Box::new(crate::train::Train),
         ];
-        #[cfg(feature = "test-stages")]
-        kinds.push(Box::new(crate::slow_shards::SlowShards));
+        kinds.extend(test_kinds());
         Registry { kinds }
     }
 
@@ -45,4 +43,16 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &dyn Stage> {
         self.kinds.iter().map(|k| k.as_ref())
     }
+}
+
+/// Kinds compiled in only for tests (`test-stages` feature).
+#[cfg(feature = "test-stages")]
+fn test_kinds() -> Vec<Box<dyn Stage>> {
+    vec![Box::new(crate::slow_shards::SlowShards)]
+}
+
+/// Kinds compiled in only for tests (`test-stages` feature): none in this build.
+#[cfg(not(feature = "test-stages"))]
+fn test_kinds() -> Vec<Box<dyn Stage>> {
+    Vec::new()
 }

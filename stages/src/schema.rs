@@ -1,4 +1,4 @@
-//! The Arrow schemas of the artifacts stages exchange (DESIGN.md "Parquet schemas").
+//! The Arrow schemas of the artifacts stages exchange (ARCHITECTURE.md "Parquet schemas").
 //! Ids are strings everywhere; nothing assumes integer ids.
 
 use std::sync::Arc;

@@ -171,3 +171,38 @@ pub fn tool_stdout(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `splade ARGS --json` (a `plan` or `run`) and returns its JSON lines by stage name.
+pub fn json_states(
+    artifacts: &Path,
+    args: &[&str],
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut args = args.to_vec();
+    args.push("--json");
+    ok(artifacts, &args)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+            (v["stage"].as_str().unwrap_or_default().to_string(), v)
+        })
+        .collect()
+}
+
+/// The short fingerprints of the toy run printed in README ("What the toy run prints").
+pub fn readme_toy_fingerprints() -> std::collections::BTreeMap<String, String> {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let block = readme
+        .split("$ cargo run --release -- run pipelines/toy.toml\n")
+        .nth(1)
+        .expect("README shows the toy run");
+    block
+        .lines()
+        .skip(1) // "pipeline `toy` (27 stages, ...)"
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4).then(|| (f[0].to_string(), f[3].to_string()))
+        })
+        .collect()
+}

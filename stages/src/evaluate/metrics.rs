@@ -98,8 +98,11 @@ impl Measure {
 /// How to evaluate.
 #[derive(Debug, Clone, Copy)]
 pub struct EvalOptions {
+    /// Minimum judgment `rel` counted as relevant by the binary measures (≥ 1).
     pub relevance_level: i32,
+    /// Average over every qrels query, counting those missing from the run as 0 (trec_eval -c).
     pub complete: bool,
+    /// Drop retrieved documents whose id equals the query id.
     pub remove_self_matches: bool,
 }
 
@@ -116,8 +119,11 @@ impl Default for EvalOptions {
 /// Per-query values and their means, in the order of the measures asked for.
 #[derive(Debug, Clone, Default)]
 pub struct Evaluation {
+    /// The measures, in the order asked for.
     pub measures: Vec<Measure>,
+    /// Query id → one value per measure (in the order of `measures`).
     pub per_query: BTreeMap<String, Vec<f64>>,
+    /// Mean of each measure over the evaluated queries (0 when there are none).
     pub means: Vec<f64>,
     /// Queries averaged over.
     pub n_queries: usize,

@@ -3,60 +3,35 @@
 
 pub mod metrics;
 
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::error::{Result, StageError};
-use crate::params::{ParamSpec, ParamType};
+use crate::params::ParamError;
 use crate::parquet_io::{read_qrels, read_run, write_metrics, write_per_query};
 use metrics::{evaluate, EvalOptions, Measure};
 
 /// The evaluate stage kind.
 pub struct Evaluate;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required("run", ParamType::Artifact, "the run to evaluate"),
-    ParamSpec::required("qrels", ParamType::Artifact, "relevance judgments"),
-    ParamSpec::with_default(
-        "measures",
-        ParamType::StrList,
-        r#"["mrr@10", "recall", "ndcg@10", "map"]"#,
-        "mrr, rr, recall, r_cap, p, ndcg, map; `name@k` or a family expanded over `k`",
-    ),
-    ParamSpec::with_default(
-        "k",
-        ParamType::IntList,
-        "[100, 1000]",
-        "cut-offs for measures given without @k",
-    ),
-    ParamSpec::with_default(
-        "complete",
-        ParamType::Bool,
-        "false",
-        "average over all qrels queries, 0 for those missing from the run (trec_eval -c)",
-    ),
-    ParamSpec::with_default(
-        "remove_self_matches",
-        ParamType::Bool,
-        "false",
-        "drop retrieved documents whose id equals the query id (BEIR ArguAna/Quora)",
-    ),
-    ParamSpec::with_default(
-        "relevance_level",
-        ParamType::Int,
-        "1",
-        "minimum rel counted as relevant by binary measures",
-    ),
-];
-
-#[derive(Deserialize)]
-struct Params {
-    measures: Vec<String>,
-    k: Vec<i64>,
-    complete: bool,
-    remove_self_matches: bool,
-    relevance_level: i32,
+crate::stage_params! {
+    /// Params of [`Evaluate`].
+    pub struct EvaluateParams {
+        /// the run to evaluate
+        run: String [Artifact],
+        /// relevance judgments
+        qrels: String [Artifact],
+        /// mrr, rr, recall, r_cap, p, ndcg, map; `name@k` or a family expanded over `k`
+        measures: Vec<String> [StrList] = r#"["mrr@10", "recall", "ndcg@10", "map"]"#,
+        /// cut-offs for measures given without @k
+        k: Vec<i64> [IntList] = "[100, 1000]",
+        /// average over all qrels queries, 0 for those missing from the run (trec_eval -c)
+        complete: bool [Bool] = "false",
+        /// drop retrieved documents whose id equals the query id (BEIR ArguAna/Quora)
+        remove_self_matches: bool [Bool] = "false",
+        /// minimum rel counted as relevant by binary measures
+        relevance_level: i32 [Int] = "1",
+    }
 }
 
 fn parse_measures(measures: &[String], k: &[i64]) -> std::result::Result<Vec<Measure>, String> {
@@ -90,36 +65,39 @@ pub fn format_table(title: &str, rows: &[(String, f64)], n_queries: usize) -> St
     s
 }
 
-impl Stage for Evaluate {
-    fn kind(&self) -> &'static str {
-        "evaluate"
-    }
+impl TypedStage for Evaluate {
+    type Params = EvaluateParams;
+    const KIND: &'static str = "evaluate";
+    const VERSION: u32 = 1;
+    const DOC: &'static str =
+        "compute MRR@k, Recall@k, nDCG@k, MAP, P@k, R_cap@k of a run (trec_eval conventions)";
 
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn doc(&self) -> &'static str {
-        "compute MRR@k, Recall@k, nDCG@k, MAP, P@k, R_cap@k of a run (trec_eval conventions)"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self, _params: &Value) -> Vec<String> {
+    fn outputs(&self, _params: &EvaluateParams) -> Vec<String> {
         vec!["metrics".into(), "per_query".into()]
     }
 
-    fn check(&self, params: &Value) -> std::result::Result<(), (String, String)> {
-        let p: Params = serde_json::from_value(params.clone())
-            .map_err(|e| ("measures".into(), e.to_string()))?;
-        parse_measures(&p.measures, &p.k).map_err(|e| ("measures".into(), e))?;
+    fn check(&self, p: &EvaluateParams) -> std::result::Result<(), ParamError> {
+        if let Some(bad) = p.k.iter().find(|k| **k < 1) {
+            return Err(ParamError::new(
+                "k",
+                format!("cut-offs in `k` must be positive integers, got {bad}"),
+            ));
+        }
+        parse_measures(&p.measures, &p.k).map_err(|e| ParamError::new("measures", e))?;
+        if p.relevance_level < 1 {
+            return Err(ParamError::new(
+                "relevance_level",
+                format!(
+                    "must be at least 1, got {}: judgments with rel >= relevance_level count as \
+                     relevant, and unjudged documents have rel 0",
+                    p.relevance_level
+                ),
+            ));
+        }
         Ok(())
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let p: Params = ctx.params_as()?;
+    fn run(&self, p: EvaluateParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let measures = parse_measures(&p.measures, &p.k).map_err(|message| StageError::Param {
             key: "measures".into(),
             message,

@@ -9,20 +9,28 @@ use prost::Message;
 /// CIFF header.
 #[derive(Clone, PartialEq, Message)]
 pub struct Header {
+    /// CIFF format version (1).
     #[prost(int32, tag = "1")]
     pub version: i32,
+    /// Postings lists in this file.
     #[prost(int32, tag = "2")]
     pub num_postings_lists: i32,
+    /// Doc records in this file.
     #[prost(int32, tag = "3")]
     pub num_docs: i32,
+    /// Postings lists (terms) in the original index.
     #[prost(int32, tag = "4")]
     pub total_postings_lists: i32,
+    /// Documents in the original collection.
     #[prost(int32, tag = "5")]
     pub total_docs: i32,
+    /// Sum of all document lengths (here: of all impacts).
     #[prost(int64, tag = "6")]
     pub total_terms_in_collection: i64,
+    /// Mean document length (`total_terms_in_collection / total_docs`).
     #[prost(double, tag = "7")]
     pub average_doclength: f64,
+    /// Free-text note on where the index comes from.
     #[prost(string, tag = "8")]
     pub description: String,
 }
@@ -30,8 +38,10 @@ pub struct Header {
 /// One posting: doc id gap (absolute for the first) and term frequency (here: the impact).
 #[derive(Clone, PartialEq, Message)]
 pub struct Posting {
+    /// Doc id gap from the previous posting (absolute for the first).
     #[prost(int32, tag = "1")]
     pub docid: i32,
+    /// Term frequency; here the quantized impact (≥ 1).
     #[prost(int32, tag = "2")]
     pub tf: i32,
 }
@@ -39,12 +49,16 @@ pub struct Posting {
 /// One term's postings.
 #[derive(Clone, PartialEq, Message)]
 pub struct PostingsList {
+    /// The term (token string).
     #[prost(string, tag = "1")]
     pub term: String,
+    /// Document frequency: postings in the list.
     #[prost(int64, tag = "2")]
     pub df: i64,
+    /// Collection frequency: sum of the postings' `tf`.
     #[prost(int64, tag = "3")]
     pub cf: i64,
+    /// Postings in ascending doc id order, gap-coded.
     #[prost(message, repeated, tag = "4")]
     pub postings: Vec<Posting>,
 }
@@ -52,10 +66,13 @@ pub struct PostingsList {
 /// One document.
 #[derive(Clone, PartialEq, Message)]
 pub struct DocRecord {
+    /// Internal doc id (0-based; row order of the export).
     #[prost(int32, tag = "1")]
     pub docid: i32,
+    /// The document's id in the collection.
     #[prost(string, tag = "2")]
     pub collection_docid: String,
+    /// Document length; here the sum of its impacts.
     #[prost(int32, tag = "3")]
     pub doclength: i32,
 }

@@ -6,116 +6,91 @@ pub mod ciff;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
+use crate::domain::{IdText, SparseVector};
 use crate::error::{Result, StageError};
 use crate::model::TextTokenizer;
-use crate::params::{ParamSpec, ParamType};
+use crate::params::ParamError;
 use crate::parquet_io::{read_id_text, read_sparse};
 
 /// The export stage kind.
 pub struct Export;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required(
-        "input",
-        ParamType::Artifact,
-        "sparse vectors (documents, or queries for `anserini_queries`)",
-    ),
-    ParamSpec::required(
-        "format",
-        ParamType::Choice(&["anserini_docs", "anserini_queries", "ciff"]),
-        "anserini_docs (JsonVectorCollection), anserini_queries (TSV, tokens repeated), ciff",
-    ),
-    ParamSpec::with_default(
-        "texts",
-        ParamType::Artifact,
-        "null",
-        "docs (id, text) for the `content` field",
-    ),
-    ParamSpec::with_default(
-        "model",
-        ParamType::File,
-        "\"conf/models/splade-tiny\"",
-        "model whose tokenizer names the terms",
-    ),
-    ParamSpec::with_default(
-        "scale",
-        ParamType::Float,
-        "100.0",
-        "integer weight = round(weight × scale), as Anserini expects",
-    ),
-];
+/// The largest `scale`: `anserini_queries` repeats a token round(weight × scale) times.
+const MAX_SCALE: f64 = 10_000.0;
 
-impl Stage for Export {
-    fn kind(&self) -> &'static str {
-        "export"
+crate::param_choice! {
+    /// The file format `export` writes.
+    pub enum ExportFormat {
+        /// Anserini JsonVectorCollection (documents).
+        AnseriniDocs = "anserini_docs",
+        /// Anserini pre-tokenized query TSV (tokens repeated by weight).
+        AnseriniQueries = "anserini_queries",
+        /// Common Index File Format, for PISA's ciff2pisa.
+        Ciff = "ciff",
     }
-    fn version(&self) -> u32 {
-        1
+}
+
+crate::stage_params! {
+    /// Params of [`Export`].
+    pub struct ExportParams {
+        /// sparse vectors (documents, or queries for `anserini_queries`)
+        input: String [Artifact],
+        /// anserini_docs (JsonVectorCollection), anserini_queries (TSV, tokens repeated), ciff
+        format: ExportFormat [Choice(ExportFormat::NAMES)],
+        /// docs (id, text) for the `content` field
+        texts: Option<String> [Artifact] = "null",
+        /// model whose tokenizer names the terms
+        model: String [File] = "\"conf/models/splade-tiny\"",
+        /// integer weight = round(weight × scale), as Anserini expects
+        scale: f64 [Float] = "100.0",
     }
-    fn doc(&self) -> &'static str {
-        "sparse vectors → Anserini JsonVectorCollection / query TSV, or CIFF"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn outputs(&self, _params: &Value) -> Vec<String> {
+}
+
+impl TypedStage for Export {
+    type Params = ExportParams;
+    const KIND: &'static str = "export";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "sparse vectors → Anserini JsonVectorCollection / query TSV, or CIFF";
+
+    fn outputs(&self, _params: &ExportParams) -> Vec<String> {
         vec!["export".into()]
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let format: String = ctx.param("format")?;
-        let scale: f64 = ctx.param("scale")?;
+    fn check(&self, p: &ExportParams) -> std::result::Result<(), ParamError> {
+        if !(p.scale > 0.0 && p.scale <= MAX_SCALE) {
+            return Err(ParamError::new(
+                "scale",
+                format!(
+                    "must be > 0 and at most {MAX_SCALE} (weights become round(weight × scale); \
+                     Anserini uses 100), got {}",
+                    p.scale
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&self, p: ExportParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let tok = TextTokenizer::load(ctx.input("model")?.path(), 512)?;
         let (ids, vectors) = read_sparse(ctx.input("input")?.path())?;
         let texts = match ctx.inputs.get("texts") {
             Some(t) => Some(read_id_text(t.path())?),
             None => None,
         };
+        let scale = p.scale;
         let quant = |w: f32| (w as f64 * scale).round() as i64;
-        let (name, bytes) = match format.as_str() {
-            "anserini_docs" => {
-                let content: BTreeMap<&str, &str> = texts
-                    .as_ref()
-                    .map(|t| {
-                        t.ids
-                            .iter()
-                            .map(String::as_str)
-                            .zip(t.texts.iter().map(String::as_str))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut out = Vec::new();
-                for (id, v) in ids.iter().zip(&vectors) {
-                    let mut vector = Map::new();
-                    for (t, w) in v.terms.iter().zip(&v.weights) {
-                        let q = quant(*w);
-                        if q > 0 {
-                            vector.insert(tok.token(*t), json!(q));
-                        }
-                    }
-                    let line = json!({"id": id, "content": content.get(id.as_str()).copied().unwrap_or(""), "vector": vector});
-                    writeln!(out, "{line}").map_err(|e| StageError::Other(e.to_string()))?;
-                }
-                ("export.jsonl", out)
+        let (name, bytes) = match p.format {
+            ExportFormat::AnseriniDocs => (
+                "export.jsonl",
+                anserini_docs(&ids, &vectors, texts.as_ref(), &tok, &quant)?,
+            ),
+            ExportFormat::AnseriniQueries => {
+                ("export.tsv", anserini_queries(&ids, &vectors, &tok, &quant))
             }
-            "anserini_queries" => {
-                let mut out = String::new();
-                for (id, v) in ids.iter().zip(&vectors) {
-                    let mut toks = Vec::new();
-                    for (t, w) in v.terms.iter().zip(&v.weights) {
-                        let token = tok.token(*t);
-                        for _ in 0..quant(*w).max(0) {
-                            toks.push(token.clone());
-                        }
-                    }
-                    out += &format!("{id}\t{}\n", toks.join(" "));
-                }
-                ("export.tsv", out.into_bytes())
-            }
-            _ => (
+            ExportFormat::Ciff => (
                 "export.ciff",
                 ciff_bytes(&ids, &vectors, &|t| tok.token(t), &quant)?,
             ),
@@ -132,11 +107,64 @@ impl Stage for Export {
     }
 }
 
+/// Anserini's JsonVectorCollection: one `{id, content, vector: {token: int weight}}` line per doc.
+fn anserini_docs(
+    ids: &[String],
+    vectors: &[SparseVector],
+    texts: Option<&IdText>,
+    tok: &TextTokenizer,
+    quant: &dyn Fn(f32) -> i64,
+) -> Result<Vec<u8>> {
+    let content: BTreeMap<&str, &str> = texts
+        .map(|t| {
+            t.ids
+                .iter()
+                .map(String::as_str)
+                .zip(t.texts.iter().map(String::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (id, v) in ids.iter().zip(vectors) {
+        let mut vector = Map::new();
+        for (t, w) in v.terms.iter().zip(&v.weights) {
+            let q = quant(*w);
+            if q > 0 {
+                vector.insert(tok.token(*t), json!(q));
+            }
+        }
+        let line = json!({"id": id, "content": content.get(id.as_str()).copied().unwrap_or(""), "vector": vector});
+        writeln!(out, "{line}").map_err(|e| StageError::Other(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// Anserini's pre-tokenized query TSV: `id\ttoken token ...`, each token repeated by its weight.
+fn anserini_queries(
+    ids: &[String],
+    vectors: &[SparseVector],
+    tok: &TextTokenizer,
+    quant: &dyn Fn(f32) -> i64,
+) -> Vec<u8> {
+    let mut out = String::new();
+    for (id, v) in ids.iter().zip(vectors) {
+        let mut toks = Vec::new();
+        for (t, w) in v.terms.iter().zip(&v.weights) {
+            let token = tok.token(*t);
+            for _ in 0..quant(*w).max(0) {
+                toks.push(token.clone());
+            }
+        }
+        out += &format!("{id}\t{}\n", toks.join(" "));
+    }
+    out.into_bytes()
+}
+
 /// A CIFF stream of `vectors` (doc ids = row order; tf = quantized weight; terms named by
 /// `token` and sorted by name).
 pub fn ciff_bytes(
     ids: &[String],
-    vectors: &[crate::parquet_io::SparseVector],
+    vectors: &[SparseVector],
     token: &dyn Fn(u32) -> String,
     quant: &dyn Fn(f32) -> i64,
 ) -> Result<Vec<u8>> {

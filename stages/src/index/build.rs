@@ -10,11 +10,17 @@ use crate::parquet_io::SparseVector;
 /// What was built.
 #[derive(Debug, Clone)]
 pub struct BuildStats {
+    /// Documents indexed (input rows, including those left without postings).
     pub n_docs: u32,
+    /// Terms with at least one posting.
     pub n_terms: u32,
+    /// Postings written (after dropping impacts quantized to 0).
     pub n_postings: u64,
+    /// Size of `postings.bin` in bytes.
     pub postings_bytes: u64,
+    /// Quantization scale: impact = round(weight · scale), `255 / max_weight`.
     pub scale: f32,
+    /// Postings dropped because their weight quantized to impact 0.
     pub dropped_postings: u64,
 }
 

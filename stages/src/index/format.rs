@@ -26,11 +26,14 @@ pub struct BlockMeta {
     pub max_impact: u8,
     /// Postings in the block (1..=128).
     pub len: u8,
+    /// Bits per doc-id delta in this block.
     pub doc_bits: u8,
+    /// Bits per impact in this block.
     pub impact_bits: u8,
 }
 
 impl BlockMeta {
+    /// Size in bytes of one encoded record in `blocks.bin`.
     pub const BYTES: usize = 16;
 
     /// Appends the 16-byte encoding.
@@ -66,13 +69,18 @@ impl BlockMeta {
 /// One term's posting list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TermMeta {
+    /// Document frequency: postings of the term (0 = absent).
     pub df: u32,
+    /// Index of the term's first record in `blocks.bin` (in records, not bytes).
     pub first_block: u64,
+    /// Blocks in the term's posting list.
     pub n_blocks: u32,
+    /// Largest impact in the term's posting list.
     pub max_impact: u8,
 }
 
 impl TermMeta {
+    /// Size in bytes of one encoded record in `terms.bin`.
     pub const BYTES: usize = 20;
 
     /// Appends the 20-byte encoding.

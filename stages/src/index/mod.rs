@@ -6,75 +6,74 @@ pub mod reader;
 pub mod spill;
 pub mod writer;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::error::Result;
-use crate::params::{ParamSpec, ParamType};
+use crate::params::ParamError;
 use crate::parquet_io::{read_sparse, write_id_text, IdText};
 
 /// The index stage kind.
 pub struct Index;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required(
-        "input",
-        ParamType::FileOrArtifact,
-        "document sparse vectors: a reference (\"encode_docs.vectors\") or a Parquet file or shard directory",
-    ),
-    ParamSpec::with_default(
-        "memory_budget",
-        ParamType::Float,
-        "0.0",
-        "MiB of postings held in memory; beyond it, sorted runs are spilled per input shard and merged (0 = no limit)",
-    ),
-    ParamSpec::with_default(
-        "max_weight",
-        ParamType::Float,
-        "0.0",
-        "weight mapped to impact 255 (0 = the collection's largest weight)",
-    ),
-    ParamSpec::with_default(
-        "vocab",
-        ParamType::Int,
-        "30522",
-        "vocabulary size (term ids below it)",
-    ),
-];
+/// The largest `vocab` accepted: the index holds per-term tables of this length.
+const MAX_VOCAB: i64 = 1 << 24;
 
-impl Stage for Index {
-    fn kind(&self) -> &'static str {
-        "index"
+crate::stage_params! {
+    /// Params of [`Index`].
+    pub struct IndexParams {
+        /// document sparse vectors: a reference ("encode_docs.vectors") or a Parquet file or shard directory
+        input: String [FileOrArtifact],
+        /// MiB of postings held in memory; beyond it, sorted runs are spilled per input shard and merged (0 = no limit)
+        memory_budget: f64 [Float] = "0.0",
+        /// weight mapped to impact 255 (0 = the collection's largest weight)
+        max_weight: f64 [Float] = "0.0",
+        /// vocabulary size (term ids below it)
+        vocab: i64 [Int] = "30522",
     }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn doc(&self) -> &'static str {
-        "sparse vectors → inverted index: u8 impacts, 128-doc bit-packed blocks, block maxima"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn outputs(&self, _params: &Value) -> Vec<String> {
+}
+
+impl TypedStage for Index {
+    type Params = IndexParams;
+    const KIND: &'static str = "index";
+    const VERSION: u32 = 1;
+    const DOC: &'static str =
+        "sparse vectors → inverted index: u8 impacts, 128-doc bit-packed blocks, block maxima";
+
+    fn outputs(&self, _params: &IndexParams) -> Vec<String> {
         vec!["index".into(), "doc_ids".into()]
     }
 
-    fn check(&self, params: &Value) -> std::result::Result<(), (String, String)> {
-        if params
-            .get("memory_budget")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0)
-            < 0.0
-        {
-            return Err(("memory_budget".into(), "must be >= 0 (0 = no limit)".into()));
+    fn check(&self, p: &IndexParams) -> std::result::Result<(), ParamError> {
+        if p.memory_budget < 0.0 {
+            return Err(ParamError::new(
+                "memory_budget",
+                "must be >= 0 (0 = no limit)",
+            ));
+        }
+        if !(0.0..=f64::from(f32::MAX)).contains(&p.max_weight) {
+            return Err(ParamError::new(
+                "max_weight",
+                format!(
+                    "must be >= 0 (0 = the collection's largest weight) and a finite f32, got {}",
+                    p.max_weight
+                ),
+            ));
+        }
+        if !(1..=MAX_VOCAB).contains(&p.vocab) {
+            return Err(ParamError::new(
+                "vocab",
+                format!(
+                    "must be from 1 to {MAX_VOCAB} (term ids are below it; BERT's is 30522), got {}",
+                    p.vocab
+                ),
+            ));
         }
         Ok(())
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let max_weight: f64 = ctx.param("max_weight")?;
-        let vocab: i64 = ctx.param("vocab")?;
-        let budget_mib: f64 = ctx.param("memory_budget")?;
+    fn run(&self, p: IndexParams, ctx: &mut StageContext) -> Result<StageOutcome> {
+        let (max_weight, vocab, budget_mib) = (p.max_weight, p.vocab, p.memory_budget);
         let input = ctx.input("input")?.path().to_path_buf();
         let started = std::time::Instant::now();
         let dir = ctx.output_dir("index")?;

@@ -13,6 +13,7 @@ pub struct InvertedIndex {
     postings: Mmap,
     blocks: Vec<BlockMeta>,
     terms: Vec<TermMeta>,
+    /// Documents in the index; doc indexes are `0..n_docs`.
     pub n_docs: u32,
     /// Impact = round(weight · scale).
     pub scale: f32,

@@ -33,8 +33,11 @@ const READ_ROWS: usize = 1024;
 pub struct Scan {
     /// Documents (rows) in the input.
     pub docs: usize,
+    /// `(term, weight)` entries over all vectors, before quantization.
     pub postings: u64,
+    /// Largest weight in the input (0 when empty).
     pub max_weight: f32,
+    /// One past the largest term id in the input (0 when empty).
     pub vocab: usize,
 }
 
@@ -220,6 +223,7 @@ pub struct ExternalBuild {
     pub dir: PathBuf,
     /// Where runs are spilled (removed when the merge is done).
     pub runs_dir: PathBuf,
+    /// Vocabulary size (term ids `0..vocab`); raised to the scan's `vocab` when smaller.
     pub vocab: usize,
     /// As [`super::build::build`]'s `max_weight`.
     pub max_weight: f32,

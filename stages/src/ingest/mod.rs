@@ -12,48 +12,27 @@ use std::time::Instant;
 use arrow::array::StringBuilder;
 use serde_json::{json, Map, Value};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
-use crate::error::Result;
-use crate::params::{ParamSpec, ParamType};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
+use crate::error::{Result, StageError};
+use crate::params::ParamError;
 use crate::parquet_io::{write_qrels, write_run, ParquetSink};
 use crate::schema;
 
 /// The ingest stage kind.
 pub struct Ingest;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::with_default(
-        "docs",
-        ParamType::File,
-        "null",
-        "collection: id<TAB>text TSV, a raw.tsv directory, or BEIR corpus.jsonl",
-    ),
-    ParamSpec::with_default(
-        "queries",
-        ParamType::FileMap,
-        "{}",
-        "query sets by name: TSV or BEIR queries.jsonl",
-    ),
-    ParamSpec::with_default(
-        "qrels",
-        ParamType::FileMap,
-        "{}",
-        "qrels by name: TREC, BEIR tsv or naver JSON",
-    ),
-    ParamSpec::with_default(
-        "runs",
-        ParamType::FileMap,
-        "{}",
-        "runs by name: TREC or naver JSON",
-    ),
-];
-
-fn names(params: &Value, key: &str) -> Vec<String> {
-    params
-        .get(key)
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default()
+crate::stage_params! {
+    /// Params of [`Ingest`].
+    pub struct IngestParams {
+        /// collection: id<TAB>text TSV, a raw.tsv directory, or BEIR corpus.jsonl
+        docs: Option<String> [File] = "null",
+        /// query sets by name: TSV or BEIR queries.jsonl
+        queries: Map<String, Value> [FileMap] = "{}",
+        /// qrels by name: TREC, BEIR tsv or naver JSON
+        qrels: Map<String, Value> [FileMap] = "{}",
+        /// runs by name: TREC or naver JSON
+        runs: Map<String, Value> [FileMap] = "{}",
+    }
 }
 
 const ROWS_PER_BATCH: usize = 64 * 1024;
@@ -76,52 +55,55 @@ fn ingest_id_text(source: &std::path::Path, beir_name: &str, out: &std::path::Pa
         Ok(())
     })?;
     sink.write_columns(vec![Arc::new(ids.finish()), Arc::new(texts.finish())])?;
-    sink.finish()
+    let rows = sink.finish()?;
+    if rows == 0 {
+        return Err(empty_input(&file));
+    }
+    Ok(rows)
 }
 
-impl Stage for Ingest {
-    fn kind(&self) -> &'static str {
-        "ingest"
-    }
+/// The error for a user file that holds no rows: nothing downstream can work on it.
+fn empty_input(path: &std::path::Path) -> StageError {
+    StageError::malformed(
+        path,
+        0,
+        "no rows: the file is empty or holds only blank lines",
+    )
+}
 
-    fn version(&self) -> u32 {
-        1
-    }
+impl TypedStage for Ingest {
+    type Params = IngestParams;
+    const KIND: &'static str = "ingest";
+    const VERSION: u32 = 1;
+    const DOC: &'static str =
+        "read collections, queries, qrels and runs from user files into Parquet";
 
-    fn doc(&self) -> &'static str {
-        "read collections, queries, qrels and runs from user files into Parquet"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self, params: &Value) -> Vec<String> {
+    fn outputs(&self, p: &IngestParams) -> Vec<String> {
         let mut out = Vec::new();
-        if params.get("docs").is_some_and(|d| !d.is_null()) {
+        if p.docs.is_some() {
             out.push("docs".to_string());
         }
-        for (key, suffix) in [("queries", "queries"), ("qrels", "qrels"), ("runs", "run")] {
-            out.extend(
-                names(params, key)
-                    .into_iter()
-                    .map(|n| format!("{n}_{suffix}")),
-            );
+        for (names, suffix) in [
+            (&p.queries, "queries"),
+            (&p.qrels, "qrels"),
+            (&p.runs, "run"),
+        ] {
+            out.extend(names.keys().map(|n| format!("{n}_{suffix}")));
         }
         out
     }
 
-    fn check(&self, params: &Value) -> std::result::Result<(), (String, String)> {
-        if self.outputs(params).is_empty() {
-            return Err((
-                "docs".into(),
-                "ingest needs at least one of docs, queries, qrels, runs".into(),
+    fn check(&self, p: &IngestParams) -> std::result::Result<(), ParamError> {
+        if TypedStage::outputs(self, p).is_empty() {
+            return Err(ParamError::new(
+                "docs",
+                "ingest needs at least one of docs, queries, qrels, runs",
             ));
         }
         Ok(())
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
+    fn run(&self, _p: IngestParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let mut stats = Map::new();
         if ctx.inputs.contains_key("docs") {
             let started = Instant::now();
@@ -143,6 +125,9 @@ impl Stage for Ingest {
         }
         for (name, path) in ctx.file_map("qrels") {
             let qrels = formats::read_qrels(&path)?;
+            if qrels.is_empty() {
+                return Err(empty_input(&path));
+            }
             let queries: std::collections::HashSet<&str> =
                 qrels.iter().map(|q| q.qid.as_str()).collect();
             let relevant = qrels.iter().filter(|q| q.rel > 0).count();

@@ -69,6 +69,7 @@ fn tch_device(name: &str) -> Result<Device> {
 #[cfg(not(feature = "tch"))]
 fn tch_device(_name: &str) -> Result<Device> {
     Err(bad(
-        "this build has no libtorch backend; rebuild with `--features tch` (see README: libtorch setup)".into(),
+        "this build has no libtorch backend; rebuild with `--features tch` (see docs/backends.md)"
+            .into(),
     ))
 }

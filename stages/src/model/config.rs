@@ -9,23 +9,34 @@ use crate::error::{Result, StageError};
 /// The architectures we load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
+    /// BERT (`model_type = "bert"`), with token type embeddings.
     Bert,
+    /// DistilBERT (`model_type = "distilbert"`): no token types.
     DistilBert,
 }
 
 /// The shape of a masked-LM encoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
+    /// Which architecture (`model_type`).
     pub arch: Arch,
+    /// Vocabulary size: word embedding rows and MLM logits per token.
     pub vocab_size: usize,
+    /// Hidden size (`hidden_size` / `dim`).
     pub hidden: usize,
+    /// Transformer layers (`num_hidden_layers` / `n_layers`).
     pub layers: usize,
+    /// Attention heads per layer (`num_attention_heads` / `n_heads`).
     pub heads: usize,
+    /// Feed-forward inner size (`intermediate_size` / `hidden_dim`).
     pub intermediate: usize,
+    /// Longest sequence in tokens the position embeddings cover (`max_position_embeddings`).
     pub max_positions: usize,
     /// 0 for DistilBERT (no token types).
     pub type_vocab_size: usize,
+    /// LayerNorm epsilon (`layer_norm_eps`; 1e-12 for DistilBERT).
     pub layer_norm_eps: f64,
+    /// Token id used for padding (`pad_token_id`, default 0).
     pub pad_token_id: u32,
     /// Dropout probability in training (`hidden_dropout_prob` / `dropout`; unused when encoding).
     pub dropout: f64,

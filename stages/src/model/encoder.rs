@@ -17,10 +17,15 @@ pub use super::network::PoolingKind as Pooling;
 
 /// A loaded SPLADE encoder on one device.
 pub struct SpladeEncoder {
+    /// The masked-LM network.
     pub model: MlmEncoder,
+    /// The checkpoint's tokenizer, truncating to the `max_len` given at load.
     pub tokenizer: TextTokenizer,
+    /// The checkpoint's `config.json`.
     pub config: ModelConfig,
+    /// The device the model lives and computes on.
     pub device: Device,
+    /// How token activations are pooled into one vector.
     pub pooling: PoolingKind,
     /// Vocabulary terms projected at a time (bounds the `B × L × chunk` activation memory).
     pub vocab_chunk: usize,

@@ -8,6 +8,7 @@ pub mod export;
 pub mod loader;
 pub mod network;
 pub mod precision;
+pub mod text_encoder;
 pub mod tokenize;
 
 pub use backend::devices_from_backend;
@@ -16,3 +17,6 @@ pub use encoder::{Pooling, SpladeEncoder};
 pub use network::MlmEncoder;
 pub use precision::Precision;
 pub use tokenize::TextTokenizer;
+
+/// Vocabulary size of BERT's uncased WordPiece tokenizer (bert-base-uncased, SPLADE's models).
+pub const BERT_VOCAB_SIZE: usize = 30522;

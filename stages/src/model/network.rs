@@ -16,35 +16,46 @@ use super::config::ModelConfig;
 /// Word + position (+ token type) embeddings, then LayerNorm.
 #[derive(Module, Debug)]
 pub struct Embeddings {
+    /// Token id → hidden vector; also the (tied) MLM decoder weight.
     pub word_embeddings: Embedding,
+    /// Absolute position → hidden vector.
     pub position_embeddings: Embedding,
+    /// Segment id → hidden vector; `None` for DistilBERT.
     pub token_type_embeddings: Option<Embedding>,
+    /// Applied to the summed embeddings.
     pub layer_norm: LayerNorm,
 }
 
 /// The MLM head: dense → GELU → LayerNorm, then `· word_embeddingsᵀ + bias`.
 #[derive(Module, Debug)]
 pub struct MlmHead {
+    /// Hidden → hidden projection before the GELU.
     pub dense: Linear,
+    /// Applied after the GELU.
     pub layer_norm: LayerNorm,
+    /// Decoder bias, one per vocabulary term.
     pub bias: Param<Tensor<1>>,
 }
 
 /// A BERT/DistilBERT masked-LM encoder.
 #[derive(Module, Debug)]
 pub struct MlmEncoder {
+    /// Word, position (and token type) embeddings.
     pub embeddings: Embeddings,
+    /// The post-LN transformer layers.
     pub encoder: TransformerEncoder,
+    /// The MLM head: per-token vocabulary logits.
     pub head: MlmHead,
 }
 
-/// How token activations become one vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolingKind {
-    /// `max_j mask_j · log(1 + relu(logit_jv))` (SPLADE-max, v2 onwards).
-    Max,
-    /// `Σ_j mask_j · log(1 + relu(logit_jv))` (SPLADE v1).
-    Sum,
+crate::param_choice! {
+    /// How token activations become one vector (the `pooling` param).
+    pub enum PoolingKind {
+        /// `max_j mask_j · log(1 + relu(logit_jv))` (SPLADE-max, v2 onwards).
+        Max = "max",
+        /// `Σ_j mask_j · log(1 + relu(logit_jv))` (SPLADE v1).
+        Sum = "sum",
+    }
 }
 
 impl MlmEncoder {

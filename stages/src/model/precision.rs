@@ -7,23 +7,16 @@ use burn::tensor::{FloatDType, Tensor};
 
 use super::network::{MlmEncoder, PoolingKind};
 
-/// `F32` everywhere, or `Bf16` compute (activations and the cast weights in bf16; what is trained,
-/// stored and returned stays f32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-}
-
-impl Precision {
-    /// `"f32"` or `"bf16"` (the stages' `precision` param).
-    pub fn from_param(name: &str) -> Self {
-        if name == "bf16" {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        }
+crate::param_choice! {
+    /// `F32` everywhere, or `Bf16` compute (activations and the cast weights in bf16; what is
+    /// trained, stored and returned stays f32). The stages' `precision` param.
+    #[derive(Default)]
+    pub enum Precision {
+        /// Full precision.
+        #[default]
+        F32 = "f32",
+        /// bf16 compute on f32 master weights.
+        Bf16 = "bf16",
     }
 }
 

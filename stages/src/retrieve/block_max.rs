@@ -91,9 +91,10 @@ impl RangeMaxima {
 pub struct BlockMaxScratch {
     bounds: Vec<u32>,
     order: Vec<(u32, u32)>,
-    /// Ranges scored and ranges with any bound, summed over the queries run with this scratch
-    /// (how much work pruning saved).
+    /// Ranges scored, summed over the queries run with this scratch (against `ranges_bounded`:
+    /// how much work pruning saved).
     pub ranges_scored: u64,
+    /// Ranges with a non-zero bound (the candidates before pruning), summed the same way.
     pub ranges_bounded: u64,
 }
 

@@ -7,17 +7,18 @@ pub mod exact;
 pub mod topk;
 
 use rayon::prelude::*;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
-use crate::encode::{EncodeOptions, TextEncoder};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
+use crate::encode::EncodeMode;
 use crate::error::{Result, StageError};
 use crate::index::reader::InvertedIndex;
 use crate::model::encoder::Pooling;
+use crate::model::text_encoder::{EncodeOptions, TextEncoder};
 use crate::model::Precision;
-use crate::params::{ParamSpec, ParamType};
+use crate::params::{at_most, ParamError};
 use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, SparseVector};
+use crate::sharded::ShardedOutput;
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
 use block_max::{block_max, BlockMaxScratch, RangeMaxima};
 
@@ -27,187 +28,125 @@ const ENCODE_BATCH: usize = 32;
 const ENCODE_SORT_WINDOW: usize = 2048;
 const ENCODE_VOCAB_CHUNK: usize = 8192;
 
+/// The most documents per query `k` may ask for.
+const MAX_K: i64 = 1_000_000;
+
 /// The retrieve stage kind.
 pub struct Retrieve;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required("index", ParamType::Artifact, "an index (`<stage>.index`)"),
-    ParamSpec::with_default(
-        "queries",
-        ParamType::Artifact,
-        "null",
-        "query sparse vectors (or `query_text`: exactly one of the two)",
-    ),
-    ParamSpec::with_default(
-        "query_text",
-        ParamType::Artifact,
-        "null",
-        "queries (id, text), encoded inside the stage with `model` (or `queries`)",
-    ),
-    ParamSpec::with_default(
-        "model",
-        ParamType::FileOrArtifact,
-        "null",
-        "with `query_text`: the query encoder, a model directory or a trained model (\"train.model\")",
-    ),
-    ParamSpec::with_default(
-        "mode",
-        ParamType::Choice(&["splade", "bag_of_words"]),
-        "\"splade\"",
-        "with `query_text`: splade, or bag_of_words (binary bag of the model tokenizer's tokens)",
-    ),
-    ParamSpec::with_default(
-        "max_length",
-        ParamType::Int,
-        "256",
-        "with `query_text`: tokens per query, special tokens included",
-    ),
-    ParamSpec::with_default(
-        "precision",
-        ParamType::Choice(&["f32", "bf16"]),
-        "\"f32\"",
-        "with `query_text`: compute precision of the model (as encode's)",
-    ),
-    ParamSpec::with_default("k", ParamType::Int, "1000", "documents per query"),
-    ParamSpec::with_default(
-        "algorithm",
-        ParamType::Choice(&["exhaustive", "maxscore", "block_max"]),
-        "\"exhaustive\"",
-        "exhaustive term-at-a-time, or safe dynamic pruning with the same top-k: maxscore, block_max (doc-range bounds)",
-    ),
-    ParamSpec::with_default(
-        "batch_size",
-        ParamType::Int,
-        "10000",
-        "queries per output shard (the resume unit)",
-    ),
-    ParamSpec::with_default(
-        "remove_self_matches",
-        ParamType::Bool,
-        "false",
-        "drop documents whose id equals the query id",
-    ),
-    ParamSpec::with_default(
-        "min_score",
-        ParamType::Float,
-        "0.0",
-        "drop hits scoring below this",
-    ),
-    ParamSpec::with_default(
-        "trec",
-        ParamType::Bool,
-        "false",
-        "also write a TREC run file (output `trec`)",
-    ),
-];
-
-#[derive(Deserialize)]
-struct Params {
-    mode: String,
-    max_length: i64,
-    precision: String,
-    k: i64,
-    algorithm: String,
-    batch_size: i64,
-    remove_self_matches: bool,
-    min_score: f64,
-    trec: bool,
+crate::param_choice! {
+    /// How `retrieve` walks the index (all give the same top-k).
+    pub enum Algorithm {
+        /// Term-at-a-time over every posting, a decoded block at a time.
+        Exhaustive = "exhaustive",
+        /// Safe MaxScore dynamic pruning.
+        Maxscore = "maxscore",
+        /// Safe block-max pruning over doc ranges.
+        BlockMax = "block_max",
+    }
 }
 
-impl Stage for Retrieve {
-    fn kind(&self) -> &'static str {
-        "retrieve"
+crate::stage_params! {
+    /// Params of [`Retrieve`].
+    pub struct RetrieveParams {
+        /// an index (`<stage>.index`)
+        index: String [Artifact],
+        /// query sparse vectors (or `query_text`: exactly one of the two)
+        queries: Option<String> [Artifact] = "null",
+        /// queries (id, text), encoded inside the stage with `model` (or `queries`)
+        query_text: Option<String> [Artifact] = "null",
+        /// with `query_text`: the query encoder, a model directory or a trained model ("train.model")
+        model: Option<String> [FileOrArtifact] = "null",
+        /// with `query_text`: splade, or bag_of_words (binary bag of the model tokenizer's tokens)
+        mode: EncodeMode [Choice(EncodeMode::NAMES)] = "\"splade\"",
+        /// with `query_text`: tokens per query, special tokens included
+        max_length: i64 [Int] = "256",
+        /// with `query_text`: compute precision of the model (as encode's)
+        precision: Precision [Choice(Precision::NAMES)] = "\"f32\"",
+        /// documents per query
+        k: i64 [Int] = "1000",
+        /// exhaustive term-at-a-time, or safe dynamic pruning with the same top-k: maxscore, block_max (doc-range bounds)
+        algorithm: Algorithm [Choice(Algorithm::NAMES)] = "\"exhaustive\"",
+        /// queries per output shard (the resume unit)
+        batch_size: i64 [Int] = "10000",
+        /// drop documents whose id equals the query id
+        remove_self_matches: bool [Bool] = "false",
+        /// drop hits scoring below this
+        min_score: f64 [Float] = "0.0",
+        /// also write a TREC run file (output `trec`)
+        trec: bool [Bool] = "false",
     }
-    fn version(&self) -> u32 {
-        1
-    }
-    fn doc(&self) -> &'static str {
-        "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch"
-    }
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-    fn outputs(&self, params: &Value) -> Vec<String> {
+}
+
+impl TypedStage for Retrieve {
+    type Params = RetrieveParams;
+    const KIND: &'static str = "retrieve";
+    const VERSION: u32 = 1;
+    const DOC: &'static str =
+        "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch";
+
+    fn outputs(&self, p: &RetrieveParams) -> Vec<String> {
         let mut o = vec!["run".to_string()];
-        if params.get("trec").and_then(Value::as_bool) == Some(true) {
+        if p.trec {
             o.push("trec".into());
         }
         o
     }
-    fn check(&self, params: &Value) -> std::result::Result<(), (String, String)> {
-        for key in ["k", "batch_size"] {
-            if params.get(key).and_then(Value::as_i64).unwrap_or(0) < 1 {
-                return Err((key.into(), "must be a positive integer".into()));
+
+    fn check(&self, p: &RetrieveParams) -> std::result::Result<(), ParamError> {
+        for (key, value) in [("k", p.k), ("batch_size", p.batch_size)] {
+            if value < 1 {
+                return Err(ParamError::new(key, "must be a positive integer"));
             }
         }
-        let set = |key: &str| params.get(key).is_some_and(|v| !v.is_null());
-        match (set("queries"), set("query_text")) {
+        at_most(
+            "k",
+            p.k,
+            MAX_K,
+            "documents per query (each search keeps k hits in memory)",
+        )?;
+        match (p.queries.is_some(), p.query_text.is_some()) {
             (true, true) => {
-                return Err((
-                    "query_text".into(),
+                return Err(ParamError::new(
+                    "query_text",
                     "give either `queries` (query vectors) or `query_text` (texts encoded with \
-                     `model`), not both"
-                        .into(),
+                     `model`), not both",
                 ))
             }
             (false, false) => {
-                return Err((
-                    "queries".into(),
+                return Err(ParamError::new(
+                    "queries",
                     "missing: give `queries` (query vectors, e.g. \"encode_queries.vectors\") \
-                     or `query_text` (queries to encode, e.g. \"ingest.dev_queries\") with `model`"
-                        .into(),
+                     or `query_text` (queries to encode, e.g. \"ingest.dev_queries\") with `model`",
                 ))
             }
-            (false, true) if !set("model") => {
-                return Err((
-                    "model".into(),
+            (false, true) if p.model.is_none() => {
+                return Err(ParamError::new(
+                    "model",
                     "`query_text` needs `model` (a model directory or \"train.model\"; with \
-                     mode = \"bag_of_words\" only its tokenizer is used)"
-                        .into(),
+                     mode = \"bag_of_words\" only its tokenizer is used)",
                 ))
             }
-            (true, false) if set("model") => {
-                return Err((
-                    "model".into(),
-                    "`model` encodes `query_text`; `queries` are already vectors".into(),
+            (true, false) if p.model.is_some() => {
+                return Err(ParamError::new(
+                    "model",
+                    "`model` encodes `query_text`; `queries` are already vectors",
                 ))
             }
             _ => {}
         }
-        if params
-            .get("max_length")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            < 2
-        {
-            return Err((
-                "max_length".into(),
-                "must leave room for [CLS] and [SEP]".into(),
+        if p.max_length < 2 {
+            return Err(ParamError::new(
+                "max_length",
+                "must leave room for [CLS] and [SEP]",
             ));
         }
         Ok(())
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let p: Params = ctx.params_as()?;
-        let index_input = ctx.input("index")?.clone();
-        let index = InvertedIndex::open(index_input.path())?;
-        let artifact = match &index_input {
-            crate::contract::ResolvedInput::Artifact { artifact, .. } => artifact.clone(),
-            crate::contract::ResolvedInput::File(p) => {
-                p.parent().map(|p| p.to_path_buf()).unwrap_or_default()
-            }
-        };
-        let doc_ids = read_id_text(&artifact.join("doc_ids.parquet"))?.ids;
-        if doc_ids.len() != index.n_docs as usize {
-            return Err(StageError::Other(format!(
-                "{}: doc_ids has {} rows but the index has {} documents",
-                artifact.display(),
-                doc_ids.len(),
-                index.n_docs
-            )));
-        }
-        let table = (p.algorithm == "block_max").then(|| {
+    fn run(&self, p: RetrieveParams, ctx: &mut StageContext) -> Result<StageOutcome> {
+        let (index, doc_ids) = open_index(ctx)?;
+        let table = (p.algorithm == Algorithm::BlockMax).then(|| {
             let t0 = std::time::Instant::now();
             let table = RangeMaxima::build(&index);
             tracing::info!(
@@ -219,13 +158,17 @@ impl Stage for Retrieve {
         });
         let source = QuerySource::open(ctx, &p)?;
         let qids = source.ids().to_vec();
-        let k = p.k as usize + usize::from(p.remove_self_matches);
         let batch = p.batch_size as usize;
         let shards = qids.len().div_ceil(batch).max(1);
-        let dir = ctx.output_dir("run")?;
-        let shard_path = |s: usize| crate::contract::shard_file(&dir, s);
-        let done = ctx.committed_shards(&dir, shards);
-        let to_float = 1.0 / (index.scale * QUERY_SCALE);
+        let mut out = ShardedOutput::open(ctx, "run", shards)?;
+        let done = out.committed();
+        let searcher = Searcher {
+            p: &p,
+            index: &index,
+            table: table.as_ref(),
+            doc_ids: &doc_ids,
+            qids: &qids,
+        };
         let bar = ctx.progress(qids.len() as u64, "queries");
         bar.set_position((done * batch).min(qids.len()) as u64);
         let encode_bar = indicatif::ProgressBar::hidden();
@@ -235,55 +178,15 @@ impl Stage for Retrieve {
             let lo = s * batch;
             let hi = ((s + 1) * batch).min(qids.len());
             let queries = source.vectors(lo, hi, &encode_bar)?;
-            let results: Vec<Vec<RunRow>> = (lo..hi)
-                .into_par_iter()
-                .map_init(
-                    || (Vec::new(), BlockMaxScratch::default()),
-                    |(acc, scratch), i| {
-                        let q = &queries[i - lo];
-                        let hits = match (&table, p.algorithm.as_str()) {
-                            (Some(table), _) => block_max(&index, table, q, k, scratch),
-                            (None, "maxscore") => maxscore(&index, q, k),
-                            _ => exhaustive(&index, q, k, acc),
-                        };
-                        let mut rows = Vec::with_capacity(hits.len());
-                        for h in hits {
-                            let did = &doc_ids[h.doc as usize];
-                            let score = h.score as f32 * to_float;
-                            if (p.remove_self_matches && *did == qids[i])
-                                || (score as f64) < p.min_score
-                            {
-                                continue;
-                            }
-                            if rows.len() == p.k as usize {
-                                break;
-                            }
-                            rows.push(RunRow {
-                                qid: qids[i].clone(),
-                                did: did.clone(),
-                                rank: rows.len() as u32 + 1,
-                                score,
-                            });
-                        }
-                        rows
-                    },
-                )
-                .collect();
-            let rows: Vec<RunRow> = results.into_iter().flatten().collect();
-            write_run(&shard_path(s), &rows)?;
-            ctx.save_resume_state(&json!({ "done": s + 1, "shards": shards }))?;
+            write_run(&out.path(s), &searcher.search(lo, &queries))?;
+            out.commit(ctx, s, Map::new())?;
             bar.inc((hi - lo) as u64);
             searched += hi - lo;
         }
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
         if p.trec {
-            let mut text = String::new();
-            for r in read_run(&dir)? {
-                text += &format!("{} Q0 {} {} {:.6} splade\n", r.qid, r.did, r.rank, r.score);
-            }
-            let path = ctx.staging_dir().join("trec.run");
-            std::fs::write(&path, text).map_err(|e| StageError::io(&path, e))?;
+            write_trec(out.dir(), &ctx.staging_dir().join("trec.run"))?;
         }
         let mut m = Map::new();
         m.insert("queries".into(), json!(qids.len()));
@@ -301,6 +204,90 @@ impl Stage for Retrieve {
     }
 }
 
+/// The index input and its document ids (checked to match the index's document count).
+fn open_index(ctx: &StageContext) -> Result<(InvertedIndex, Vec<String>)> {
+    let index_input = ctx.input("index")?.clone();
+    let index = InvertedIndex::open(index_input.path())?;
+    let artifact = match &index_input {
+        crate::contract::ResolvedInput::Artifact { artifact, .. } => artifact.clone(),
+        crate::contract::ResolvedInput::File(p) => {
+            p.parent().map(|p| p.to_path_buf()).unwrap_or_default()
+        }
+    };
+    let doc_ids = read_id_text(&artifact.join("doc_ids.parquet"))?.ids;
+    if doc_ids.len() != index.n_docs as usize {
+        return Err(StageError::Other(format!(
+            "{}: doc_ids has {} rows but the index has {} documents",
+            artifact.display(),
+            doc_ids.len(),
+            index.n_docs
+        )));
+    }
+    Ok((index, doc_ids))
+}
+
+/// One batch of queries against the index, as run rows.
+struct Searcher<'a> {
+    p: &'a RetrieveParams,
+    index: &'a InvertedIndex,
+    table: Option<&'a RangeMaxima>,
+    doc_ids: &'a [String],
+    qids: &'a [String],
+}
+
+impl Searcher<'_> {
+    /// The run rows of queries `lo..lo + queries.len()` (in query order, ranks from 1).
+    fn search(&self, lo: usize, queries: &[SparseVector]) -> Vec<RunRow> {
+        let p = self.p;
+        let k = p.k as usize + usize::from(p.remove_self_matches);
+        let to_float = 1.0 / (self.index.scale * QUERY_SCALE);
+        let results: Vec<Vec<RunRow>> = (lo..lo + queries.len())
+            .into_par_iter()
+            .map_init(
+                || (Vec::new(), BlockMaxScratch::default()),
+                |(acc, scratch), i| {
+                    let q = &queries[i - lo];
+                    let hits = match (self.table, p.algorithm) {
+                        (Some(table), _) => block_max(self.index, table, q, k, scratch),
+                        (None, Algorithm::Maxscore) => maxscore(self.index, q, k),
+                        _ => exhaustive(self.index, q, k, acc),
+                    };
+                    let mut rows = Vec::with_capacity(hits.len());
+                    for h in hits {
+                        let did = &self.doc_ids[h.doc as usize];
+                        let score = h.score as f32 * to_float;
+                        if (p.remove_self_matches && *did == self.qids[i])
+                            || (score as f64) < p.min_score
+                        {
+                            continue;
+                        }
+                        if rows.len() == p.k as usize {
+                            break;
+                        }
+                        rows.push(RunRow {
+                            qid: self.qids[i].clone(),
+                            did: did.clone(),
+                            rank: rows.len() as u32 + 1,
+                            score,
+                        });
+                    }
+                    rows
+                },
+            )
+            .collect();
+        results.into_iter().flatten().collect()
+    }
+}
+
+/// Writes the run in `run_dir` as a TREC run file.
+fn write_trec(run_dir: &std::path::Path, path: &std::path::Path) -> Result<()> {
+    let mut text = String::new();
+    for r in read_run(run_dir)? {
+        text += &format!("{} Q0 {} {} {:.6} splade\n", r.qid, r.did, r.rank, r.score);
+    }
+    std::fs::write(path, text).map_err(|e| StageError::io(path, e))
+}
+
 /// Where the queries come from: vectors read whole, or texts encoded one batch at a time.
 enum QuerySource {
     Vectors(Vec<String>, Vec<SparseVector>),
@@ -308,7 +295,7 @@ enum QuerySource {
 }
 
 impl QuerySource {
-    fn open(ctx: &StageContext, p: &Params) -> Result<Self> {
+    fn open(ctx: &StageContext, p: &RetrieveParams) -> Result<Self> {
         if ctx.inputs.contains_key("queries") {
             let (ids, vectors) = read_sparse(ctx.input("queries")?.path())?;
             return Ok(QuerySource::Vectors(ids, vectors));
@@ -320,9 +307,9 @@ impl QuerySource {
             batch_size: ENCODE_BATCH,
             sort_window: ENCODE_SORT_WINDOW,
             vocab_chunk: ENCODE_VOCAB_CHUNK,
-            precision: Precision::from_param(&p.precision),
+            precision: p.precision,
         };
-        let encoder = TextEncoder::load(ctx.input("model")?.path(), &p.mode, &opts, &ctx.backend)?;
+        let encoder = TextEncoder::load(ctx.input("model")?.path(), p.mode, &opts, &ctx.backend)?;
         Ok(QuerySource::Texts(rows, Box::new(encoder)))
     }
 

@@ -7,7 +7,9 @@ use std::collections::BinaryHeap;
 /// A scored document; `Ord` puts the better one last (higher score, then lower doc index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hit {
+    /// Integer score: Σ quantized query weight × impact.
     pub score: u32,
+    /// Doc index in the index (0-based row).
     pub doc: u32,
 }
 

@@ -17,7 +17,9 @@ use crate::model::precision::{cast_for, splade_in};
 /// The trainable encoders: `query` is present only for separate query/document encoders.
 #[derive(Module, Debug)]
 pub struct EncoderPair {
+    /// The document encoder (also encodes queries unless `query` is set).
     pub doc: MlmEncoder,
+    /// The separate query encoder ([`QueryEncoding::Separate`]).
     pub query: Option<MlmEncoder>,
 }
 
@@ -30,7 +32,9 @@ pub enum QueryEncoding {
     Separate,
     /// As the binary bag of their tokens (SPLADE-doc): no query encoder, no query gradient.
     BagOfWords {
+        /// Special token ids left out of the bag.
         specials: Arc<HashSet<u32>>,
+        /// Vocabulary size: width of the dense bag vectors.
         vocab: usize,
     },
 }
@@ -39,10 +43,15 @@ pub enum QueryEncoding {
 /// precision.
 #[derive(Debug, Clone)]
 pub struct Encoding {
+    /// How token activations are pooled into one vector.
     pub pooling: PoolingKind,
+    /// Vocabulary terms projected at a time (bounds activation memory).
     pub vocab_chunk: usize,
+    /// Padding token id of the batches.
     pub pad: u32,
+    /// How queries are represented.
     pub queries: QueryEncoding,
+    /// Compute precision of the encoders.
     pub precision: Precision,
 }
 

@@ -8,12 +8,16 @@ use std::path::Path;
 use crate::error::{Result, StageError};
 use crate::parquet_io::{read_id_text, read_negatives, IdText};
 use crate::rng::splitmix64;
+use crate::teacher::TeacherIndex;
 
 /// One training example: query text and `1 + N` document texts (positive first).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// Query id.
     pub qid: String,
+    /// Query text.
     pub query: String,
+    /// Document texts: the positive first, then the negatives.
     pub docs: Vec<String>,
     /// Teacher scores of `docs`, in the same order, when the loss needs them.
     pub teacher: Option<Vec<f32>>,
@@ -29,25 +33,29 @@ struct Entry {
 /// Why queries of the negatives artifact were not used, for the manifest.
 #[derive(Debug, Default, Clone)]
 pub struct Coverage {
+    /// Rows (queries) in the negatives artifact.
     pub queries_in: usize,
+    /// Queries kept for training.
     pub queries_used: usize,
+    /// Queries dropped for having no positive.
     pub dropped_no_positive: usize,
+    /// Queries dropped for having no negative (only when negatives are drawn).
     pub dropped_no_negative: usize,
+    /// Queries dropped because none of their positives has a teacher score.
     pub dropped_no_teacher: usize,
+    /// Negatives removed for lacking a teacher score, summed over queries.
     pub negatives_without_teacher: usize,
 }
-
-/// Teacher scores keyed by `(qid, did)`.
-pub type TeacherScores = HashMap<(String, String), f32>;
 
 /// The examples a training run draws from.
 pub struct TrainingSet {
     docs: IdText,
     queries: IdText,
     entries: Vec<Entry>,
-    teacher: Option<TeacherScores>,
+    teacher: Option<TeacherIndex>,
     negatives: usize,
     seed: u64,
+    /// Which queries of the negatives artifact were used, and why the others were not.
     pub coverage: Coverage,
 }
 
@@ -64,7 +72,7 @@ impl TrainingSet {
         negatives_path: &Path,
         docs_path: &Path,
         queries_path: &Path,
-        teacher: Option<TeacherScores>,
+        teacher: Option<TeacherIndex>,
         negatives: usize,
         seed: u64,
     ) -> Result<Self> {
@@ -108,7 +116,8 @@ impl TrainingSet {
             let mut pos = resolve(&row.pos);
             let mut neg = resolve(&row.neg);
             if let Some(t) = &teacher {
-                let scored = |d: &usize| t.contains_key(&(row.qid.clone(), docs.ids[*d].clone()));
+                let q = t.query(&row.qid);
+                let scored = |d: &usize| q.and_then(|q| t.score(q, &docs.ids[*d])).is_some();
                 let before = neg.len();
                 pos.retain(scored);
                 neg.retain(scored);
@@ -214,10 +223,10 @@ impl TrainingSet {
                 }
                 let qid = self.queries.ids[entry.query].clone();
                 let teacher = self.teacher.as_ref().map(|t| {
+                    let q = t.query(&qid);
                     docs.iter()
                         .map(|d| {
-                            t.get(&(qid.clone(), self.docs.ids[*d].clone()))
-                                .copied()
+                            q.and_then(|q| t.score(q, &self.docs.ids[*d]))
                                 .unwrap_or(f32::NAN)
                         })
                         .collect()
@@ -231,43 +240,4 @@ impl TrainingSet {
             })
             .collect()
     }
-}
-
-/// Reads a `teacher_scores` artifact (qid, did, score, teacher) into a lookup table.
-pub fn read_teacher_scores(path: &Path) -> Result<TeacherScores> {
-    use arrow::array::{Array, Float32Array, StringArray};
-    let mut out = HashMap::new();
-    for file in crate::parquet_io::parquet_files(path)? {
-        let f = std::fs::File::open(&file).map_err(|e| StageError::io(&file, e))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-            .and_then(|b| b.build())
-            .map_err(|e| StageError::parquet(&file, e))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| StageError::parquet(&file, e))?;
-            let col = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .ok_or_else(|| StageError::parquet(&file, format!("no column `{name}`")))
-            };
-            let qids = col("qid")?.as_any().downcast_ref::<StringArray>();
-            let dids = col("did")?.as_any().downcast_ref::<StringArray>();
-            let scores = col("score")?.as_any().downcast_ref::<Float32Array>();
-            let (Some(qids), Some(dids), Some(scores)) = (qids, dids, scores) else {
-                return Err(StageError::parquet(
-                    &file,
-                    "expected qid: string, did: string, score: float32",
-                ));
-            };
-            for i in 0..batch.num_rows() {
-                if scores.is_null(i) {
-                    continue;
-                }
-                out.insert(
-                    (qids.value(i).to_string(), dids.value(i).to_string()),
-                    scores.value(i),
-                );
-            }
-        }
-    }
-    Ok(out)
 }

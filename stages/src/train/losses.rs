@@ -73,7 +73,9 @@ pub struct BatchScores {
     pub all: Tensor<2>,
     /// `[B, M]`: each query against its own documents (positive first).
     pub own: Tensor<2>,
+    /// `B`: queries in the batch.
     pub queries: usize,
+    /// `M`: documents per query (positive first).
     pub per_query: usize,
 }
 

@@ -7,701 +7,711 @@
 pub mod checkpoint;
 pub mod encoders;
 pub mod examples;
+mod files;
 pub mod losses;
+mod params;
 pub mod regularizer;
 pub mod step;
 pub mod validation;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator};
-use serde::Deserialize;
+use burn::optim::{GradientsAccumulator, ModuleOptimizer};
+use burn::tensor::Device;
 use serde_json::{json, Map, Value};
 
-use crate::contract::{Stage, StageContext, StageOutcome};
+use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::error::{Result, StageError};
 use crate::model::export::export_hf;
 use crate::model::loader::load_mlm_as;
-use crate::model::network::{MlmEncoder, PoolingKind};
+use crate::model::network::MlmEncoder;
 use crate::model::{devices_from_backend, ModelConfig, TextTokenizer};
-use crate::params::{ParamSpec, ParamType};
-use crate::parquet_io::{read_id_text, read_qrels, ParquetSink};
+use crate::params::ParamError;
+use crate::parquet_io::{read_id_text, read_qrels};
+use crate::teacher::read_teacher_scores;
 use checkpoint::TrainState;
-use encoders::{EncoderPair, Encoding, Precision, QueryEncoding};
-use examples::{read_teacher_scores, TrainingSet};
-use losses::RankingLoss;
-use regularizer::{LambdaSchedule, LearningRateSchedule, Regularizer, RegularizerKind};
-use step::{DataParallel, Objective, StepPosition, TokenizedBatch};
+use encoders::{EncoderPair, Encoding, QueryEncoding};
+use examples::TrainingSet;
+use files::{append_line, file_len, jsonl_to_parquet, remove_dir_if_exists, RunFiles};
+pub use params::{Init, QueryEncoder, Select, TrainParams};
+use regularizer::{LearningRateSchedule, RegularizerKind};
+use step::{DataParallel, Objective, StepPosition, StepStats, TokenizedBatch};
 use validation::ValidationSet;
 
 /// The train stage kind.
 pub struct Train;
 
-const PARAMS: &[ParamSpec] = &[
-    ParamSpec::required("negatives", ParamType::Artifact, "mined negatives (`mine.negatives`)"),
-    ParamSpec::required("docs", ParamType::Artifact, "documents (id, text)"),
-    ParamSpec::required("queries", ParamType::Artifact, "training queries (id, text)"),
-    ParamSpec::with_default("teacher_scores", ParamType::Artifact, "null", "teacher scores (`distill.teacher_scores`), for margin_mse / kl_div / mse_margin"),
-    ParamSpec::with_default("model", ParamType::FileOrArtifact, "\"conf/models/splade-tiny\"", "Hugging Face masked-LM directory to start from (or its shape and tokenizer, with init = \"random\")"),
-    ParamSpec::with_default("query_encoder", ParamType::Choice(&["shared", "separate", "bag_of_words"]), "\"shared\"", "one shared encoder; a separate query encoder (efficient SPLADE V/VI); or bag-of-words queries (SPLADE-doc)"),
-    ParamSpec::with_default("query_model", ParamType::FileOrArtifact, "null", "the separate query encoder's starting point; default: `model`"),
-    ParamSpec::with_default("init", ParamType::Choice(&["pretrained", "random"]), "\"pretrained\"", "start from the model's weights, or from a BERT-style random initialisation of its shape"),
-    ParamSpec::with_default("steps", ParamType::Int, "1000", "optimizer steps"),
-    ParamSpec::with_default("batch_size", ParamType::Int, "32", "queries per optimizer step, over all devices (global batch)"),
-    ParamSpec::with_default("negatives_per_query", ParamType::Int, "1", "hard negatives sampled per query and step"),
-    ParamSpec::with_default("gradient_accumulation", ParamType::Int, "1", "micro-batches per optimizer step (gradients averaged)"),
-    ParamSpec::with_default("max_length", ParamType::Int, "256", "document tokens (special tokens included)"),
-    ParamSpec::with_default("query_max_length", ParamType::Int, "0", "query tokens; 0 = max_length (the original uses one length for both)"),
-    ParamSpec::with_default("lr", ParamType::Float, "2e-5", "peak learning rate (AdamW)"),
-    ParamSpec::with_default("weight_decay", ParamType::Float, "0.01", "AdamW decoupled weight decay, over all parameters as in the original"),
-    ParamSpec::with_default("adam_eps", ParamType::Float, "1e-6", "AdamW epsilon (transformers' default, as in the original)"),
-    ParamSpec::with_default("warmup_steps", ParamType::Int, "0", "linear learning-rate warm-up, then linear decay to 0 at `steps`"),
-    ParamSpec::with_default("grad_clip", ParamType::Float, "0", "gradient norm clipping; 0 = off (the original never clips)"),
-    ParamSpec::with_default("losses", ParamType::FloatMap, "{\"in_batch_pairwise_nll\": 1.0}", "ranking losses and their weights: in_batch_pairwise_nll, pairwise_nll, contrastive, margin_mse, kl_div, mse_margin"),
-    ParamSpec::with_default("flops_lambda_q", ParamType::Float, "0", "FLOPS weight on queries"),
-    ParamSpec::with_default("flops_lambda_d", ParamType::Float, "0", "FLOPS weight on documents"),
-    ParamSpec::with_default("l1_lambda_q", ParamType::Float, "0", "L1 weight on queries"),
-    ParamSpec::with_default("l1_lambda_d", ParamType::Float, "0", "L1 weight on documents"),
-    ParamSpec::with_default("lambda_warmup_steps", ParamType::Int, "0", "T of the quadratic λ warm-up λ·(t/T)², in optimizer steps; 0 = constant λ"),
-    ParamSpec::with_default("anti_zero", ParamType::Bool, "false", "add the HF stack's 1/(ΣQ)² + 1/(ΣD)² term"),
-    ParamSpec::with_default("dropout", ParamType::Float, "null", "dropout probability; default: the model config's hidden_dropout_prob"),
-    ParamSpec::with_default("pooling", ParamType::Choice(&["max", "sum"]), "\"max\"", "SPLADE pooling over tokens"),
-    ParamSpec::with_default("precision", ParamType::Choice(&["f32", "bf16"]), "\"f32\"", "compute precision of the encoders; bf16 keeps f32 master weights, gradients, optimizer state and losses (mixed precision, for GPUs)"),
-    ParamSpec::with_default("seed", ParamType::Int, "123", "seeds sampling, dropout and random init (all of them, unlike the original)"),
-    ParamSpec::with_default("checkpoint_every", ParamType::Int, "1000", "optimizer steps between resumable checkpoints"),
-    ParamSpec::with_default("validate_every", ParamType::Int, "0", "optimizer steps between validations (and at the end); 0 = off"),
-    ParamSpec::with_default("validation_queries", ParamType::Artifact, "null", "dev queries (id, text)"),
-    ParamSpec::with_default("validation_qrels", ParamType::Artifact, "null", "dev qrels"),
-    ParamSpec::with_default("validation_docs", ParamType::Artifact, "null", "dev collection; default: `docs`"),
-    ParamSpec::with_default("recall_k", ParamType::Int, "100", "validation Recall@k"),
-    ParamSpec::with_default("select", ParamType::Choice(&["last", "best"]), "\"last\"", "output the last weights, or those with the best validation MRR@10"),
-    ParamSpec::with_default("vocab_chunk", ParamType::Int, "8192", "vocabulary terms projected at a time"),
-];
+/// The outputs holding trained weights (Hugging Face directories).
+const MODEL_OUTPUTS: [&str; 2] = ["model", "query_model"];
 
-#[derive(Debug, Deserialize)]
-struct TrainParams {
-    query_encoder: String,
-    init: String,
-    steps: u64,
-    batch_size: usize,
-    negatives_per_query: usize,
-    gradient_accumulation: u64,
-    max_length: usize,
-    query_max_length: usize,
-    lr: f64,
-    weight_decay: f64,
-    adam_eps: f64,
-    warmup_steps: u64,
-    grad_clip: f64,
-    flops_lambda_q: f64,
-    flops_lambda_d: f64,
-    l1_lambda_q: f64,
-    l1_lambda_d: f64,
-    lambda_warmup_steps: u64,
-    anti_zero: bool,
-    dropout: Option<f64>,
-    pooling: String,
-    precision: String,
-    seed: u64,
-    checkpoint_every: u64,
-    validate_every: u64,
-    recall_k: usize,
-    select: String,
-    vocab_chunk: usize,
-}
+impl TypedStage for Train {
+    type Params = TrainParams;
+    const KIND: &'static str = "train";
+    const VERSION: u32 = 1;
+    const DOC: &'static str = "negatives + texts (+ teacher scores) → a trained SPLADE model (Hugging Face directory) + train log";
 
-fn parse_losses(params: &Value) -> std::result::Result<Vec<(RankingLoss, f64)>, (String, String)> {
-    let names: Vec<&str> = RankingLoss::ALL.iter().map(|(n, _)| *n).collect();
-    let mut out = Vec::new();
-    for (name, w) in params["losses"].as_object().into_iter().flatten() {
-        let Some(loss) = RankingLoss::parse(name) else {
-            return Err((
-                "losses".into(),
-                format!(
-                    "unknown loss `{name}` (one of {}){}",
-                    names.join(", "),
-                    crate::params::suggest(name, names.iter().copied())
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default()
-                ),
-            ));
-        };
-        let w = w.as_f64().unwrap_or(0.0);
-        if w < 0.0 {
-            return Err(("losses".into(), format!("weight of `{name}` is negative")));
-        }
-        out.push((loss, w));
-    }
-    if out.is_empty() {
-        return Err(("losses".into(), "at least one loss is needed".into()));
-    }
-    Ok(out)
-}
-
-impl Stage for Train {
-    fn kind(&self) -> &'static str {
-        "train"
-    }
-
-    fn version(&self) -> u32 {
-        1
-    }
-
-    fn doc(&self) -> &'static str {
-        "negatives + texts (+ teacher scores) → a trained SPLADE model (Hugging Face directory) + train log"
-    }
-
-    fn params(&self) -> &'static [ParamSpec] {
-        PARAMS
-    }
-
-    fn outputs(&self, params: &Value) -> Vec<String> {
+    fn outputs(&self, p: &TrainParams) -> Vec<String> {
         let mut out = vec!["model".to_string(), "train_log".to_string()];
-        if params["query_encoder"] == "separate" {
+        if p.query_encoder == QueryEncoder::Separate {
             out.push("query_model".into());
         }
-        if params["validate_every"].as_i64().unwrap_or(0) > 0 {
+        if p.validate_every > 0 {
             out.push("validation".into());
         }
         out
     }
 
-    fn check(&self, p: &Value) -> std::result::Result<(), (String, String)> {
-        let losses = parse_losses(p)?;
-        let int = |k: &str| p[k].as_i64().unwrap_or(0);
-        for key in [
-            "steps",
-            "batch_size",
-            "gradient_accumulation",
-            "max_length",
-            "checkpoint_every",
-            "vocab_chunk",
-        ] {
-            if int(key) < 1 {
-                return Err((key.into(), "must be at least 1".into()));
-            }
-        }
-        for key in [
-            "negatives_per_query",
-            "query_max_length",
-            "warmup_steps",
-            "lambda_warmup_steps",
-            "validate_every",
-        ] {
-            if int(key) < 0 {
-                return Err((key.into(), "must not be negative".into()));
-            }
-        }
-        if let Some((l, _)) = losses.iter().find(|(l, _)| l.needs_negatives()) {
-            if int("negatives_per_query") < 1 {
-                return Err((
-                    "negatives_per_query".into(),
-                    format!("loss `{}` needs at least one negative per query", l.name()),
-                ));
-            }
-        }
-        if let Some((l, _)) = losses.iter().find(|(l, _)| l.needs_teacher()) {
-            if p["teacher_scores"].is_null() {
-                return Err((
-                    "teacher_scores".into(),
-                    format!(
-                        "loss `{}` needs teacher scores (e.g. \"distill.teacher_scores\")",
-                        l.name()
-                    ),
-                ));
-            }
-        }
-        if let Some(d) = p["dropout"].as_f64() {
-            if !(0.0..1.0).contains(&d) {
-                return Err(("dropout".into(), "must be in [0, 1)".into()));
-            }
-        }
-        if int("validate_every") > 0 {
-            for key in ["validation_queries", "validation_qrels"] {
-                if p[key].is_null() {
-                    return Err((key.into(), "validate_every > 0 needs it".into()));
-                }
-            }
-        } else if p["select"] == "best" {
-            return Err((
-                "select".into(),
-                "\"best\" needs validation (validate_every > 0)".into(),
-            ));
-        }
-        if !p["query_model"].is_null() && p["query_encoder"] != "separate" {
-            return Err((
-                "query_model".into(),
-                "only used with query_encoder = \"separate\"".into(),
-            ));
-        }
-        if p["query_encoder"] == "bag_of_words"
-            && (p["flops_lambda_q"].as_f64().unwrap_or(0.0) > 0.0
-                || p["l1_lambda_q"].as_f64().unwrap_or(0.0) > 0.0)
-        {
-            return Err(("query_encoder".into(), "bag-of-words queries have no encoder to regularize: set flops_lambda_q and l1_lambda_q to 0".into()));
-        }
-        Ok(())
+    fn check(&self, p: &TrainParams) -> std::result::Result<(), ParamError> {
+        p.check()
     }
 
-    fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let p: TrainParams = ctx.params_as()?;
-        let objective = Objective {
-            losses: parse_losses(&ctx.params)
-                .map_err(|(key, message)| StageError::Param { key, message })?,
-            regularizers: vec![
-                Regularizer {
-                    kind: RegularizerKind::Flops,
-                    query: LambdaSchedule {
-                        lambda: p.flops_lambda_q,
-                        warmup: p.lambda_warmup_steps,
-                    },
-                    doc: LambdaSchedule {
-                        lambda: p.flops_lambda_d,
-                        warmup: p.lambda_warmup_steps,
-                    },
-                },
-                Regularizer {
-                    kind: RegularizerKind::L1,
-                    query: LambdaSchedule {
-                        lambda: p.l1_lambda_q,
-                        warmup: p.lambda_warmup_steps,
-                    },
-                    doc: LambdaSchedule {
-                        lambda: p.l1_lambda_d,
-                        warmup: p.lambda_warmup_steps,
-                    },
-                },
-            ],
-            anti_zero: p.anti_zero,
-        };
-        let pooling = if p.pooling == "sum" {
-            PoolingKind::Sum
-        } else {
-            PoolingKind::Max
-        };
-        let devices: Vec<_> = devices_from_backend(&ctx.backend)?
-            .into_iter()
-            .map(|d| d.autodiff())
-            .collect();
-        if devices.len() > p.batch_size {
-            return Err(StageError::Param {
-                key: "batch_size".into(),
-                message: format!(
-                    "{} is smaller than the number of devices ({})",
-                    p.batch_size,
-                    devices.len()
-                ),
-            });
+    fn run(&self, p: TrainParams, ctx: &mut StageContext) -> Result<StageOutcome> {
+        let (trainer, model) = Trainer::prepare(p, ctx)?;
+        let mut progress = trainer.restore_checkpoint(ctx, model)?;
+        let resumed_at = progress.state.step;
+        if progress.state.step == 0 {
+            trainer.validate(0, &progress.model, &mut progress.state)?;
         }
-        let main = devices[0].clone();
-
-        let model_dir = ctx.input("model")?.path().to_path_buf();
-        // A model directory's config, with the run's dropout override.
-        let config_of = |dir: &Path| -> Result<ModelConfig> {
-            let mut c = ModelConfig::from_dir(dir)?;
-            if let Some(d) = p.dropout {
-                c.dropout = d;
-            }
-            Ok(c)
-        };
-        let cfg = config_of(&model_dir)?;
-        let query_len = if p.query_max_length == 0 {
-            p.max_length
-        } else {
-            p.query_max_length
-        };
-        for (key, len) in [
-            ("max_length", p.max_length),
-            ("query_max_length", query_len),
-        ] {
-            if len > cfg.max_positions {
-                return Err(StageError::Param {
-                    key: key.into(),
-                    message: format!(
-                        "{len} exceeds the model's max_position_embeddings ({})",
-                        cfg.max_positions
-                    ),
-                });
-            }
-        }
-        let query_dir = ctx
-            .inputs
-            .get("query_model")
-            .map(|i| i.path().to_path_buf())
-            .unwrap_or_else(|| model_dir.clone());
-        let query_tok = TextTokenizer::load(&query_dir, query_len)?;
-        let doc_tok = TextTokenizer::load(&model_dir, p.max_length)?;
-
-        let teacher = match ctx.inputs.get("teacher_scores") {
-            Some(t) => Some(read_teacher_scores(t.path())?),
-            None => None,
-        };
-        let set = TrainingSet::load(
-            ctx.input("negatives")?.path(),
-            ctx.input("docs")?.path(),
-            ctx.input("queries")?.path(),
-            teacher.filter(|_| objective.needs_teacher()),
-            p.negatives_per_query,
-            p.seed,
-        )?;
-        let validation = if p.validate_every > 0 {
-            let docs_key = if ctx.inputs.contains_key("validation_docs") {
-                "validation_docs"
-            } else {
-                "docs"
-            };
-            Some(ValidationSet {
-                queries: read_id_text(ctx.input("validation_queries")?.path())?,
-                docs: read_id_text(ctx.input(docs_key)?.path())?,
-                qrels: read_qrels(ctx.input("validation_qrels")?.path())?,
-                recall_k: p.recall_k,
-            })
-        } else {
-            None
-        };
-
-        main.seed(p.seed);
-        let init = |dir: &Path, c: &ModelConfig| -> Result<MlmEncoder> {
-            if p.init == "random" {
-                Ok(MlmEncoder::init_random(c, &main))
-            } else {
-                Ok(load_mlm_as(dir, c.clone(), &main)?.1)
-            }
-        };
-        let doc_model = init(&model_dir, &cfg)?;
-        let (query_cfg, query_model) = if p.query_encoder == "separate" {
-            let c = config_of(&query_dir)?;
-            let m = init(&query_dir, &c)?;
-            (Some(c), Some(m))
-        } else {
-            (None, None)
-        };
-        if let Some(qc) = &query_cfg {
-            if qc.vocab_size != cfg.vocab_size {
-                return Err(StageError::Param {
-                    key: "query_model".into(),
-                    message: format!(
-                        "vocabulary of {} terms, the document model has {}: they must share one",
-                        qc.vocab_size, cfg.vocab_size
-                    ),
-                });
-            }
-        }
-        let mut model = EncoderPair {
-            doc: doc_model,
-            query: query_model,
-        }
-        .train();
-        let query_encoding = match p.query_encoder.as_str() {
-            "separate" => QueryEncoding::Separate,
-            "bag_of_words" => QueryEncoding::BagOfWords {
-                specials: Arc::new(query_tok.special_ids().clone()),
-                vocab: cfg.vocab_size,
-            },
-            _ => QueryEncoding::Shared,
-        };
-        let encoding = Encoding {
-            pooling,
-            vocab_chunk: p.vocab_chunk,
-            pad: cfg.pad_token_id,
-            queries: query_encoding,
-            precision: Precision::from_param(&p.precision),
-        };
-        let mut adamw = AdamWConfig::new()
-            .with_epsilon(p.adam_eps as f32)
-            .with_weight_decay(p.weight_decay as f32);
-        if p.grad_clip > 0.0 {
-            adamw = adamw.with_grad_clipping(Some(
-                burn::grad_clipping::GradientClippingConfig::Norm(p.grad_clip as f32),
-            ));
-        }
-        let mut optim = adamw.init();
-
-        // Resume from the last checkpoint this fingerprint committed, if any.
-        let staging = ctx.staging_dir().to_path_buf();
-        let ckpt_root = staging.join("checkpoints");
-        let log_path = staging.join("train_log.jsonl");
-        let val_path = staging.join("validation.jsonl");
-        let best_dir = staging.join("best");
-        let mut state = TrainState::default();
-        let resumed_from = ctx
-            .resume_state()
-            .and_then(|s| {
-                s.get("checkpoint")
-                    .and_then(Value::as_str)
-                    .map(String::from)
-            })
-            .map(|name| ckpt_root.join(name))
-            .filter(|dir| dir.is_dir());
-        if let Some(dir) = &resumed_from {
-            let (s, m, o) = checkpoint::load(dir, model, optim)?;
-            state = s;
-            model = m;
-            optim = o;
-            truncate(&log_path, state.log_bytes)?;
-            truncate(&val_path, state.validation_bytes)?;
-            tracing::info!(
-                step = state.step,
-                "resuming training from {}",
-                dir.display()
-            );
-        } else {
-            for p in [&log_path, &val_path] {
-                truncate(p, 0)?;
-            }
-            for d in [&ckpt_root, &best_dir] {
-                if d.exists() {
-                    std::fs::remove_dir_all(d).map_err(|e| StageError::io(d, e))?;
-                }
-            }
-        }
-        std::fs::create_dir_all(&ckpt_root).map_err(|e| StageError::io(&ckpt_root, e))?;
-        let resumed_at = state.step;
-
-        let parallel = DataParallel {
-            devices: devices.clone(),
-            encoding: encoding.clone(),
-        };
-        let lr_schedule = LearningRateSchedule {
-            lr: p.lr,
-            warmup: p.warmup_steps,
-            total: p.steps,
-        };
-        // Validation (and best-model export): at step 0, every `validate_every` steps, at the end.
-        let validate = |t: u64, model: &EncoderPair, state: &mut TrainState| -> Result<()> {
-            let Some(v) = &validation else {
-                return Ok(());
-            };
-            let (mrr, recall) = v.measure(model, &encoding, &query_tok, &doc_tok, &main)?;
-            append_line(
-                &val_path,
-                &json!({"step": t, "mrr_at_10": mrr, "recall": recall}),
-            )?;
-            if state.best.is_none_or(|(b, _)| mrr > b) {
-                state.best = Some((mrr, t));
-                if p.select == "best" {
-                    export_pair(
-                        model,
-                        &cfg,
-                        &model_dir,
-                        query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
-                        &best_dir,
-                    )?;
-                }
-            }
-            Ok(())
-        };
-        if state.step == 0 {
-            validate(0, &model, &mut state)?;
-        }
-        let bar = ctx.progress(p.steps, "steps");
-        bar.set_position(state.step);
         let started = Instant::now();
-        let mut last = StepSummary::default();
-        while state.step < p.steps {
-            let step_started = Instant::now();
-            let t = state.step + 1;
-            let lr = lr_schedule.at(state.step);
-            let mut acc = GradientsAccumulator::<EncoderPair>::new();
-            let mut terms: BTreeMap<String, f64> = BTreeMap::new();
-            let (mut nnz_q, mut nnz_d, mut flops_d) = (0.0, 0.0, 0.0);
-            let gas = p.gradient_accumulation;
-            for micro in 0..gas {
-                let index = state.step * gas + micro;
-                let examples = set.examples(index * p.batch_size as u64, p.batch_size);
-                let batch = TokenizedBatch::new(&examples, &query_tok, &doc_tok)?;
-                let stats = parallel.accumulate(
-                    &model,
-                    &batch,
-                    &objective,
-                    StepPosition {
-                        t,
-                        micro: index,
-                        seed: p.seed,
-                    },
-                    1.0 / gas as f64,
-                    &mut acc,
-                )?;
-                for (k, v) in stats.terms {
-                    *terms.entry(k).or_default() += v / gas as f64;
-                }
-                nnz_q += stats.nnz_q / gas as f64;
-                nnz_d += stats.nnz_d / gas as f64;
-                flops_d += stats.flops_d / gas as f64;
-            }
-            if let Some((name, _)) = terms.iter().find(|(_, v)| !v.is_finite()) {
-                return Err(StageError::Other(format!(
-                    "training diverged at step {t}: `{name}` is not finite (try a lower lr)"
-                )));
-            }
-            model = optim.step(lr, model, acc.grads());
-            state.step = t;
-
-            let mut row = Map::new();
-            row.insert("step".into(), json!(t));
-            row.insert("lr".into(), json!(lr));
-            for r in &objective.regularizers {
-                let name = match r.kind {
-                    RegularizerKind::Flops => "flops",
-                    RegularizerKind::L1 => "l1",
-                };
-                row.insert(format!("lambda_{name}_q"), json!(r.query.at(t)));
-                row.insert(format!("lambda_{name}_d"), json!(r.doc.at(t)));
-            }
-            for (k, v) in &terms {
-                row.insert(format!("loss_{k}"), json!(v));
-            }
-            row.insert("nnz_q".into(), json!(nnz_q));
-            row.insert("nnz_d".into(), json!(nnz_d));
-            row.insert("flops_d".into(), json!(flops_d));
-            let secs = step_started.elapsed().as_secs_f64().max(1e-9);
-            row.insert(
-                "examples_per_s".into(),
-                json!((p.batch_size as u64 * gas) as f64 / secs),
-            );
-            append_line(&log_path, &Value::Object(row))?;
-            last = StepSummary {
-                loss: terms.get("total").copied().unwrap_or(f64::NAN),
-                nnz_q,
-                nnz_d,
-            };
-
-            if validation.is_some() && (t % p.validate_every == 0 || t == p.steps) {
-                validate(t, &model, &mut state)?;
-            }
-            if t % p.checkpoint_every == 0 && t < p.steps {
-                state.log_bytes = file_len(&log_path);
-                state.validation_bytes = file_len(&val_path);
-                let dir = checkpoint::save(&ckpt_root, &state, &model, &optim)?;
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                ctx.save_resume_state(&json!({ "checkpoint": name, "step": t }))?;
-                checkpoint::prune(&ckpt_root, &dir)?;
-                crate::contract::test_pause("SPLADE_TEST_TRAIN_CHECKPOINT_DELAY_MS");
-            }
-            bar.set_position(t);
-        }
-        bar.finish_and_clear();
-
-        for name in ["model", "query_model"] {
-            let d = staging.join(name);
-            if d.exists() {
-                std::fs::remove_dir_all(&d).map_err(|e| StageError::io(&d, e))?;
-            }
-        }
-        if !(p.select == "best" && best_dir.is_dir()) {
-            export_pair(
-                &model,
-                &cfg,
-                &model_dir,
-                query_cfg.as_ref().map(|c| (c, query_dir.as_path())),
-                &best_dir,
-            )?;
-        }
-        for name in ["model", "query_model"] {
-            let from = best_dir.join(name);
-            if from.is_dir() {
-                let to = staging.join(name);
-                std::fs::rename(&from, &to).map_err(|e| StageError::io(&to, e))?;
-            }
-        }
-        let val_path_for_summary = std::fs::read_to_string(&val_path).unwrap_or_default();
-        let log_rows = jsonl_to_parquet(&log_path, &ctx.output_file("train_log"))?;
-        if validation.is_some() {
-            jsonl_to_parquet(&val_path, &ctx.output_file("validation"))?;
-        }
-        for d in [&ckpt_root, &best_dir] {
-            if d.exists() {
-                std::fs::remove_dir_all(d).map_err(|e| StageError::io(d, e))?;
-            }
-        }
-        for f in [&log_path, &val_path] {
-            if f.exists() {
-                std::fs::remove_file(f).map_err(|e| StageError::io(f, e))?;
-            }
-        }
-
-        let seconds = started.elapsed().as_secs_f64();
-        let trained = p.steps - resumed_at;
-        let mut stats = Map::new();
-        stats.insert("steps".into(), json!(p.steps));
-        stats.insert("resumed_at_step".into(), json!(resumed_at));
-        stats.insert("log_rows".into(), json!(log_rows));
-        stats.insert("devices".into(), json!(devices.len()));
-        stats.insert("queries_in".into(), json!(set.coverage.queries_in));
-        stats.insert("queries_used".into(), json!(set.coverage.queries_used));
-        stats.insert(
-            "dropped_no_positive".into(),
-            json!(set.coverage.dropped_no_positive),
-        );
-        stats.insert(
-            "dropped_no_negative".into(),
-            json!(set.coverage.dropped_no_negative),
-        );
-        stats.insert(
-            "dropped_no_teacher".into(),
-            json!(set.coverage.dropped_no_teacher),
-        );
-        stats.insert(
-            "negatives_without_teacher".into(),
-            json!(set.coverage.negatives_without_teacher),
-        );
-        stats.insert("final_loss".into(), json!(last.loss));
-        stats.insert("final_nnz_q".into(), json!(last.nnz_q));
-        stats.insert("final_nnz_d".into(), json!(last.nnz_d));
-        stats.insert(
-            "examples_per_s".into(),
-            json!(
-                (trained * p.gradient_accumulation * p.batch_size as u64) as f64
-                    / seconds.max(1e-9)
-            ),
-        );
-        if let Some((mrr, at)) = state.best {
-            stats.insert("best_mrr_at_10".into(), json!(mrr));
-            stats.insert("best_step".into(), json!(at));
-        }
-        let mut summary = format!(
-            "{}: {} steps on {} device(s) over {} queries{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
-            ctx.name,
-            p.steps,
-            devices.len(),
-            set.coverage.queries_used,
-            if resumed_at > 0 {
-                format!(" (resumed at step {resumed_at})")
-            } else {
-                String::new()
-            },
-            last.loss,
-            last.nnz_q,
-            last.nnz_d
-        );
-        if let Some((mrr, at)) = state.best {
-            let start = first_validation(&val_path_for_summary)
-                .map(|m| format!("{m:.4} at step 0, "))
-                .unwrap_or_default();
-            summary.push_str(&format!("; dev MRR@10 {start}best {mrr:.4} at step {at}"));
-        }
-        Ok(StageOutcome {
-            stats,
-            summary: Some(summary),
-        })
+        let (progress, last) = trainer.training_loop(ctx, progress)?;
+        let (log_rows, validation_log) = trainer.export_result(ctx, &progress.model)?;
+        let report = Report {
+            resumed_at,
+            log_rows,
+            last,
+            best: progress.state.best,
+            seconds: started.elapsed().as_secs_f64(),
+            validation_log,
+        };
+        Ok(trainer.outcome(&ctx.name, &report))
     }
 }
 
+/// A training run's fixed parts: what the optimization loop reads and where it writes.
+struct Trainer {
+    p: TrainParams,
+    objective: Objective,
+    sources: ModelSources,
+    /// The separate query encoder's config (with the run's dropout), for its export.
+    query_cfg: Option<ModelConfig>,
+    set: TrainingSet,
+    validation: Option<ValidationSet>,
+    /// The devices (the first is the main one) and the encoding.
+    parallel: DataParallel,
+    lr_schedule: LearningRateSchedule,
+    files: RunFiles,
+}
+
+/// What changes as the run trains; exactly what a checkpoint saves.
+struct Progress {
+    state: TrainState,
+    model: EncoderPair,
+    optim: ModuleOptimizer,
+}
+
+/// Loss and sparsity of an optimizer step, for the final stats and summary.
 #[derive(Debug, Default, Clone, Copy)]
 struct StepSummary {
     loss: f64,
     nnz_q: f64,
     nnz_d: f64,
+}
+
+/// Loss terms and sparsity figures of one optimizer step, averaged over its micro-batches.
+#[derive(Debug, Default)]
+struct StepMeans {
+    terms: BTreeMap<String, f64>,
+    nnz_q: f64,
+    nnz_d: f64,
+    flops_d: f64,
+}
+
+/// How a finished run went, for the stats and the summary.
+struct Report {
+    resumed_at: u64,
+    log_rows: u64,
+    last: StepSummary,
+    best: Option<(f64, u64)>,
+    /// From the first optimizer step of this attempt to the written outputs.
+    seconds: f64,
+    /// The validation log's text (its first line is the step-0 validation, if any).
+    validation_log: String,
+}
+
+/// The model directories a run starts from, the document model's config and the tokenizers.
+struct ModelSources {
+    /// The document (or shared) model's directory.
+    dir: PathBuf,
+    /// Its config, with the run's dropout.
+    cfg: ModelConfig,
+    /// The query model's directory: `query_model`, else `dir`.
+    query_dir: PathBuf,
+    query_tok: TextTokenizer,
+    doc_tok: TextTokenizer,
+}
+
+impl Trainer {
+    /// Everything a run needs before its first step, and the encoders to train (initialised).
+    fn prepare(p: TrainParams, ctx: &StageContext) -> Result<(Self, EncoderPair)> {
+        let objective = p.objective()?;
+        let devices = training_devices(ctx, p.batch_size as usize)?;
+        let sources = ModelSources::load(ctx, &p)?;
+        let set = load_training_set(ctx, &p, &objective)?;
+        let validation = load_validation_set(ctx, &p)?;
+        let (model, query_cfg) = build_encoders(&p, &sources, &devices[0])?;
+        let parallel = DataParallel {
+            encoding: encoding(&p, &sources),
+            devices,
+        };
+        let trainer = Trainer {
+            lr_schedule: p.lr_schedule(),
+            files: RunFiles::new(ctx.staging_dir()),
+            p,
+            objective,
+            sources,
+            query_cfg,
+            set,
+            validation,
+            parallel,
+        };
+        Ok((trainer, model))
+    }
+
+    /// `model` and a fresh optimizer, restored from the last checkpoint this fingerprint committed
+    /// (the logs cut back to it), or else at step 0 with what an earlier attempt left cleared.
+    fn restore_checkpoint(&self, ctx: &StageContext, model: EncoderPair) -> Result<Progress> {
+        let optim = self.p.optimizer();
+        let progress = match committed_checkpoint(ctx, &self.files) {
+            Some(dir) => self.resume_from(&dir, model, optim)?,
+            None => {
+                self.files.start_fresh()?;
+                Progress {
+                    state: TrainState::default(),
+                    model,
+                    optim,
+                }
+            }
+        };
+        let root = &self.files.checkpoints;
+        std::fs::create_dir_all(root).map_err(|e| StageError::io(root, e))?;
+        Ok(progress)
+    }
+
+    /// Loads the checkpoint in `dir` into `model` and `optim` and cuts the logs back to it.
+    fn resume_from(
+        &self,
+        dir: &Path,
+        model: EncoderPair,
+        optim: ModuleOptimizer,
+    ) -> Result<Progress> {
+        let (state, model, optim) = checkpoint::load(dir, model, optim)?;
+        self.files
+            .cut_logs(state.log_bytes, state.validation_bytes)?;
+        tracing::info!(
+            step = state.step,
+            "resuming training from {}",
+            dir.display()
+        );
+        Ok(Progress {
+            state,
+            model,
+            optim,
+        })
+    }
+
+    /// Runs the optimizer steps left, validating and checkpointing on schedule; returns the
+    /// progress at the end and the last step's figures.
+    fn training_loop(
+        &self,
+        ctx: &StageContext,
+        mut progress: Progress,
+    ) -> Result<(Progress, StepSummary)> {
+        let steps = self.p.steps as u64;
+        let bar = ctx.progress(steps, "steps");
+        bar.set_position(progress.state.step);
+        let mut last = StepSummary::default();
+        while progress.state.step < steps {
+            (progress, last) = self.optimizer_step(progress)?;
+            self.on_schedule(ctx, &mut progress)?;
+            bar.set_position(progress.state.step);
+        }
+        bar.finish_and_clear();
+        Ok((progress, last))
+    }
+
+    /// One optimizer step: the micro-batches' gradients (an error if a loss term is not finite),
+    /// the AdamW update, and the step's train-log line.
+    fn optimizer_step(&self, mut progress: Progress) -> Result<(Progress, StepSummary)> {
+        let started = Instant::now();
+        let step = progress.state.step;
+        let t = step + 1;
+        let lr = self.lr_schedule.at(step);
+        let (mut acc, means) = self.accumulate(&progress.model, step, t)?;
+        means.check_finite(t)?;
+        progress.model = progress.optim.step(lr, progress.model, acc.grads());
+        progress.state.step = t;
+        append_line(&self.files.log, &self.log_row(t, lr, &means, started))?;
+        Ok((progress, means.summary()))
+    }
+
+    /// The gradients of step `t`'s micro-batches, each scaled by 1/accumulation, and their
+    /// averaged figures.
+    fn accumulate(
+        &self,
+        model: &EncoderPair,
+        step: u64,
+        t: u64,
+    ) -> Result<(GradientsAccumulator<EncoderPair>, StepMeans)> {
+        let gas = self.p.gradient_accumulation as u64;
+        let batch_size = self.p.batch_size as usize;
+        let mut acc = GradientsAccumulator::<EncoderPair>::new();
+        let mut means = StepMeans::default();
+        for micro in 0..gas {
+            let index = step * gas + micro;
+            let examples = self.set.examples(index * batch_size as u64, batch_size);
+            let batch =
+                TokenizedBatch::new(&examples, &self.sources.query_tok, &self.sources.doc_tok)?;
+            let at = StepPosition {
+                t,
+                micro: index,
+                seed: self.p.seed,
+            };
+            let stats = self.parallel.accumulate(
+                model,
+                &batch,
+                &self.objective,
+                at,
+                1.0 / gas as f64,
+                &mut acc,
+            )?;
+            means.add(stats, gas);
+        }
+        Ok((acc, means))
+    }
+
+    /// The train-log line of step `t`: lr, λs, loss terms, sparsity and throughput.
+    fn log_row(&self, t: u64, lr: f64, means: &StepMeans, started: Instant) -> Value {
+        let mut row = Map::new();
+        row.insert("step".into(), json!(t));
+        row.insert("lr".into(), json!(lr));
+        for r in &self.objective.regularizers {
+            let name = match r.kind {
+                RegularizerKind::Flops => "flops",
+                RegularizerKind::L1 => "l1",
+            };
+            row.insert(format!("lambda_{name}_q"), json!(r.query.at(t)));
+            row.insert(format!("lambda_{name}_d"), json!(r.doc.at(t)));
+        }
+        for (k, v) in &means.terms {
+            row.insert(format!("loss_{k}"), json!(v));
+        }
+        row.insert("nnz_q".into(), json!(means.nnz_q));
+        row.insert("nnz_d".into(), json!(means.nnz_d));
+        row.insert("flops_d".into(), json!(means.flops_d));
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let examples = (self.p.batch_size as u64 * self.p.gradient_accumulation as u64) as f64;
+        row.insert("examples_per_s".into(), json!(examples / secs));
+        Value::Object(row)
+    }
+
+    /// After a step: validation every `validate_every` steps and at the end, a checkpoint every
+    /// `checkpoint_every` steps before the end.
+    fn on_schedule(&self, ctx: &StageContext, progress: &mut Progress) -> Result<()> {
+        let t = progress.state.step;
+        let steps = self.p.steps as u64;
+        if self.validation.is_some()
+            && (t.is_multiple_of(self.p.validate_every as u64) || t == steps)
+        {
+            self.validate(t, &progress.model, &mut progress.state)?;
+        }
+        if t.is_multiple_of(self.p.checkpoint_every as u64) && t < steps {
+            self.checkpoint(ctx, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Measures the dev set at step `t` and logs it; the best step so far is kept in `state`
+    /// (and its weights exported with `select = "best"`). Does nothing without validation.
+    fn validate(&self, t: u64, model: &EncoderPair, state: &mut TrainState) -> Result<()> {
+        let Some(v) = &self.validation else {
+            return Ok(());
+        };
+        let (mrr, recall) = v.measure(
+            model,
+            &self.parallel.encoding,
+            &self.sources.query_tok,
+            &self.sources.doc_tok,
+            &self.parallel.devices[0],
+        )?;
+        append_line(
+            &self.files.validation,
+            &json!({"step": t, "mrr_at_10": mrr, "recall": recall}),
+        )?;
+        if state.best.is_none_or(|(b, _)| mrr > b) {
+            state.best = Some((mrr, t));
+            if self.p.select == Select::Best {
+                self.export_to(model, &self.files.best)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves a checkpoint of the current step (with the logs' lengths), records it as the resume
+    /// state, and removes the older ones.
+    fn checkpoint(&self, ctx: &StageContext, progress: &mut Progress) -> Result<()> {
+        let root = &self.files.checkpoints;
+        progress.state.log_bytes = file_len(&self.files.log);
+        progress.state.validation_bytes = file_len(&self.files.validation);
+        let dir = checkpoint::save(root, &progress.state, &progress.model, &progress.optim)?;
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        ctx.save_resume_state(&json!({ "checkpoint": name, "step": progress.state.step }))?;
+        checkpoint::prune(root, &dir)?;
+        crate::contract::test_pause("SPLADE_TEST_TRAIN_CHECKPOINT_DELAY_MS");
+        Ok(())
+    }
+
+    /// Writes the outputs (the selected weights, the logs as Parquet) and removes the working
+    /// files; returns the train log's row count and the validation log's text.
+    fn export_result(&self, ctx: &StageContext, model: &EncoderPair) -> Result<(u64, String)> {
+        self.publish_model(model)?;
+        let validation_log = std::fs::read_to_string(&self.files.validation).unwrap_or_default();
+        let log_rows = jsonl_to_parquet(&self.files.log, &ctx.output_file("train_log"))?;
+        if self.validation.is_some() {
+            jsonl_to_parquet(&self.files.validation, &ctx.output_file("validation"))?;
+        }
+        self.files.remove()?;
+        Ok((log_rows, validation_log))
+    }
+
+    /// Moves the best weights (with `select = "best"`, once exported) or else `model`'s into the
+    /// `model` (and `query_model`) outputs.
+    fn publish_model(&self, model: &EncoderPair) -> Result<()> {
+        let staging = &self.files.staging;
+        for name in MODEL_OUTPUTS {
+            remove_dir_if_exists(&staging.join(name))?;
+        }
+        if !(self.p.select == Select::Best && self.files.best.is_dir()) {
+            self.export_to(model, &self.files.best)?;
+        }
+        for name in MODEL_OUTPUTS {
+            let from = self.files.best.join(name);
+            if from.is_dir() {
+                let to = staging.join(name);
+                std::fs::rename(&from, &to).map_err(|e| StageError::io(&to, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Exports `model` as Hugging Face directories into `to` (see [`export_pair`]).
+    fn export_to(&self, model: &EncoderPair, to: &Path) -> Result<()> {
+        let query = self
+            .query_cfg
+            .as_ref()
+            .map(|c| (c, self.sources.query_dir.as_path()));
+        export_pair(model, &self.sources.cfg, &self.sources.dir, query, to)
+    }
+
+    /// The stats and the one-line summary of a finished run.
+    fn outcome(&self, name: &str, report: &Report) -> StageOutcome {
+        StageOutcome {
+            stats: self.stats(report),
+            summary: Some(self.summary(name, report)),
+        }
+    }
+
+    /// The manifest stats: steps, resume point, data coverage, final figures, throughput, best
+    /// validation.
+    fn stats(&self, r: &Report) -> Map<String, Value> {
+        let steps = self.p.steps as u64;
+        let coverage = &self.set.coverage;
+        let examples =
+            (steps - r.resumed_at) * self.p.gradient_accumulation as u64 * self.p.batch_size as u64;
+        let mut stats = Map::new();
+        for (key, value) in [
+            ("steps", json!(steps)),
+            ("resumed_at_step", json!(r.resumed_at)),
+            ("log_rows", json!(r.log_rows)),
+            ("devices", json!(self.parallel.devices.len())),
+            ("queries_in", json!(coverage.queries_in)),
+            ("queries_used", json!(coverage.queries_used)),
+            ("dropped_no_positive", json!(coverage.dropped_no_positive)),
+            ("dropped_no_negative", json!(coverage.dropped_no_negative)),
+            ("dropped_no_teacher", json!(coverage.dropped_no_teacher)),
+            (
+                "negatives_without_teacher",
+                json!(coverage.negatives_without_teacher),
+            ),
+            ("final_loss", json!(r.last.loss)),
+            ("final_nnz_q", json!(r.last.nnz_q)),
+            ("final_nnz_d", json!(r.last.nnz_d)),
+            (
+                "examples_per_s",
+                json!(examples as f64 / r.seconds.max(1e-9)),
+            ),
+        ] {
+            stats.insert(key.into(), value);
+        }
+        if let Some((mrr, at)) = r.best {
+            stats.insert("best_mrr_at_10".into(), json!(mrr));
+            stats.insert("best_step".into(), json!(at));
+        }
+        stats
+    }
+
+    /// `NAME: N steps on D device(s) over Q queries: final loss, nnz q/d[; dev MRR@10 ...]`.
+    fn summary(&self, name: &str, r: &Report) -> String {
+        let resumed = if r.resumed_at > 0 {
+            format!(" (resumed at step {})", r.resumed_at)
+        } else {
+            String::new()
+        };
+        let mut summary = format!(
+            "{}: {} steps on {} device(s) over {} queries{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
+            name,
+            self.p.steps,
+            self.parallel.devices.len(),
+            self.set.coverage.queries_used,
+            resumed,
+            r.last.loss,
+            r.last.nnz_q,
+            r.last.nnz_d
+        );
+        if let Some((mrr, at)) = r.best {
+            let start = first_validation(&r.validation_log)
+                .map(|m| format!("{m:.4} at step 0, "))
+                .unwrap_or_default();
+            summary.push_str(&format!("; dev MRR@10 {start}best {mrr:.4} at step {at}"));
+        }
+        summary
+    }
+}
+
+impl ModelSources {
+    /// The model directories, the document model's config and both tokenizers; an error when a
+    /// token length exceeds the model's position embeddings.
+    fn load(ctx: &StageContext, p: &TrainParams) -> Result<Self> {
+        let dir = ctx.input("model")?.path().to_path_buf();
+        let cfg = model_config(&dir, p)?;
+        let query_len = p.query_length();
+        check_lengths(&cfg, p.max_length as usize, query_len)?;
+        let query_dir = ctx
+            .inputs
+            .get("query_model")
+            .map(|i| i.path().to_path_buf())
+            .unwrap_or_else(|| dir.clone());
+        let query_tok = TextTokenizer::load(&query_dir, query_len)?;
+        let doc_tok = TextTokenizer::load(&dir, p.max_length as usize)?;
+        Ok(ModelSources {
+            dir,
+            cfg,
+            query_dir,
+            query_tok,
+            doc_tok,
+        })
+    }
+}
+
+impl StepMeans {
+    /// Adds one of `gas` micro-batches' figures.
+    fn add(&mut self, stats: StepStats, gas: u64) {
+        for (k, v) in stats.terms {
+            *self.terms.entry(k).or_default() += v / gas as f64;
+        }
+        self.nnz_q += stats.nnz_q / gas as f64;
+        self.nnz_d += stats.nnz_d / gas as f64;
+        self.flops_d += stats.flops_d / gas as f64;
+    }
+
+    /// An error naming the first loss term that is not finite: training diverged at step `t`.
+    fn check_finite(&self, t: u64) -> Result<()> {
+        match self.terms.iter().find(|(_, v)| !v.is_finite()) {
+            Some((name, _)) => Err(StageError::Other(format!(
+                "training diverged at step {t}: `{name}` is not finite (try a lower lr)"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The total loss and the sparsity of the step.
+    fn summary(&self) -> StepSummary {
+        StepSummary {
+            loss: self.terms.get("total").copied().unwrap_or(f64::NAN),
+            nnz_q: self.nnz_q,
+            nnz_d: self.nnz_d,
+        }
+    }
+}
+
+/// A params error as the stage error it becomes at run time.
+/// The backend's devices, as autodiff devices; the global batch must give each a query.
+fn training_devices(ctx: &StageContext, batch_size: usize) -> Result<Vec<Device>> {
+    let devices: Vec<_> = devices_from_backend(&ctx.backend)?
+        .into_iter()
+        .map(|d| d.autodiff())
+        .collect();
+    if devices.len() > batch_size {
+        return Err(StageError::Param {
+            key: "batch_size".into(),
+            message: format!(
+                "{} is smaller than the number of devices ({})",
+                batch_size,
+                devices.len()
+            ),
+        });
+    }
+    Ok(devices)
+}
+
+/// A model directory's config, with the run's dropout override.
+fn model_config(dir: &Path, p: &TrainParams) -> Result<ModelConfig> {
+    let mut c = ModelConfig::from_dir(dir)?;
+    if let Some(d) = p.dropout {
+        c.dropout = d;
+    }
+    Ok(c)
+}
+
+/// An error when the document or query length exceeds the model's position embeddings.
+fn check_lengths(cfg: &ModelConfig, max_length: usize, query_len: usize) -> Result<()> {
+    for (key, len) in [("max_length", max_length), ("query_max_length", query_len)] {
+        if len > cfg.max_positions {
+            return Err(StageError::Param {
+                key: key.into(),
+                message: format!(
+                    "{len} exceeds the model's max_position_embeddings ({})",
+                    cfg.max_positions
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The negatives joined with the texts and, when a loss needs them, the teacher scores.
+fn load_training_set(
+    ctx: &StageContext,
+    p: &TrainParams,
+    objective: &Objective,
+) -> Result<TrainingSet> {
+    let teacher = match ctx.inputs.get("teacher_scores") {
+        Some(t) => Some(read_teacher_scores(t.path(), None)?),
+        None => None,
+    };
+    TrainingSet::load(
+        ctx.input("negatives")?.path(),
+        ctx.input("docs")?.path(),
+        ctx.input("queries")?.path(),
+        teacher.filter(|_| objective.needs_teacher()),
+        p.negatives_per_query as usize,
+        p.seed,
+    )
+}
+
+/// The dev set (its documents default to `docs`) when validation is on.
+fn load_validation_set(ctx: &StageContext, p: &TrainParams) -> Result<Option<ValidationSet>> {
+    if p.validate_every <= 0 {
+        return Ok(None);
+    }
+    let docs_key = if ctx.inputs.contains_key("validation_docs") {
+        "validation_docs"
+    } else {
+        "docs"
+    };
+    Ok(Some(ValidationSet {
+        queries: read_id_text(ctx.input("validation_queries")?.path())?,
+        docs: read_id_text(ctx.input(docs_key)?.path())?,
+        qrels: read_qrels(ctx.input("validation_qrels")?.path())?,
+        recall_k: p.recall_k,
+    }))
+}
+
+/// The encoders to train, in training mode, initialised on `main` after seeding it; with a
+/// separate query encoder, also that encoder's config.
+fn build_encoders(
+    p: &TrainParams,
+    sources: &ModelSources,
+    main: &Device,
+) -> Result<(EncoderPair, Option<ModelConfig>)> {
+    main.seed(p.seed);
+    let doc = init_encoder(p, &sources.dir, &sources.cfg, main)?;
+    let (query_cfg, query) = if p.query_encoder == QueryEncoder::Separate {
+        let c = model_config(&sources.query_dir, p)?;
+        let m = init_encoder(p, &sources.query_dir, &c, main)?;
+        (Some(c), Some(m))
+    } else {
+        (None, None)
+    };
+    if let Some(qc) = &query_cfg {
+        check_shared_vocabulary(qc, &sources.cfg)?;
+    }
+    Ok((EncoderPair { doc, query }.train(), query_cfg))
+}
+
+/// An encoder of config `cfg`: the weights in `dir`, or a random initialisation of its shape.
+fn init_encoder(
+    p: &TrainParams,
+    dir: &Path,
+    cfg: &ModelConfig,
+    main: &Device,
+) -> Result<MlmEncoder> {
+    match p.init {
+        Init::Random => Ok(MlmEncoder::init_random(cfg, main)),
+        Init::Pretrained => Ok(load_mlm_as(dir, cfg.clone(), main)?.1),
+    }
+}
+
+/// An error unless the query and document models share one vocabulary.
+fn check_shared_vocabulary(query: &ModelConfig, doc: &ModelConfig) -> Result<()> {
+    if query.vocab_size != doc.vocab_size {
+        return Err(StageError::Param {
+            key: "query_model".into(),
+            message: format!(
+                "vocabulary of {} terms, the document model has {}: they must share one",
+                query.vocab_size, doc.vocab_size
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// How the run computes representations: pooling, vocabulary chunks, padding, query encoding
+/// and precision.
+fn encoding(p: &TrainParams, sources: &ModelSources) -> Encoding {
+    let queries = match p.query_encoder {
+        QueryEncoder::Shared => QueryEncoding::Shared,
+        QueryEncoder::Separate => QueryEncoding::Separate,
+        QueryEncoder::BagOfWords => QueryEncoding::BagOfWords {
+            specials: Arc::new(sources.query_tok.special_ids().clone()),
+            vocab: sources.cfg.vocab_size,
+        },
+    };
+    Encoding {
+        pooling: p.pooling,
+        vocab_chunk: p.vocab_chunk as usize,
+        pad: sources.cfg.pad_token_id,
+        queries,
+        precision: p.precision,
+    }
+}
+
+/// The checkpoint directory named by this fingerprint's resume state, if it still exists.
+fn committed_checkpoint(ctx: &StageContext, files: &RunFiles) -> Option<PathBuf> {
+    ctx.resume_state()
+        .and_then(|s| {
+            s.get("checkpoint")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+        .map(|name| files.checkpoints.join(name))
+        .filter(|dir| dir.is_dir())
 }
 
 /// MRR@10 of the first validation line (step 0) of a validation log's text.
@@ -710,32 +720,6 @@ fn first_validation(text: &str) -> Option<f64> {
     (first["step"] == 0)
         .then(|| first["mrr_at_10"].as_f64())
         .flatten()
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// Cuts `path` to `len` bytes (creating it empty if absent): drops log lines written after the
-/// checkpoint being resumed, so the log has no duplicated steps.
-fn truncate(path: &Path, len: u64) -> Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| StageError::io(path, e))?;
-    f.set_len(len).map_err(|e| StageError::io(path, e))?;
-    f.sync_all().map_err(|e| StageError::io(path, e))
-}
-
-fn append_line(path: &Path, value: &Value) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|e| StageError::io(path, e))?;
-    writeln!(f, "{value}").map_err(|e| StageError::io(path, e))
 }
 
 /// Writes `to/model` (and `to/query_model` for separate encoders) as Hugging Face directories,
@@ -748,63 +732,12 @@ fn export_pair(
     to: &Path,
 ) -> Result<()> {
     let tmp: PathBuf = to.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| StageError::io(&tmp, e))?;
-    }
+    remove_dir_if_exists(&tmp)?;
     let plain = pair.valid();
     export_hf(&plain.doc, cfg, source, &tmp.join("model"))?;
     if let (Some(q), Some((qcfg, qsource))) = (&plain.query, query) {
         export_hf(q, qcfg, qsource, &tmp.join("query_model"))?;
     }
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(|e| StageError::io(to, e))?;
-    }
+    remove_dir_if_exists(to)?;
     std::fs::rename(&tmp, to).map_err(|e| StageError::io(to, e))
-}
-
-/// Converts a JSON-lines log (`step` + numeric columns) into a Parquet table.
-fn jsonl_to_parquet(from: &Path, to: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(from).map_err(|e| StageError::io(from, e))?;
-    let rows: Vec<Map<String, Value>> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| StageError::malformed(from, i + 1, e.to_string()))
-        })
-        .collect::<Result<_>>()?;
-    let keys: Vec<String> = rows
-        .first()
-        .map(|r| r.keys().cloned().collect())
-        .unwrap_or_else(|| vec!["step".into()]);
-    let fields: Vec<Field> = keys
-        .iter()
-        .map(|k| {
-            Field::new(
-                k,
-                if k == "step" {
-                    DataType::Int64
-                } else {
-                    DataType::Float64
-                },
-                true,
-            )
-        })
-        .collect();
-    let mut sink = ParquetSink::create(to, Arc::new(Schema::new(fields)))?;
-    let columns: Vec<ArrayRef> = keys
-        .iter()
-        .map(|k| -> ArrayRef {
-            if k == "step" {
-                Arc::new(Int64Array::from_iter(
-                    rows.iter().map(|r| r.get(k).and_then(Value::as_i64)),
-                ))
-            } else {
-                Arc::new(Float64Array::from_iter(
-                    rows.iter().map(|r| r.get(k).and_then(Value::as_f64)),
-                ))
-            }
-        })
-        .collect();
-    sink.write_columns(columns)?;
-    sink.finish()
 }

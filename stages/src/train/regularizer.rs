@@ -16,7 +16,9 @@ pub fn l1(r: Tensor<2>) -> Tensor<1> {
 /// `λ_t = λ · min(1, (t / T)²)` for optimizer step `t` (1-based); constant λ when `T = 0`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LambdaSchedule {
+    /// λ once warmed up.
     pub lambda: f64,
+    /// `T`: warm-up length in optimizer steps (0 = constant λ).
     pub warmup: u64,
 }
 
@@ -34,15 +36,20 @@ impl LambdaSchedule {
 /// Which regularizer a λ applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegularizerKind {
+    /// FLOPS: `Σ_v (mean_i |R_iv|)²` ([`flops`]).
     Flops,
+    /// L1: `mean_i Σ_v |R_iv|` ([`l1`]).
     L1,
 }
 
 /// One regularization term: kind, λ schedule for queries and for documents.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Regularizer {
+    /// Which regularizer.
     pub kind: RegularizerKind,
+    /// λ schedule on the query representations.
     pub query: LambdaSchedule,
+    /// λ schedule on the document representations.
     pub doc: LambdaSchedule,
 }
 
@@ -102,8 +109,11 @@ pub fn anti_zero(q: &Tensor<2>, d: &Tensor<2>) -> Tensor<1> {
 /// (Hugging Face `get_linear_schedule_with_warmup`; `step` is 0-based).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LearningRateSchedule {
+    /// Peak learning rate, reached at the end of the warm-up.
     pub lr: f64,
+    /// Warm-up length in optimizer steps.
     pub warmup: u64,
+    /// Optimizer steps of the run; the rate reaches 0 there.
     pub total: u64,
 }
 

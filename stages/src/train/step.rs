@@ -25,8 +25,11 @@ use crate::rng::splitmix64;
 /// The training objective: weighted ranking losses plus regularizers.
 #[derive(Debug, Clone)]
 pub struct Objective {
+    /// Ranking losses with their weights in the total.
     pub losses: Vec<(RankingLoss, f64)>,
+    /// Sparsity regularizers (one whose λ are both 0 adds nothing).
     pub regularizers: Vec<Regularizer>,
+    /// Whether to add the HF stack's `1/(ΣQ)² + 1/(ΣD)²` term.
     pub anti_zero: bool,
 }
 
@@ -35,7 +38,9 @@ pub struct Objective {
 pub struct StepStats {
     /// `(name, value)` of each ranking loss (unweighted), then `reg`, then `total`.
     pub terms: Vec<(String, f64)>,
+    /// Mean non-zero terms per query representation.
     pub nnz_q: f64,
+    /// Mean non-zero terms per document representation.
     pub nnz_d: f64,
     /// FLOPS of the document batch (expected multiply-adds per query-document pair).
     pub flops_d: f64,
@@ -109,9 +114,11 @@ impl Objective {
 
 /// Token ids of a micro-batch, split the way the devices share it.
 pub struct TokenizedBatch {
+    /// Query token sequences (ids, special tokens included), one per example.
     pub queries: Vec<Vec<u32>>,
     /// Query-major: the `M` documents of query `i` at `i·M .. (i+1)·M`.
     pub docs: Vec<Vec<u32>>,
+    /// `M`: documents per query (positive first).
     pub per_query: usize,
     /// `[B·M]` teacher scores, query-major, when the objective needs them.
     pub teacher: Option<Vec<f32>>,
@@ -188,15 +195,20 @@ pub fn shares(n: usize, devices: usize) -> Vec<std::ops::Range<usize>> {
 /// micro-step index and the run's seed (together they fix the dropout masks).
 #[derive(Debug, Clone, Copy)]
 pub struct StepPosition {
+    /// Optimizer step, 1-based.
     pub t: u64,
+    /// Global micro-batch index, 0-based (`step · gradient_accumulation + i`).
     pub micro: u64,
+    /// The run's seed.
     pub seed: u64,
 }
 
 /// Data-parallel gradient computation over `devices` (autodiff devices; the first is the main one,
 /// where the model, the optimizer and the global loss live).
 pub struct DataParallel {
+    /// Autodiff devices sharing each batch; the first is the main one.
     pub devices: Vec<Device>,
+    /// How representations are computed on every device.
     pub encoding: Encoding,
 }
 

@@ -16,9 +16,13 @@ use crate::parquet_io::{IdText, Qrel, RunRow, SparseVector};
 
 /// A dev set held in memory for the whole run.
 pub struct ValidationSet {
+    /// Dev queries (id, text).
     pub queries: IdText,
+    /// Dev collection (id, text) retrieved from.
     pub docs: IdText,
+    /// Relevance judgments of the dev queries.
     pub qrels: Vec<Qrel>,
+    /// `k` of the reported Recall@k.
     pub recall_k: usize,
 }
 

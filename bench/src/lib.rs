@@ -1,40 +1,137 @@
 //! `splade bench ...`: measurements printed as one line of `key=value` pairs (plus a readable
 //! summary), to be run side by side with the reference scripts in `bench/`.
+//!
+//! Benchmarks reach into stage internals (the training step, retrieval algorithms, the index
+//! builder) on purpose; that is why they live in their own crate and not in the engine.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Subcommand;
+use splade_stages::contract::run_stage as run_in_process;
 use splade_stages::encode::length_bucketed_batches;
 use splade_stages::model::encoder::{Pooling, SpladeEncoder};
+use splade_stages::model::BERT_VOCAB_SIZE;
+
+/// The `splade bench` subcommands.
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Write a deterministic SPLADE-shaped synthetic collection (docs.parquet, queries.parquet).
+    Synth {
+        /// Documents to write.
+        #[arg(long, default_value_t = 100_000)]
+        docs: usize,
+        /// Queries to write.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Topics (0 = independent vectors): each vector draws half its terms from its topic's
+        /// 300 terms, so queries match a few documents strongly, as real queries do.
+        #[arg(long, default_value_t = 0)]
+        topics: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Index build and retrieval speed (each algorithm, k = 10 and 1000) on a `bench synth` dir.
+    Retrieve {
+        /// A `bench synth` directory.
+        dir: PathBuf,
+        /// Queries to time.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        /// Write MaxScore's top-1000 (query index, doc index, integer score) here, for comparisons.
+        #[arg(long)]
+        dump: Option<PathBuf>,
+        /// Write the index's quantized postings as CIFF here (terms named by id, docs by index),
+        /// so PISA (`ciff2pisa`) indexes exactly the same integers.
+        #[arg(long)]
+        ciff: Option<PathBuf>,
+    },
+    /// Exact float top-k against the quantized index's top-k: overlap@k and, with qrels, the
+    /// metric difference.
+    Quantization(QuantizationBench),
+    /// Encode throughput (docs/s) and peak memory of a model on the texts of a file.
+    Encode(EncodeBench),
+    /// Training step throughput (examples/s) and peak memory of the train stage's SPLADE step.
+    Train(TrainBench),
+    /// `mine` throughput (queries/s) and peak memory on a generated run + qrels.
+    Mine(MineBench),
+    /// `distill` throughput (scores/s) and peak memory on a teacher-score file.
+    Distill {
+        /// A CE pickle, TREC run, run JSON or triplet TSV (e.g. from `bench/mining.py`).
+        scores: PathBuf,
+    },
+}
+
+/// Runs one `splade bench` subcommand.
+pub fn run(command: BenchCommand) -> Result<()> {
+    match command {
+        BenchCommand::Synth {
+            docs,
+            queries,
+            seed,
+            topics,
+            out,
+        } => synth(&out, docs, queries, seed, topics),
+        BenchCommand::Retrieve {
+            dir,
+            queries,
+            dump,
+            ciff,
+        } => retrieve(&dir, queries, dump.as_deref(), ciff.as_deref()),
+        BenchCommand::Quantization(b) => quantization(&b),
+        BenchCommand::Encode(b) => encode(&b),
+        BenchCommand::Train(b) => train(&b),
+        BenchCommand::Mine(b) => mine(&b),
+        BenchCommand::Distill { scores } => distill(&scores),
+    }
+}
 
 /// Settings of `splade bench encode`.
 #[derive(clap::Args)]
 pub struct EncodeBench {
+    /// Model directory (config.json, weights, tokenizer.json).
     #[arg(long, default_value = "conf/models/splade-tiny")]
     pub model: PathBuf,
     /// `id<TAB>text` lines (cycled to reach --docs).
     #[arg(long, default_value = "pipelines/data/toy/collection.tsv")]
     pub texts: PathBuf,
+    /// Documents to encode.
     #[arg(long, default_value_t = 512)]
     pub docs: usize,
+    /// Maximum tokens per document (longer texts are truncated).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    /// Documents per batch.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Length-bucketing window (0 = keep input order).
     #[arg(long, default_value_t = 2048)]
     pub sort_window: usize,
+    /// Vocabulary terms projected at a time (bounds activation memory).
     #[arg(long, default_value_t = 8192)]
     pub vocab_chunk: usize,
     /// `flex` or `tch`.
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// `f32` or `bf16` compute (the vectors stay f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     pub precision: String,
+}
+
+/// The `--precision` flag (clap allows only `f32` and `bf16`).
+fn precision(name: &str) -> splade_stages::model::Precision {
+    match name {
+        "bf16" => splade_stages::model::Precision::Bf16,
+        _ => splade_stages::model::Precision::F32,
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB; 0 where /proc is unavailable.
@@ -71,7 +168,7 @@ pub fn encode(b: &EncodeBench) -> Result<()> {
     )?;
     let mut enc = SpladeEncoder::load(&b.model, b.max_length, Pooling::Max, &devices[0])?;
     enc.vocab_chunk = b.vocab_chunk;
-    enc.set_precision(splade_stages::model::Precision::from_param(&b.precision));
+    enc.set_precision(precision(&b.precision));
     let ids = enc.tokenizer.encode_batch(&texts)?;
     let tokens: usize = ids.iter().map(Vec::len).sum();
     // Warm-up: one batch (allocators, kernels).
@@ -166,7 +263,7 @@ pub fn synth(
     seed: u64,
     topics: usize,
 ) -> Result<()> {
-    const VOCAB: usize = 30522;
+    const VOCAB: usize = BERT_VOCAB_SIZE;
     std::fs::create_dir_all(out)?;
     let mut rng = SplitMix(seed);
     let mut cdf = Vec::with_capacity(VOCAB);
@@ -243,7 +340,7 @@ pub fn retrieve(
     queries.truncate(max_queries);
     let index_dir = dir.join("index");
     let t0 = Instant::now();
-    let stats = splade_stages::index::build::build(&index_dir, &docs, 30522, 0.0)?;
+    let stats = splade_stages::index::build::build(&index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
     let build_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let index = InvertedIndex::open(&index_dir)?;
@@ -330,13 +427,16 @@ pub fn retrieve(
 /// Settings of `splade bench train`.
 #[derive(clap::Args)]
 pub struct TrainBench {
+    /// Model directory (config.json, weights, tokenizer.json).
     #[arg(long, default_value = "conf/models/splade-tiny")]
     pub model: PathBuf,
     /// Queries per step (each with one positive and one negative document).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Tokens per generated query ([CLS] and [SEP] included).
     #[arg(long, default_value_t = 32)]
     pub query_length: usize,
+    /// Tokens per generated document ([CLS] and [SEP] included).
     #[arg(long, default_value_t = 128)]
     pub doc_length: usize,
     /// Measured steps (after one warm-up step).
@@ -345,8 +445,10 @@ pub struct TrainBench {
     /// `flex` or `tch`.
     #[arg(long, default_value = "flex")]
     pub backend: String,
+    /// Device: `cpu` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Vocabulary terms projected at a time (bounds activation memory).
     #[arg(long, default_value_t = 8192)]
     pub vocab_chunk: usize,
     /// `f32` or `bf16` (mixed precision: bf16 compute, f32 master weights and optimizer).
@@ -376,7 +478,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
     use burn::optim::{AdamWConfig, GradientsAccumulator};
     use splade_stages::model::loader::load_mlm;
     use splade_stages::model::network::PoolingKind;
-    use splade_stages::train::encoders::{EncoderPair, Encoding, Precision, QueryEncoding};
+    use splade_stages::train::encoders::{EncoderPair, Encoding, QueryEncoding};
     use splade_stages::train::losses::RankingLoss;
     use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
     use splade_stages::train::step::{DataParallel, Objective, StepPosition, TokenizedBatch};
@@ -419,7 +521,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
             vocab_chunk: b.vocab_chunk,
             pad: cfg.pad_token_id,
             queries: QueryEncoding::Shared,
-            precision: Precision::from_param(&b.precision),
+            precision: precision(&b.precision),
         },
     };
     let mut run_step = |i: usize, model: EncoderPair| -> Result<EncoderPair> {
@@ -469,13 +571,16 @@ pub fn train(b: &TrainBench) -> Result<()> {
 /// Settings of `splade bench mine`.
 #[derive(clap::Args)]
 pub struct MineBench {
+    /// Queries in the generated run.
     #[arg(long, default_value_t = 500_000)]
     pub queries: usize,
     /// Run depth per query.
     #[arg(long, default_value_t = 100)]
     pub depth: usize,
+    /// Negatives to mine per query.
     #[arg(long, default_value_t = 8)]
     pub negatives: usize,
+    /// Negative sampling: `random`, `top` or `stratified`.
     #[arg(long, default_value = "random")]
     pub sampling: String,
     /// Also generate a teacher score for every run row and positive, and mine with the
@@ -487,18 +592,6 @@ pub struct MineBench {
     pub dir: Option<PathBuf>,
 }
 
-/// Resume state kept in memory: benchmarks run a stage once.
-struct NoResume;
-
-impl splade_stages::ResumeStore for NoResume {
-    fn load(&self) -> Option<serde_json::Value> {
-        None
-    }
-    fn save(&self, _state: &serde_json::Value) -> std::result::Result<(), String> {
-        Ok(())
-    }
-}
-
 /// Runs one stage kind on `inputs` with `params` over its defaults, the way the engine would;
 /// returns the outcome and the seconds `run` took.
 fn run_stage(
@@ -507,31 +600,12 @@ fn run_stage(
     inputs: Vec<(&str, splade_stages::ResolvedInput)>,
     staging: &std::path::Path,
 ) -> Result<(splade_stages::StageOutcome, f64)> {
-    let mut full = serde_json::Map::new();
-    for spec in kind.params() {
-        let v = params
-            .get(spec.name)
-            .cloned()
-            .or_else(|| spec.default_value())
-            .unwrap_or(serde_json::Value::Null);
-        full.insert(spec.name.to_string(), v);
-    }
-    std::fs::create_dir_all(staging).with_context(|| format!("creating {}", staging.display()))?;
-    let mut ctx = splade_stages::StageContext {
-        name: kind.kind().to_string(),
-        params: serde_json::Value::Object(full),
-        inputs: inputs
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        staging: staging.to_path_buf(),
-        backend: serde_json::json!({}),
-        threads: 2,
-        show_progress: false,
-        resume: Box::new(NoResume),
-    };
     let t0 = Instant::now();
-    let outcome = kind.run(&mut ctx)?;
+    let outcome = run_in_process(kind, &params, staging, |ctx| {
+        inputs
+            .into_iter()
+            .fold(ctx.with_threads(2), |ctx, (k, v)| ctx.with_input(k, v))
+    })?;
     Ok((outcome, t0.elapsed().as_secs_f64()))
 }
 
@@ -746,7 +820,7 @@ pub fn quantization(b: &QuantizationBench) -> Result<()> {
     let (qids, mut queries) = read_sparse(&queries_path)?;
     queries.truncate(b.max_queries);
     let tmp = tempfile_dir()?;
-    let stats = splade_stages::index::build::build(&tmp, &docs, 30522, b.max_weight)?;
+    let stats = splade_stages::index::build::build(&tmp, &docs, BERT_VOCAB_SIZE, b.max_weight)?;
     let index = InvertedIndex::open(&tmp)?;
     let exact = FloatIndex::build(&docs);
     drop(docs);

@@ -1,0 +1,32 @@
+//! The `splade` engine: pipeline files, the stage DAG, fingerprints, the sled store, artifacts,
+//! the executor that runs stages, and inspection. It knows how work runs and nothing about BERT,
+//! losses or postings: stages come from `splade-stages` through its contract.
+//!
+//! The `splade` binary (`src/main.rs`, `src/cli/`) is a thin layer over this library; tests and
+//! other tools can drive the same engine in-process.
+
+pub mod artifact;
+pub mod dag;
+pub mod engine;
+pub mod fingerprint;
+pub mod hub;
+pub mod inspect;
+pub mod maintenance;
+pub mod pipeline;
+pub mod records;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use engine::{Engine, Outcome, PlanEntry, RunOptions, StageReport, StageState};
+pub use splade_stages::Registry;
+
+/// Loads the pipeline at `path` (with `--set` overrides), opens the store under `root` and binds
+/// them: what every pipeline command starts with.
+pub fn open_engine(root: &Path, path: &Path, sets: &[String]) -> anyhow::Result<Engine> {
+    let registry = Registry::builtin();
+    let pipeline = pipeline::load(path, sets, &registry)?;
+    let store = Arc::new(store::Store::open(root)?);
+    Engine::new(registry, artifact::ArtifactRoot::new(root), store, pipeline)
+}

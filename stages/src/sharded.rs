@@ -1,0 +1,96 @@
+//! Committed-shard resume for sharded outputs (`encode`, `retrieve`, `mine`, `slow_shards`).
+//!
+//! A sharded output is a directory of `part-NNNNN.parquet` files written in shard order. After
+//! each shard's file is renamed into place, its number is recorded in the stage's resume state; a
+//! rerun of the same fingerprint continues at the first shard that is not both recorded and on
+//! disk, so the output is the same bytes whether or not the stage was interrupted.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::contract::{shard_file, StageContext};
+use crate::error::Result;
+
+/// A sharded output of the running stage: where its shards go and which are already committed.
+pub struct ShardedOutput {
+    dir: PathBuf,
+    shards: usize,
+    committed: usize,
+    saved: Option<Value>,
+}
+
+impl ShardedOutput {
+    /// Opens output `name` of `ctx` (creating its directory) for `shards` shards (`usize::MAX`
+    /// when the count is not known up front) and finds the shards an interrupted run committed.
+    pub fn open(ctx: &StageContext, name: &str, shards: usize) -> Result<Self> {
+        let dir = ctx.output_dir(name)?;
+        let saved = ctx.resume_state();
+        let recorded = saved
+            .as_ref()
+            .and_then(|s| s.get("done").and_then(Value::as_u64))
+            .unwrap_or(0) as usize;
+        let committed = (0..recorded.min(shards))
+            .take_while(|s| shard_file(&dir, *s).is_file())
+            .count();
+        if committed > 0 {
+            tracing::info!(stage = %ctx.name, committed, shards, "resuming after committed shards");
+        }
+        Ok(ShardedOutput {
+            dir,
+            shards,
+            committed,
+            saved,
+        })
+    }
+
+    /// Shards `0..committed()` are done; work continues at `committed()`.
+    pub fn committed(&self) -> usize {
+        self.committed
+    }
+
+    /// Whether the resume state recorded exactly the shards found on disk (so counters saved
+    /// with them, see [`ShardedOutput::saved`], describe those shards).
+    pub fn resumed_cleanly(&self) -> bool {
+        let recorded = self
+            .saved
+            .as_ref()
+            .and_then(|s| s.get("done").and_then(Value::as_u64))
+            .unwrap_or(0) as usize;
+        self.committed > 0 && recorded == self.committed
+    }
+
+    /// A field the stage saved along with its last committed shard (see [`ShardedOutput::commit`]).
+    pub fn saved(&self, key: &str) -> Option<&Value> {
+        self.saved.as_ref().and_then(|s| s.get(key))
+    }
+
+    /// The output directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where shard `index` is written.
+    pub fn path(&self, index: usize) -> PathBuf {
+        shard_file(&self.dir, index)
+    }
+
+    /// Records shard `index` (already written to [`ShardedOutput::path`]) as committed, with
+    /// `extra` fields the stage wants back when it resumes.
+    pub fn commit(
+        &mut self,
+        ctx: &StageContext,
+        index: usize,
+        extra: Map<String, Value>,
+    ) -> Result<()> {
+        let mut state = Map::new();
+        state.insert("done".into(), Value::from(index + 1));
+        if self.shards != usize::MAX {
+            state.insert("shards".into(), Value::from(self.shards));
+        }
+        state.extend(extra);
+        ctx.save_resume_state(&Value::Object(state))?;
+        self.committed = index + 1;
+        Ok(())
+    }
+}
