@@ -878,7 +878,12 @@ impl Engine {
         tracing::info!(stage = %stage.name, kind = %stage.kind, fingerprint = %resolved.fp.short(), resumed, "running");
         let started_ns = now_ns();
         let t0 = Instant::now();
-        let outcome = match kind.run(&mut ctx) {
+        // `[backend] threads` bounds the stage's data-parallel work (rayon); default: every core.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .context("starting the stage's thread pool")?;
+        let outcome = match pool.install(|| kind.run(&mut ctx)) {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.discard_unresumable(&resolved.fp, &staging);

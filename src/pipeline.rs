@@ -553,6 +553,7 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
             stage.inputs = stage_inputs(stage, kind, &origins[&stage.name], &outputs_by_stage)?;
         }
     }
+    check_backend_values(&raw, &backend, &file_origin)?;
     Ok(Pipeline {
         name,
         file: path.to_path_buf(),
@@ -592,6 +593,25 @@ fn backend_table(raw: &RawPipeline) -> Result<serde_json::Map<String, Value>, Pi
         backend.insert(k.clone(), v.value.clone());
     }
     Ok(backend)
+}
+
+/// The `[backend]` values no stage could run with (checked without opening a device).
+fn check_backend_values(
+    raw: &RawPipeline,
+    backend: &serde_json::Map<String, Value>,
+    file_origin: &Origin,
+) -> Result<(), PipelineError> {
+    let table = Value::Object(backend.clone());
+    let Err(ParamError { key, message }) = splade_stages::model::backend::check_backend(&table)
+    else {
+        return Ok(());
+    };
+    let origin = raw
+        .backend
+        .get(&key)
+        .map(|l| l.origin.clone())
+        .unwrap_or_else(|| file_origin.clone());
+    Err(err(&origin, format!("backend.{key}"), message))
 }
 
 /// One `[stage.NAME]` table as a declaration (inputs still empty), and where each param was set.

@@ -151,6 +151,25 @@ fn expand_prints_expansion_terms() {
     assert!((v["weights"]["3007"].as_f64().unwrap() - 2.789453).abs() < 1e-4);
     let err = fails(tmp.path(), &["expand", "--model", "/no/such/model", "x"]);
     assert!(err.contains("/no/such/model"), "{err}");
+    // The device is chosen like a pipeline's [backend]; CUDA needs libtorch.
+    let err = fails(tmp.path(), &["expand", "--device", "cuda:0", "x"]);
+    assert!(
+        err.contains("--device") && err.contains("\"cpu\" only"),
+        "{err}"
+    );
+    let cpu = ok(
+        tmp.path(),
+        &[
+            "expand",
+            "--backend",
+            "flex",
+            "--device",
+            "cpu",
+            "--json",
+            "what is the capital of france?",
+        ],
+    );
+    assert_eq!(cpu, json);
 }
 
 #[test]

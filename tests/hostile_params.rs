@@ -151,6 +151,14 @@ fn backend(stage: &'static str, key: &'static str, value: &str) -> Case {
     .force()
 }
 
+/// A `[backend]` setting `splade plan` must reject, naming `key` (e.g. `backend.devices`).
+fn backend_rejected(key: &'static str, value: &str, names: &'static str) -> Case {
+    let mut c = backend("train", key, value);
+    c.expect = Expect::PlanRejects;
+    c.message = Some(names);
+    c
+}
+
 fn q(s: &str) -> String {
     format!("\"{s}\"")
 }
@@ -1004,11 +1012,20 @@ fn cases(d: &Data) -> Vec<Case> {
     // The backend, checked when a model stage runs: batch smaller than the devices, no devices,
     // unknown kinds and devices.
     c.push(backend("train", "devices", "[\"cpu\", \"cpu\", \"cpu\"]"));
-    c.push(backend("train", "devices", "[]"));
-    c.push(backend("train", "devices", "[\"cuda:0\"]"));
-    c.push(backend("train", "devices", "\"cpu\""));
-    c.push(backend("train", "kind", "\"cuda\""));
-    c.push(backend("splade", "kind", "\"cuda\""));
+    // What no stage could run is rejected by `plan`, at `backend.<key>`.
+    c.push(backend_rejected("devices", "[]", "backend.devices"));
+    c.push(backend_rejected(
+        "devices",
+        "[\"cuda:0\"]",
+        "backend.devices",
+    ));
+    c.push(backend_rejected("devices", "\"cpu\"", "backend.devices"));
+    c.push(backend_rejected("devices", "[\"gpu\"]", "backend.devices"));
+    c.push(backend_rejected("kind", "\"cuda\"", "backend.kind"));
+    c.push(backend_rejected("kind", "7", "backend.kind"));
+    c.push(backend_rejected("threads", "0", "backend.threads"));
+    c.push(backend_rejected("threads", "-2", "backend.threads"));
+    c.push(backend_rejected("threads", BIG, "backend.threads"));
     c
 }
 
@@ -1059,6 +1076,7 @@ fn hostile_params_and_inputs_never_panic() {
                 .blame
                 .iter()
                 .any(|k| plan.stderr.contains(&format!("stage.{}.{k}", case.stage)))
+                && !case.message.is_some_and(|m| plan.stderr.contains(m))
             {
                 fail(
                     format!(

@@ -468,7 +468,17 @@ fn msmarco_example_pipelines_validate_once_their_data_paths_exist() {
             "{err}"
         );
         let mut args = vec!["plan".to_string(), pipeline.to_string()];
-        for s in common.iter().chain(&extra) {
+        // The presets train on GPUs (libtorch); a build without `tch` validates them on the CPU.
+        let cpu = [
+            "backend.kind=\"flex\"".to_string(),
+            "backend.devices=[\"cpu\"]".to_string(),
+        ];
+        let cpu = if cfg!(feature = "tch") {
+            &[][..]
+        } else {
+            &cpu[..]
+        };
+        for s in common.iter().chain(&extra).chain(cpu) {
             args.push("--set".into());
             args.push(s.clone());
         }

@@ -234,3 +234,21 @@ fn closed_stdout_ends_quietly() {
         out.status
     );
 }
+
+/// A backend this build cannot run is rejected by `plan`, before any stage runs.
+#[test]
+fn backend_without_its_feature_is_rejected_at_plan() {
+    if cfg!(feature = "tch") {
+        eprintln!("skipped: this build has the tch feature, so kind = \"tch\" is valid");
+        return;
+    }
+    let (err, file) = rejects(&format!(
+        "{HEAD}[backend]\nkind = \"tch\"\ndevices = [\"cuda:0\"]\n{INGEST}"
+    ));
+    assert!(
+        err.contains(&format!("{file}:3"))
+            && err.contains("backend.kind")
+            && err.contains("--features tch"),
+        "{err}"
+    );
+}

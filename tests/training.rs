@@ -342,6 +342,24 @@ fn every_training_preset_validates_in_a_pipeline() {
             "include = [\"{}\"]\n{mining}\n[stage.distill]\nkind = \"distill\"\nscores = \"pipelines/data/toy/run.dev.bm25.trec\"\n\n[stage.train]\nnegatives = \"mine.negatives\"\ndocs = \"ingest.docs\"\nqueries = \"ingest.train_queries\"\nteacher_scores = \"distill.teacher_scores\"\nvalidation_queries = \"ingest.dev_queries\"\nvalidation_qrels = \"ingest.dev_qrels\"\n",
             preset.display()
         );
+        let gpu = std::fs::read_to_string(&preset)
+            .unwrap()
+            .contains("kind = \"tch\"");
+        if gpu && !cfg!(feature = "tch") {
+            // This build cannot run the GPU presets' libtorch backend: plan says so up front…
+            let p = write_pipeline(tmp.path(), "preset.toml", &text);
+            let err = String::from_utf8_lossy(&run(&a, &["plan", &p]).stderr).into_owned();
+            assert!(
+                err.contains("backend.kind") && err.contains("--features tch"),
+                "{err}"
+            );
+        }
+        // …and with the CPU backend the rest of the preset validates (also for presets that
+        // inherit a libtorch backend through their own includes).
+        let text = match !cfg!(feature = "tch") {
+            true => format!("{text}\n[backend]\nkind = \"flex\"\ndevices = [\"cpu\"]\n"),
+            false => text,
+        };
         let p = write_pipeline(tmp.path(), "preset.toml", &text);
         let out = run(&a, &["plan", &p]);
         assert!(

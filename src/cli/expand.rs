@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
+use splade_stages::model::backend::check_backend;
 use splade_stages::model::{devices_from_backend, Pooling, SpladeEncoder};
 
 /// Arguments of `splade expand`.
@@ -18,6 +19,12 @@ pub struct Args {
     /// Terms to show per text (0 = all); --json always prints all.
     #[arg(long, default_value_t = 30)]
     top: usize,
+    /// Backend: `flex` (CPU) or `tch` (libtorch; builds with the `tch` feature).
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Device: `cpu`, or `cuda:N` with `--backend tch`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// One JSON line per text: {"text", "weights": {"<term id>": weight}}.
     #[arg(long)]
     json: bool,
@@ -28,7 +35,12 @@ pub struct Args {
 
 /// Encodes the texts and prints their terms.
 pub fn exec(args: Args) -> Result<()> {
-    let devices = devices_from_backend(&json!({"kind": "flex"}))?;
+    let backend = json!({"kind": args.backend, "devices": [args.device]});
+    check_backend(&backend).map_err(|e| {
+        let flag = if e.key == "kind" { "backend" } else { "device" };
+        anyhow::anyhow!("--{flag}: {}", e.message)
+    })?;
+    let devices = devices_from_backend(&backend)?;
     let enc = SpladeEncoder::load(&args.model, args.max_length, Pooling::Max, &devices[0])
         .with_context(|| format!("loading model {}", args.model.display()))?;
     let refs: Vec<&str> = args.texts.iter().map(String::as_str).collect();

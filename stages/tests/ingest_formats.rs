@@ -161,6 +161,21 @@ fn qrels_in_trec_beir_and_naver_json() {
         err.contains("bad.trec:2") && err.contains("not an integer"),
         "{err}"
     );
+    // The format is decided once per file: a 3-field line inside TREC qrels is an error, not a
+    // BEIR judgment of document "0" with relevance 151 (the real judgment would be lost).
+    let mixed = write(d.path(), "mixed.trec", "2003 0 d1 1\n2003 0 151\n");
+    let err = read_qrels(&mixed).unwrap_err().to_string();
+    assert!(
+        err.contains("mixed.trec:2") && err.contains("TREC") && err.contains("line 1"),
+        "{err}"
+    );
+    let mixed = write(
+        d.path(),
+        "mixed.tsv",
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1 0 d2 1\n",
+    );
+    let err = read_qrels(&mixed).unwrap_err().to_string();
+    assert!(err.contains("mixed.tsv:3") && err.contains("BEIR"), "{err}");
     let dup = write(d.path(), "dup.trec", "q1 0 d1 1\nq1 0 d1 0\n");
     let err = read_qrels(&dup).unwrap_err().to_string();
     assert!(

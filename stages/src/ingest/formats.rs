@@ -203,11 +203,33 @@ pub fn read_qrels(path: &Path) -> Result<Vec<Qrel>> {
         }
     } else {
         let mut lines = Lines::open(path)?;
+        // The format is decided once, by the first judgment line, and every line must fit it:
+        // a 3-field line in a TREC file is an error, not a BEIR judgment (doc "0", rel = did).
+        let mut format: Option<(usize, usize)> = None; // (fields, line that decided)
         while let Some(next) = lines.next_line() {
             let (line_no, line) = next?;
             let fields: Vec<&str> = line.split_whitespace().collect();
             if fields.is_empty() {
                 continue;
+            }
+            if let Some((n, decided)) = format {
+                if fields.len() != n {
+                    let name = if n == 4 {
+                        "TREC `qid 0 did rel`"
+                    } else {
+                        "BEIR `qid did rel`"
+                    };
+                    return Err(StageError::malformed(
+                        path,
+                        line_no,
+                        format!(
+                            "this file is {name} qrels (decided by line {decided}) but this line \
+                             has {} fields: {}",
+                            fields.len(),
+                            excerpt(line)
+                        ),
+                    ));
+                }
             }
             let (qid, did, rel) = match fields.len() {
                 4 => (fields[0], fields[2], fields[3]),
@@ -225,7 +247,10 @@ pub fn read_qrels(path: &Path) -> Result<Vec<Qrel>> {
             };
             let rel = match rel.parse::<i32>() {
                 Ok(r) => r,
-                Err(_) if line_no == 1 && fields.len() == 3 => continue, // BEIR header
+                Err(_) if line_no == 1 && fields.len() == 3 => {
+                    format = Some((3, line_no)); // BEIR header
+                    continue;
+                }
                 Err(_) => {
                     return Err(StageError::malformed(
                         path,
@@ -234,6 +259,7 @@ pub fn read_qrels(path: &Path) -> Result<Vec<Qrel>> {
                     ))
                 }
             };
+            format.get_or_insert((fields.len(), line_no));
             out.push(Qrel {
                 qid: qid.into(),
                 did: did.into(),

@@ -12,6 +12,90 @@ fn bad(message: String) -> StageError {
     }
 }
 
+/// Checks a `[backend]` table without opening any device, so `splade plan` can reject what no
+/// stage could run: an unknown kind, `tch` in a build without the `tch` feature, devices that are
+/// not a non-empty list of `"cpu"` / `"cuda:N"`, CUDA on `flex`. Whether `cuda:N` exists is only
+/// known when a stage opens it. `threads` must be from 1 to 4096. The error's key is `kind`,
+/// `devices` or `threads`.
+pub fn check_backend(backend: &Value) -> std::result::Result<(), crate::params::ParamError> {
+    use crate::params::ParamError;
+    let kind = match backend.get("kind") {
+        None | Some(Value::Null) => "flex",
+        Some(Value::String(k)) => k.as_str(),
+        Some(_) => {
+            return Err(ParamError::new(
+                "kind",
+                "must be a string: \"flex\" or \"tch\"",
+            ))
+        }
+    };
+    match kind {
+        "flex" => {}
+        "tch" if cfg!(feature = "tch") => {}
+        "tch" => {
+            return Err(ParamError::new(
+                "kind",
+                "this build has no libtorch backend; rebuild with `--features tch` (see docs/backends.md)",
+            ))
+        }
+        other => {
+            return Err(ParamError::new(
+                "kind",
+                format!(
+                    "unknown backend kind `{other}` (flex | tch){}",
+                    crate::params::did_you_mean(other, ["flex", "tch"].into_iter())
+                ),
+            ))
+        }
+    }
+    match backend.get("threads") {
+        None | Some(Value::Null) => {}
+        Some(t) if t.as_u64().is_some_and(|t| (1..=4096).contains(&t)) => {}
+        Some(t) => {
+            return Err(ParamError::new(
+                "threads",
+                format!("must be an integer from 1 to 4096 (threads a stage may use), got {t}"),
+            ))
+        }
+    }
+    let names: Vec<&str> = match backend.get("devices") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(_) => Vec::new(),
+    };
+    let given = backend
+        .get("devices")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if names.is_empty() || names.len() != given {
+        return Err(ParamError::new(
+            "devices",
+            "must be a non-empty array of device names (\"cpu\", \"cuda:0\", ...)",
+        ));
+    }
+    for name in names {
+        let cuda = name
+            .strip_prefix("cuda:")
+            .is_some_and(|i| i.parse::<usize>().is_ok());
+        match (kind, name, cuda) {
+            (_, "cpu", _) | ("tch", _, true) => {}
+            ("flex", _, true) => {
+                return Err(ParamError::new(
+                    "devices",
+                    format!("backend `flex` runs on \"cpu\" only, not \"{name}\"; use kind = \"tch\" for CUDA"),
+                ))
+            }
+            _ => {
+                return Err(ParamError::new(
+                    "devices",
+                    format!("unknown device \"{name}\" (\"cpu\" or \"cuda:N\")"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Devices named by `[backend] kind = "flex" | "tch"` and `devices = ["cpu" | "cuda:N", ...]`.
 pub fn devices_from_backend(backend: &Value) -> Result<Vec<Device>> {
     let kind = backend
