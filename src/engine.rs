@@ -883,7 +883,10 @@ impl Engine {
             .num_threads(threads)
             .build()
             .context("starting the stage's thread pool")?;
-        let outcome = match pool.install(|| kind.run(&mut ctx)) {
+        crate::interrupt::stage_started(&stage.name);
+        let result = pool.install(|| kind.run(&mut ctx));
+        crate::interrupt::stage_ended(&stage.name);
+        let outcome = match result {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.discard_unresumable(&resolved.fp, &staging);

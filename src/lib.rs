@@ -11,6 +11,7 @@ pub mod engine;
 pub mod fingerprint;
 pub mod hub;
 pub mod inspect;
+pub mod interrupt;
 pub mod maintenance;
 pub mod pipeline;
 pub mod records;

@@ -212,3 +212,36 @@ fn independent_stages_run_concurrently_with_jobs() {
         "x [{x0}, {x1}] and y [{y0}, {y1}] should overlap"
     );
 }
+
+/// Ctrl-C (or SIGTERM) during a run: the process says what was interrupted and how to continue,
+/// exits 130, and the rerun resumes after the committed shards.
+#[test]
+fn interrupted_run_says_how_to_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = slow_pipeline(tmp.path(), 150);
+    let a = tmp.path().join("art");
+    let child = splade(&a)
+        .args(["run", &pipeline, "--no-progress"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || committed_shards(&a, "shards") >= 2,
+        "two committed shards",
+    );
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted by SIGINT while running `a`")
+            && stderr.contains("continue with:")
+            && stderr.contains(&format!("run {pipeline}")),
+        "{stderr}"
+    );
+    let rerun = ok(&a, &["run", &pipeline]);
+    assert_eq!(outcome_of(&rerun, "a"), "resumed", "{rerun}");
+}

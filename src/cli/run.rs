@@ -35,6 +35,7 @@ pub struct Args {
 /// Runs the pipeline and prints each stage as it ends, then the summaries and the counts.
 pub fn exec(root: &Path, args: Args) -> Result<()> {
     let t0 = Instant::now();
+    splade::interrupt::install(rerun_command(root, &args.p));
     let engine = args.p.open(root)?;
     if !args.json {
         println!(
@@ -74,6 +75,19 @@ pub fn exec(root: &Path, args: Args) -> Result<()> {
         bail!("{first}");
     }
     Ok(())
+}
+
+/// The command that continues this run (shown when it is interrupted).
+fn rerun_command(root: &Path, p: &PipelineArgs) -> String {
+    let mut cmd = format!(
+        "splade --artifacts {} run {}",
+        root.display(),
+        p.pipeline.display()
+    );
+    for s in &p.sets {
+        cmd += &format!(" --set '{s}'");
+    }
+    cmd
 }
 
 /// One line of the run table.
