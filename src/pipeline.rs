@@ -220,12 +220,13 @@ fn parse_file(
     chain: &mut Vec<PathBuf>,
 ) -> Result<(), PipelineError> {
     let source = SourceFile::read(path, depth, chain)?;
+    let table = source.table()?;
     chain.push(source.canonical.clone());
     // Includes first, so this file's keys win.
-    for target in source.includes()? {
+    for target in source.includes(&table)? {
         parse_file(&target, into, depth + 1, chain)?;
     }
-    source.merge_into(into)?;
+    source.merge_into(&table, into)?;
     chain.pop();
     Ok(())
 }
@@ -300,8 +301,7 @@ impl<'a> SourceFile<'a> {
     }
 
     /// The files its `include = [...]` names, found as given or beside this file.
-    fn includes(&self) -> Result<Vec<PathBuf>, PipelineError> {
-        let table = self.table()?;
+    fn includes(&self, table: &toml::Spanned<DeTable<'_>>) -> Result<Vec<PathBuf>, PipelineError> {
         let mut out = Vec::new();
         for (k, v) in table.get_ref().iter() {
             if k.get_ref() != "include" {
@@ -334,8 +334,11 @@ impl<'a> SourceFile<'a> {
     }
 
     /// Merges its `name`, `[backend]` and `[stage.NAME]` keys into `into` (later keys win).
-    fn merge_into(&self, into: &mut RawPipeline) -> Result<(), PipelineError> {
-        let table = self.table()?;
+    fn merge_into(
+        &self,
+        table: &toml::Spanned<DeTable<'_>>,
+        into: &mut RawPipeline,
+    ) -> Result<(), PipelineError> {
         for (k, v) in table.get_ref().iter() {
             let key = k.get_ref().as_ref();
             let origin = self.at(k.span().start);

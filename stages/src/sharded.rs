@@ -17,6 +17,8 @@ pub struct ShardedOutput {
     dir: PathBuf,
     shards: usize,
     committed: usize,
+    /// The shard count the resume state recorded (trusted only as far as the files exist).
+    recorded: usize,
     saved: Option<Value>,
 }
 
@@ -40,6 +42,7 @@ impl ShardedOutput {
             dir,
             shards,
             committed,
+            recorded,
             saved,
         })
     }
@@ -52,12 +55,7 @@ impl ShardedOutput {
     /// Whether the resume state recorded exactly the shards found on disk (so counters saved
     /// with them, see [`ShardedOutput::saved`], describe those shards).
     pub fn resumed_cleanly(&self) -> bool {
-        let recorded = self
-            .saved
-            .as_ref()
-            .and_then(|s| s.get("done").and_then(Value::as_u64))
-            .unwrap_or(0) as usize;
-        self.committed > 0 && recorded == self.committed
+        self.committed > 0 && self.recorded == self.committed
     }
 
     /// A field the stage saved along with its last committed shard (see [`ShardedOutput::commit`]).

@@ -96,41 +96,25 @@ pub fn check_backend(backend: &Value) -> std::result::Result<(), crate::params::
     Ok(())
 }
 
-/// Devices named by `[backend] kind = "flex" | "tch"` and `devices = ["cpu" | "cuda:N", ...]`.
+/// Devices named by `[backend] kind = "flex" | "tch"` and `devices = ["cpu" | "cuda:N", ...]`,
+/// after the same checks `splade plan` makes ([`check_backend`]).
 pub fn devices_from_backend(backend: &Value) -> Result<Vec<Device>> {
-    let kind = backend
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("flex");
-    let names: Vec<String> = match backend.get("devices") {
-        None | Some(Value::Null) => vec!["cpu".into()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| v.as_str().map(String::from))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("`devices` must be an array of strings".into()))?,
-        Some(_) => return Err(bad("`devices` must be an array of strings".into())),
+    check_backend(backend).map_err(|e| bad(format!("`{}` {}", e.key, e.message)))?;
+    let tch = backend.get("kind").and_then(Value::as_str) == Some("tch");
+    let names: Vec<&str> = match backend.get("devices").and_then(Value::as_array) {
+        Some(a) => a.iter().filter_map(Value::as_str).collect(),
+        None => vec!["cpu"],
     };
-    if names.is_empty() {
-        return Err(bad("`devices` is empty".into()));
-    }
-    names.iter().map(|n| device(kind, n)).collect()
-}
-
-fn device(kind: &str, name: &str) -> Result<Device> {
-    match kind {
-        "flex" => {
-            if name == "cpu" {
-                Ok(Device::flex())
+    names
+        .into_iter()
+        .map(|n| {
+            if tch {
+                tch_device(n)
             } else {
-                Err(bad(format!(
-                    "backend `flex` runs on \"cpu\" only, not \"{name}\"; use kind = \"tch\" for CUDA"
-                )))
+                Ok(Device::flex())
             }
-        }
-        "tch" => tch_device(name),
-        other => Err(bad(format!("unknown backend kind `{other}` (flex | tch)"))),
-    }
+        })
+        .collect()
 }
 
 #[cfg(feature = "tch")]
