@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use splade_stages::contract::ResumeError;
+use splade_stages::params::ParamType;
 use splade_stages::{Registry, ResolvedInput, ResumeStore, Stage, StageContext};
 
 use crate::artifact::{ArtifactRoot, Manifest};
@@ -259,13 +260,39 @@ impl ResumeStore for StoreResume {
     }
 }
 
-fn set_at(params: &mut Value, key: &str, v: Value) {
+/// Replaces the input param at `key` (`docs`, `queries.train`, `evaluations.3`) by `v`. An array
+/// index selects a record of an [`ParamType::ArtifactRecords`] param: only its reference field
+/// (the one holding a `<stage>.<output>` string) is replaced, its labels stay hashed.
+///
+/// [`ParamType::ArtifactRecords`]: splade_stages::params::ParamType::ArtifactRecords
+fn set_at(params: &mut Value, key: &str, reference_field: Option<&str>, v: Value) {
     let mut node = params;
-    let parts: Vec<&str> = key.split('.').collect();
-    for p in &parts[..parts.len() - 1] {
-        node = &mut node[*p];
+    for part in key.split('.') {
+        node = match node {
+            Value::Array(items) => {
+                match part.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    Some(item) => item,
+                    None => return,
+                }
+            }
+            other => &mut other[part],
+        };
     }
-    node[parts[parts.len() - 1]] = v;
+    match (node, reference_field) {
+        (Value::Object(record), Some(field)) => {
+            record.insert(field.to_string(), v);
+        }
+        (node, _) => *node = v,
+    }
+}
+
+/// The reference field of the records param an input key (`evaluations.3`) belongs to, if any.
+fn records_field(kind: &dyn Stage, key: &str) -> Option<&'static str> {
+    let param = key.split('.').next()?;
+    kind.params().iter().find_map(|spec| match spec.ty {
+        ParamType::ArtifactRecords(field) if spec.name == param => Some(field),
+        _ => None,
+    })
 }
 
 impl Engine {
@@ -333,7 +360,7 @@ impl Engine {
                         );
                     }
                     let d = self.file_digest(path)?;
-                    set_at(&mut params, key, json!(format!("blake3:{d}")));
+                    set_at(&mut params, key, None, json!(format!("blake3:{d}")));
                     digests.insert(key.clone(), d);
                     inputs.insert(key.clone(), ResolvedInput::File(path.clone()));
                 }
@@ -352,7 +379,13 @@ impl Engine {
                             dir.display()
                         )
                     })?;
-                    set_at(&mut params, key, json!(format!("blake3:{}", entry.digest)));
+                    let field = records_field(kind, key);
+                    set_at(
+                        &mut params,
+                        key,
+                        field,
+                        json!(format!("blake3:{}", entry.digest)),
+                    );
                     digests.insert(key.clone(), entry.digest.clone());
                     inputs.insert(
                         key.clone(),

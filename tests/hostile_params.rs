@@ -342,6 +342,17 @@ fn base(data: &Data) -> Vec<(String, Vec<(&'static str, String)>)> {
             ],
         ),
         t(
+            "stage.report",
+            vec![
+                ("kind", q("report")),
+                (
+                    "evaluations",
+                    "[{ dataset = \"d\", system = \"s\", per_query = \"evaluate.per_query\" }]"
+                        .into(),
+                ),
+            ],
+        ),
+        t(
             "stage.mine",
             vec![
                 ("kind", q("mine")),
@@ -712,6 +723,47 @@ fn cases(d: &Data) -> Vec<Case> {
             .ok()
             .message(".parquet"),
     );
+
+    // report
+    let record = |d: &str, s: &str, r: &str| {
+        format!("{{ dataset = \"{d}\", system = \"{s}\", per_query = \"{r}\" }}")
+    };
+    let good = record("d", "s", "evaluate.per_query");
+    for v in [
+        "[]".to_string(),
+        "\"evaluate.per_query\"".into(),
+        "[{ dataset = \"d\", system = \"s\" }]".into(),
+        "[{ dataset = \"d\", system = \"s\", per_query = 3 }]".into(),
+        format!("[{}]", record("", "s", "evaluate.per_query")),
+        format!("[{good}, {good}]"),
+        format!("[{}]", record("d", "s", "nowhere.per_query")),
+        format!("[{}]", record("d", "s", "evaluate.nothing")),
+        format!("[{}]", record("d", "s", "evaluate")),
+    ] {
+        c.push(p("report", "evaluations", v));
+    }
+    c.push(
+        p(
+            "report",
+            "evaluations",
+            format!("[{}]", record("d", "s", "evaluate.metrics")),
+        )
+        .ok()
+        .message(".parquet"),
+    );
+    c.push(p("report", "measures", "[\"bogus\"]"));
+    c.push(p("report", "measures", "[\"p@5\"]").ok().message("p@5"));
+    c.push(p("report", "baseline", q("zzz")));
+    for v in ["0", "-1", BIG, I64_MIN] {
+        c.push(p("report", "permutations", v));
+    }
+    for v in ["0", "1", "-0.5", "nan", "inf"] {
+        c.push(p("report", "alpha", v));
+    }
+    c.push(p("report", "pairs", q("all")));
+    c.push(p("report", "pairs", q("all_pairs")).ok());
+    c.push(p("report", "correction", q("holm2")));
+    c.push(p("report", "test", q("ttest")));
 
     // export
     c.push(p("export", "format", q("json")));

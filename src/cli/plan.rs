@@ -31,8 +31,9 @@ pub fn exec(root: &Path, args: Args) -> Result<()> {
         engine.pipeline.name,
         args.p.pipeline.display()
     );
+    let width = super::run::name_width(plan.iter().map(|e| e.name.as_str()));
     println!(
-        "  {:<22} {:<9} {:<8} {:<12} detail",
+        "  {:<width$} {:<9} {:<8} {:<12} detail",
         "stage", "kind", "status", "fingerprint"
     );
     for entry in &plan {
@@ -42,7 +43,7 @@ pub fn exec(root: &Path, args: Args) -> Result<()> {
             .map(|f| f.short().to_string())
             .unwrap_or_else(|| "?".into());
         println!(
-            "  {:<22} {:<9} {:<8} {:<12} {}",
+            "  {:<width$} {:<9} {:<8} {:<12} {}",
             entry.name,
             entry.kind,
             entry.state.label(),

@@ -51,10 +51,12 @@ pub fn exec(root: &Path, args: Args) -> Result<()> {
         jobs: args.jobs,
         show_progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
+    let width = name_width(engine.pipeline.stages.iter().map(|s| s.name.as_str()));
+    let print_line = move |r: &StageReport| print_report(r, width);
     let print: &(dyn Fn(&StageReport) + Sync) = if args.json {
         &|r: &StageReport| println!("{}", r.to_json())
     } else {
-        &print_report
+        &print_line
     };
     let reports = engine.run(&opts, print)?;
     if !args.json {
@@ -90,8 +92,13 @@ fn rerun_command(root: &Path, p: &PipelineArgs) -> String {
     cmd
 }
 
+/// The width of the stage-name column: 22, or the longest name (matrix instances run long).
+pub fn name_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(str::len).max().unwrap_or(0).max(22)
+}
+
 /// One line of the run table.
-fn print_report(r: &StageReport) {
+fn print_report(r: &StageReport, width: usize) {
     let fp = r.fp.as_ref().map(|f| f.short()).unwrap_or_default();
     let (what, detail) = match &r.outcome {
         Outcome::Executed { seconds, .. } => (r.outcome.label(), format!("{seconds:.2}s")),
@@ -100,7 +107,7 @@ fn print_report(r: &StageReport) {
         Outcome::Skipped(why) => ("skipped", why.clone()),
     };
     println!(
-        "  {:<22} {:<9} {:<9} {:<12} {}",
+        "  {:<width$} {:<9} {:<9} {:<12} {}",
         r.name, r.kind, what, fp, detail
     );
 }

@@ -21,6 +21,7 @@ pub mod model;
 pub mod params;
 pub mod parquet_io;
 pub mod registry;
+pub mod report;
 pub mod retrieve;
 pub mod rng;
 pub mod schema;

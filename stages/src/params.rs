@@ -39,6 +39,10 @@ pub enum ParamType {
     FileOrArtifact,
     /// A table of name → number (e.g. loss weights `{ kl_div = 0.99, contrastive = 0.01 }`).
     FloatMap,
+    /// An array of tables of strings, each holding a reference `"<stage>.<output>"` in the named
+    /// field and labels in the others (`{ dataset = "fiqa", system = "bm25", per_query = "..." }`);
+    /// each reference is a DAG edge, keyed `<param>.<index>`.
+    ArtifactRecords(&'static str),
 }
 
 impl ParamType {
@@ -59,6 +63,10 @@ impl ParamType {
                 "a directory path or a reference \"<stage>.<output>\" (string)".into()
             }
             ParamType::FloatMap => "a table of name = number".into(),
+            ParamType::ArtifactRecords(field) => format!(
+                "an array of tables of strings, each with a reference \"<stage>.<output>\" in \
+                 `{field}`"
+            ),
         }
     }
 
@@ -66,7 +74,11 @@ impl ParamType {
     pub fn is_input(&self) -> bool {
         matches!(
             self,
-            ParamType::File | ParamType::FileMap | ParamType::Artifact | ParamType::FileOrArtifact
+            ParamType::File
+                | ParamType::FileMap
+                | ParamType::Artifact
+                | ParamType::FileOrArtifact
+                | ParamType::ArtifactRecords(_)
         )
     }
 
@@ -108,6 +120,21 @@ impl ParamType {
                 Some(map) if map.values().all(Value::is_string) => Ok(value.clone()),
                 _ => Err(got()),
             },
+            ParamType::ArtifactRecords(field) => {
+                let items = value.as_array().ok_or_else(got)?;
+                for (i, item) in items.iter().enumerate() {
+                    let record = item
+                        .as_object()
+                        .filter(|m| m.values().all(Value::is_string))
+                        .ok_or_else(|| format!("item {i}: expected a table of strings"))?;
+                    if !record.contains_key(*field) {
+                        return Err(format!(
+                            "item {i}: missing `{field}` (a reference \"<stage>.<output>\")"
+                        ));
+                    }
+                }
+                Ok(value.clone())
+            }
             ParamType::FloatMap => match value.as_object() {
                 Some(map) => {
                     let mut out = serde_json::Map::new();

@@ -367,6 +367,20 @@ pub fn write_per_query(path: &Path, rows: &[(String, String, f64)]) -> Result<u6
     sink.finish()
 }
 
+/// Reads a `qid, metric, value` table (an `evaluate` stage's `per_query`) in file order.
+pub fn read_per_query(path: &Path) -> Result<Vec<(String, String, f64)>> {
+    let mut out = Vec::new();
+    for batch in read_batches(path, &schema::per_query_metrics())? {
+        let q = column::<StringArray>(path, &batch, "qid")?;
+        let m = column::<StringArray>(path, &batch, "metric")?;
+        let v = column::<Float64Array>(path, &batch, "value")?;
+        for i in 0..batch.num_rows() {
+            out.push((q.value(i).to_string(), m.value(i).to_string(), v.value(i)));
+        }
+    }
+    Ok(out)
+}
+
 /// Row count and a one-line schema of a Parquet file, from its footer (for manifests).
 pub fn describe_file(path: &Path) -> Result<(u64, String)> {
     let f = File::open(path).map_err(|e| StageError::io(path, e))?;

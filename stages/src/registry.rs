@@ -17,6 +17,7 @@ impl Registry {
             Box::new(crate::index::Index),
             Box::new(crate::retrieve::Retrieve),
             Box::new(crate::evaluate::Evaluate),
+            Box::new(crate::report::Report),
             Box::new(crate::export::Export),
             Box::new(crate::mine::Mine),
             Box::new(crate::distill::Distill),

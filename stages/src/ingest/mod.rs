@@ -32,19 +32,30 @@ crate::stage_params! {
         qrels: Map<String, Value> [FileMap] = "{}",
         /// runs by name: TREC or naver JSON
         runs: Map<String, Value> [FileMap] = "{}",
+        /// keep only queries judged in the qrels of the same name (BEIR's queries.jsonl holds every split)
+        queries_in_qrels: bool [Bool] = "false",
     }
 }
 
 const ROWS_PER_BATCH: usize = 64 * 1024;
 
 /// Streams an id/text source into a Parquet file in batches; returns the row count.
-fn ingest_id_text(source: &std::path::Path, beir_name: &str, out: &std::path::Path) -> Result<u64> {
+/// `keep` filters ids (`None` keeps every row).
+fn ingest_id_text(
+    source: &std::path::Path,
+    beir_name: &str,
+    out: &std::path::Path,
+    keep: Option<&std::collections::HashSet<String>>,
+) -> Result<u64> {
     let (file, format) = formats::resolve_text_source(source, beir_name)?;
     let mut sink = ParquetSink::create(out, schema::id_text())?;
     let mut ids = StringBuilder::new();
     let mut texts = StringBuilder::new();
     let mut pending = 0usize;
     formats::read_id_text(&file, format, |id, text| {
+        if keep.is_some_and(|k| !k.contains(id)) {
+            return Ok(());
+        }
         ids.append_value(id);
         texts.append_value(text);
         pending += 1;
@@ -100,26 +111,50 @@ impl TypedStage for Ingest {
                 "ingest needs at least one of docs, queries, qrels, runs",
             ));
         }
+        if p.queries_in_qrels {
+            if let Some(name) = p.queries.keys().find(|n| !p.qrels.contains_key(*n)) {
+                return Err(ParamError::new(
+                    "queries_in_qrels",
+                    format!(
+                        "query set `{name}` has no qrels of the same name to filter by \
+                         (qrels: {})",
+                        p.qrels.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
-    fn run(&self, _p: IngestParams, ctx: &mut StageContext) -> Result<StageOutcome> {
+    fn run(&self, p: IngestParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let mut stats = Map::new();
         if ctx.inputs.contains_key("docs") {
             let started = Instant::now();
             let source = ctx.input("docs")?.path().to_path_buf();
-            let rows = ingest_id_text(&source, "corpus.jsonl", &ctx.output_file("docs"))?;
+            let rows = ingest_id_text(&source, "corpus.jsonl", &ctx.output_file("docs"), None)?;
             let secs = started.elapsed().as_secs_f64();
             stats.insert(
                 "docs".into(),
                 json!({"rows": rows, "seconds": secs, "rows_per_s": rows as f64 / secs.max(1e-9)}),
             );
         }
+        let qrels_files: std::collections::HashMap<String, std::path::PathBuf> =
+            ctx.file_map("qrels").into_iter().collect();
         for (name, path) in ctx.file_map("queries") {
+            let judged = match qrels_files.get(&name).filter(|_| p.queries_in_qrels) {
+                Some(qrels) => Some(
+                    formats::read_qrels(qrels)?
+                        .into_iter()
+                        .map(|q| q.qid)
+                        .collect::<std::collections::HashSet<_>>(),
+                ),
+                None => None,
+            };
             let rows = ingest_id_text(
                 &path,
                 "queries.jsonl",
                 &ctx.output_file(&format!("{name}_queries")),
+                judged.as_ref(),
             )?;
             stats.insert(format!("{name}_queries"), json!({"rows": rows}));
         }

@@ -12,6 +12,8 @@ use splade_stages::Registry;
 use splade_stages::Stage;
 use toml::de::{DeTable, DeValue};
 
+mod matrix;
+
 /// Where a value came from: a file and 1-based line, or a `--set` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -72,12 +74,15 @@ struct Located {
 struct RawStage {
     header: Option<Origin>,
     params: IndexMap<String, Located>,
+    /// For a stage expanded from a `[matrix]` template: which template, with which values.
+    instance_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
 struct RawPipeline {
     name: Option<Located>,
     backend: IndexMap<String, Located>,
+    matrix: IndexMap<String, Located>,
     stages: IndexMap<String, RawStage>,
 }
 
@@ -363,6 +368,18 @@ impl<'a> SourceFile<'a> {
                             .insert(bk.get_ref().to_string(), Located { value, origin: o });
                     }
                 }
+                "matrix" => {
+                    let DeValue::Table(t) = v.get_ref() else {
+                        return Err(err(&origin, "matrix", "expected a table [matrix]"));
+                    };
+                    for (ak, av) in t.iter() {
+                        let o = self.at(ak.span().start);
+                        let name = format!("matrix.{}", ak.get_ref());
+                        let value = to_json(av.get_ref(), &o, &name)?;
+                        into.matrix
+                            .insert(ak.get_ref().to_string(), Located { value, origin: o });
+                    }
+                }
                 "stage" => {
                     let DeValue::Table(t) = v.get_ref() else {
                         return Err(err(&origin, "stage", "expected tables [stage.NAME]"));
@@ -372,7 +389,7 @@ impl<'a> SourceFile<'a> {
                     }
                 }
                 other => {
-                    let known = ["name", "include", "backend", "stage"];
+                    let known = ["name", "include", "backend", "matrix", "stage"];
                     return Err(err(
                         &origin,
                         other,
@@ -397,7 +414,9 @@ impl<'a> SourceFile<'a> {
     ) -> Result<(), PipelineError> {
         let sname = sk.get_ref().to_string();
         let so = self.at(sk.span().start);
-        validate_stage_name(&sname, &so)?;
+        // Template names (`encode_{dataset}`) are checked again once expanded.
+        validate_stage_name(&sname.replace(['{', '}'], ""), &so)
+            .map_err(|e| err(&e.origin, format!("stage.{sname}"), e.message))?;
         let DeValue::Table(params) = sv.get_ref() else {
             return Err(err(&so, format!("stage.{sname}"), "expected a table"));
         };
@@ -424,7 +443,8 @@ fn validate_stage_name(name: &str, origin: &Origin) -> Result<(), PipelineError>
         return Err(err(
             origin,
             format!("stage.{name}"),
-            "stage names use letters, digits, `_` and `-` only",
+            "stage names use letters, digits, `_` and `-` only (and `{axis}` placeholders of \
+             the [matrix])",
         ));
     }
     Ok(())
@@ -458,6 +478,10 @@ fn apply_set(raw: &mut RawPipeline, assignment: &str) -> Result<(), PipelineErro
         ["backend", key] => {
             raw.backend
                 .insert(key.to_string(), Located { value, origin });
+        }
+        ["matrix", axis] => {
+            raw.matrix
+                .insert(axis.to_string(), Located { value, origin });
         }
         [stage, key, rest @ ..] => {
             let Some(entry) = raw.stages.get_mut(*stage) else {
@@ -507,7 +531,8 @@ fn apply_set(raw: &mut RawPipeline, assignment: &str) -> Result<(), PipelineErro
             return Err(err(
                 &origin,
                 path,
-                "expected `stage.key=value`, `backend.key=value` or `name=value`",
+                "expected `stage.key=value`, `backend.key=value`, `matrix.axis=value` or \
+                 `name=value`",
             ))
         }
     }
@@ -518,10 +543,29 @@ fn apply_set(raw: &mut RawPipeline, assignment: &str) -> Result<(), PipelineErro
 pub fn load(path: &Path, sets: &[String], registry: &Registry) -> Result<Pipeline, PipelineError> {
     let mut raw = RawPipeline::default();
     parse_file(path, &mut raw, 0, &mut Vec::new())?;
-    for s in sets {
+    // Sets on the matrix or on a template apply before expansion; sets on a plain or expanded
+    // stage name after it.
+    let (before, after): (Vec<&String>, Vec<&String>) =
+        sets.iter().partition(|s| set_applies_before_expansion(s));
+    for s in before {
+        apply_set(&mut raw, s)?;
+    }
+    let axes = matrix::parse_axes(&raw.matrix)?;
+    raw.stages = matrix::expand(&axes, std::mem::take(&mut raw.stages))?;
+    for s in after {
         apply_set(&mut raw, s)?;
     }
     validate(path, raw, registry)
+}
+
+/// True for `--set matrix.AXIS=...` and for sets on a template stage (`retrieve_{dataset}.k=...`).
+fn set_applies_before_expansion(assignment: &str) -> bool {
+    let path = assignment
+        .split_once('=')
+        .map_or(assignment, |(p, _)| p)
+        .trim();
+    let path = path.strip_prefix("stage.").unwrap_or(path);
+    path.starts_with("matrix.") || path.split('.').next().is_some_and(|s| s.contains('{'))
 }
 
 fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeline, PipelineError> {
@@ -542,7 +586,8 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
     let mut stages = Vec::new();
     let mut origins: HashMap<String, HashMap<String, Origin>> = HashMap::new();
     for (sname, rs) in &raw.stages {
-        let (decl, stage_origins) = declare_stage(sname, rs, &file_origin, registry)?;
+        let (decl, stage_origins) =
+            declare_stage(sname, rs, &file_origin, registry).map_err(|e| naming_instance(e, rs))?;
         origins.insert(sname.clone(), stage_origins);
         stages.push(decl);
     }
@@ -551,10 +596,16 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
         .iter()
         .map(|s| (s.name.clone(), s.outputs.clone()))
         .collect();
+    let mut missing = Vec::new();
     for stage in &mut stages {
         if let Some(kind) = registry.get(&stage.kind) {
-            stage.inputs = stage_inputs(stage, kind, &origins[&stage.name], &outputs_by_stage)?;
+            let origins = &origins[&stage.name];
+            stage.inputs = stage_inputs(stage, kind, origins, &outputs_by_stage, &mut missing)
+                .map_err(|e| naming_instance(e, &raw.stages[&stage.name]))?;
         }
+    }
+    if let Some(e) = missing_files_error(missing, &file_origin) {
+        return Err(e);
     }
     check_backend_values(&raw, &backend, &file_origin)?;
     Ok(Pipeline {
@@ -563,6 +614,38 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
         backend: Value::Object(backend),
         stages,
     })
+}
+
+/// Adds which template and matrix values a stage came from to an error about it.
+fn naming_instance(mut e: PipelineError, stage: &RawStage) -> PipelineError {
+    if let Some(instance) = &stage.instance_of {
+        e.message = format!("{} (in {instance})", e.message);
+    }
+    e
+}
+
+/// One error naming every input file that does not exist (so a user fetching data sees the whole
+/// list at once), or `None` when all exist.
+fn missing_files_error(missing: Vec<PipelineError>, file_origin: &Origin) -> Option<PipelineError> {
+    match missing.len() {
+        0 => None,
+        1 => missing.into_iter().next(),
+        n => {
+            let lines: Vec<String> = missing
+                .iter()
+                .map(|e| format!("  {}", e.to_string().trim_end_matches(RELATIVE_PATHS)))
+                .collect();
+            Some(err(
+                file_origin,
+                "",
+                format!(
+                    "{n} input files not found (relative paths are resolved from the current \
+                     directory):\n{}",
+                    lines.join("\n")
+                ),
+            ))
+        }
+    }
 }
 
 /// The pipeline's `name`.
@@ -745,6 +828,7 @@ fn stage_inputs(
     kind: &dyn Stage,
     origins: &HashMap<String, Origin>,
     outputs_by_stage: &BTreeMap<String, Vec<String>>,
+    missing: &mut Vec<PipelineError>,
 ) -> Result<Vec<InputDecl>, PipelineError> {
     let mut inputs = Vec::new();
     for spec in kind.params() {
@@ -769,16 +853,20 @@ fn stage_inputs(
             Ok::<_, PipelineError>(InputDecl::File { key, path, origin })
         };
         let text = value.as_str().unwrap_or_default();
+        let mut found = |result: Result<InputDecl, PipelineError>| match result {
+            Ok(decl) => inputs.push(decl),
+            Err(e) => missing.push(e),
+        };
         match spec.ty {
-            ParamType::File => inputs.push(file(text, spec.name.into(), &full, origin)?),
+            ParamType::File => found(file(text, spec.name.into(), &full, origin)),
             ParamType::FileMap => {
                 for (entry, v) in value.as_object().into_iter().flatten() {
-                    inputs.push(file(
+                    found(file(
                         v.as_str().unwrap_or_default(),
                         format!("{}.{entry}", spec.name),
                         &format!("{full}.{entry}"),
                         origin.clone(),
-                    )?);
+                    ));
                 }
             }
             ParamType::FileOrArtifact
@@ -786,15 +874,27 @@ fn stage_inputs(
                     .split_once('.')
                     .is_some_and(|(target, _)| outputs_by_stage.contains_key(target)) =>
             {
-                inputs.push(file(text, spec.name.into(), &full, origin)?)
+                found(file(text, spec.name.into(), &full, origin))
             }
-            ParamType::FileOrArtifact | ParamType::Artifact => inputs.push(resolve_reference(
+            ParamType::FileOrArtifact | ParamType::Artifact => found(Ok(resolve_reference(
                 text,
                 spec.name,
                 outputs_by_stage,
                 origin,
                 &full,
-            )?),
+            )?)),
+            ParamType::ArtifactRecords(field) => {
+                for (i, record) in value.as_array().into_iter().flatten().enumerate() {
+                    let reference = record[field].as_str().unwrap_or_default();
+                    found(Ok(resolve_reference(
+                        reference,
+                        &format!("{}.{i}", spec.name),
+                        outputs_by_stage,
+                        origin.clone(),
+                        &format!("{full}[{i}].{field}"),
+                    )?));
+                }
+            }
             _ => {}
         }
     }
@@ -847,6 +947,9 @@ fn resolve_reference(
     })
 }
 
+/// The hint ending every file-not-found message.
+const RELATIVE_PATHS: &str = " (relative paths are resolved from the current directory)";
+
 fn check_exists(p: &Path, origin: &Origin, key: &str) -> Result<(), PipelineError> {
     if p.exists() {
         Ok(())
@@ -854,10 +957,7 @@ fn check_exists(p: &Path, origin: &Origin, key: &str) -> Result<(), PipelineErro
         Err(err(
             origin,
             key,
-            format!(
-                "file `{}` not found (relative paths are resolved from the current directory)",
-                p.display()
-            ),
+            format!("file `{}` not found{RELATIVE_PATHS}", p.display()),
         ))
     }
 }
