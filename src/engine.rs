@@ -10,10 +10,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use splade_stages::contract::ResumeError;
 use splade_stages::params::ParamType;
-use splade_stages::{Registry, ResolvedInput, ResumeStore, Stage, StageContext};
+use splade_stages::{Registry, ResolvedInput, ResumeStore, Stage, StageContext, StageOutcome};
 
 use crate::artifact::{ArtifactRoot, Manifest};
 use crate::dag::Dag;
+use crate::executor::slurm::SlurmStage;
+use crate::executor::worker::{JobDir, JobSpec};
+use crate::executor::ExecutorKind;
 use crate::fingerprint::{combine, stage_fingerprint, walk_files, Fingerprint};
 use crate::pipeline::{InputDecl, Pipeline, StageDecl};
 use crate::records::{
@@ -856,9 +859,18 @@ impl Engine {
 
     /// The staging directory of `fp`, kept when it holds resumable work and started afresh
     /// otherwise; returns it and whether the stage resumes.
-    fn prepare_staging(&self, fp: &Fingerprint, forced: bool) -> Result<(PathBuf, bool)> {
+    fn prepare_staging(
+        &self,
+        fp: &Fingerprint,
+        forced: bool,
+        worker_state: bool,
+    ) -> Result<(PathBuf, bool)> {
         let staging = self.root.staging(fp);
         let mut state = self.store.resume_state(&fp.0)?;
+        if worker_state && !forced && staging.is_dir() {
+            // A Slurm worker's resume state (in the job directory) counts as the store's does.
+            state = Some(Value::Bool(true));
+        }
         if state.is_some() && (forced || !staging.is_dir()) {
             self.store.clear_resume_state(&fp.0)?;
             state = None;
@@ -880,8 +892,8 @@ impl Engine {
         }
     }
 
-    /// Runs the stage in its staging directory and commits its artifact; returns the committed
-    /// manifest, the seconds the stage ran and whether it resumed.
+    /// Runs the stage (here, or as a Slurm job) in its staging directory and commits its
+    /// artifact; returns the committed manifest, the seconds the stage ran and whether it resumed.
     fn execute(
         &self,
         stage: &StageDecl,
@@ -889,44 +901,11 @@ impl Engine {
         opts: &RunOptions,
         forced: bool,
     ) -> Result<(Manifest, f64, bool)> {
-        let (staging, resumed) = self.prepare_staging(&resolved.fp, forced)?;
         let kind = self.kind_of(stage)?;
-        let threads = self.pipeline.backend["threads"]
-            .as_u64()
-            .map(|t| t as usize)
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-        let mut ctx = StageContext::new(stage.name.clone(), stage.params.clone(), &staging)
-            .with_backend(self.pipeline.backend.clone())
-            .with_threads(threads)
-            .with_progress(opts.show_progress)
-            .with_resume(Box::new(StoreResume {
-                store: self.store.clone(),
-                fp: resolved.fp.0.clone(),
-            }));
-        ctx.inputs = resolved.inputs.clone();
-        tracing::info!(stage = %stage.name, kind = %stage.kind, fingerprint = %resolved.fp.short(), resumed, "running");
-        let started_ns = now_ns();
-        let t0 = Instant::now();
-        // `[backend] threads` bounds the stage's data-parallel work (rayon); default: every core.
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .context("starting the stage's thread pool")?;
-        crate::interrupt::stage_started(&stage.name);
-        let result = pool.install(|| kind.run(&mut ctx));
-        crate::interrupt::stage_ended(&stage.name);
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                self.discard_unresumable(&resolved.fp, &staging);
-                return Err(e).with_context(|| format!("stage `{}` ({})", stage.name, stage.kind));
-            }
+        let ran = match self.pipeline.executor.kind {
+            ExecutorKind::Local => self.run_here(stage, kind, resolved, opts, forced)?,
+            ExecutorKind::Slurm => self.run_on_slurm(stage, kind, resolved, forced)?,
         };
-        let seconds = t0.elapsed().as_secs_f64();
         let manifest = Manifest {
             kind: stage.kind.clone(),
             kind_version: kind.version(),
@@ -937,16 +916,16 @@ impl Engine {
             inputs: resolved.digests.clone(),
             outputs: BTreeMap::new(),
             files: Vec::new(),
-            started_at_ns: started_ns,
-            seconds,
-            stats: outcome.stats,
-            summary: outcome.summary,
+            started_at_ns: ran.started_ns,
+            seconds: ran.seconds,
+            stats: ran.outcome.stats,
+            summary: ran.outcome.summary,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let manifest = self
             .root
             .commit(
-                &staging,
+                &ran.staging,
                 &stage.kind,
                 &resolved.fp,
                 &stage.outputs,
@@ -963,8 +942,151 @@ impl Engine {
             },
         )?;
         self.store.clear_resume_state(&resolved.fp.0)?;
-        Ok((manifest, seconds, resumed))
+        let jobs = JobDir::new(&self.root.root, &resolved.fp.0);
+        if jobs.0.exists() {
+            std::fs::remove_dir_all(&jobs.0)
+                .with_context(|| format!("removing {}", jobs.0.display()))?;
+        }
+        Ok((manifest, ran.seconds, ran.resumed))
     }
+
+    /// Threads a stage may use: `[backend] threads`, or every core.
+    fn threads(&self) -> usize {
+        self.pipeline.backend["threads"]
+            .as_u64()
+            .map(|t| t as usize)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+    }
+
+    /// Runs the stage in this process.
+    fn run_here(
+        &self,
+        stage: &StageDecl,
+        kind: &dyn Stage,
+        resolved: &Resolved,
+        opts: &RunOptions,
+        forced: bool,
+    ) -> Result<Ran> {
+        let (staging, resumed) = self.prepare_staging(&resolved.fp, forced, false)?;
+        let threads = self.threads();
+        let mut ctx = StageContext::new(stage.name.clone(), stage.params.clone(), &staging)
+            .with_backend(self.pipeline.backend.clone())
+            .with_threads(threads)
+            .with_progress(opts.show_progress)
+            .with_cancel(crate::interrupt::cancel_flag())
+            .with_resume(Box::new(StoreResume {
+                store: self.store.clone(),
+                fp: resolved.fp.0.clone(),
+            }));
+        ctx.inputs = resolved.inputs.clone();
+        tracing::info!(stage = %stage.name, kind = %stage.kind, fingerprint = %resolved.fp.short(), resumed, "running");
+        let started_ns = now_ns();
+        let t0 = Instant::now();
+        // `[backend] threads` bounds the stage's data-parallel work (rayon); default: every core.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .context("starting the stage's thread pool")?;
+        crate::interrupt::stage_started(&stage.name, kind.stops_at_checkpoints());
+        let result = pool.install(|| kind.run(&mut ctx));
+        crate::interrupt::stage_ended(&stage.name);
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.discard_unresumable(&resolved.fp, &staging);
+                return Err(e).with_context(|| format!("stage `{}` ({})", stage.name, stage.kind));
+            }
+        };
+        Ok(Ran {
+            staging,
+            outcome,
+            started_ns,
+            seconds: t0.elapsed().as_secs_f64(),
+            resumed,
+        })
+    }
+
+    /// Runs the stage as Slurm jobs (re-attaching to one a killed driver left running) and
+    /// waits for the worker's result; the driver remains the store's only writer.
+    fn run_on_slurm(
+        &self,
+        stage: &StageDecl,
+        kind: &dyn Stage,
+        resolved: &Resolved,
+        forced: bool,
+    ) -> Result<Ran> {
+        let jobs = JobDir::new(&self.root.root, &resolved.fp.0);
+        let slurm = SlurmStage {
+            jobs: jobs.clone(),
+            stage: stage.name.clone(),
+            options: stage.slurm.clone(),
+            checkpoints: kind.stops_at_checkpoints(),
+            poll: std::time::Duration::from_secs_f64(self.pipeline.executor.poll_seconds),
+            max_requeues: self.pipeline.executor.max_requeues,
+            exe: std::env::current_exe().context("locating the splade binary for the jobs")?,
+            cwd: std::env::current_dir().context("reading the current directory")?,
+            array_tasks: stage
+                .slurm
+                .array_tasks
+                .map(|n| n as usize)
+                .filter(|n| *n > 1 && kind.splits_into_tasks()),
+        };
+        if forced && jobs.0.exists() {
+            std::fs::remove_dir_all(&jobs.0)
+                .with_context(|| format!("removing {}", jobs.0.display()))?;
+        }
+        let live = slurm.live_job()?;
+        let (staging, resumed) = match live {
+            Some(_) => (self.root.staging(&resolved.fp), true),
+            None => self.prepare_staging(&resolved.fp, forced, jobs.has_resume_state())?,
+        };
+        if !resumed {
+            let _ = std::fs::remove_file(jobs.resume_file());
+        }
+        if crate::executor::slurm::looks_node_local(&self.root.root) {
+            tracing::warn!(root = %self.root.root.display(), "the artifact root looks node-local: Slurm jobs on other nodes will not see it");
+        }
+        let spec = JobSpec {
+            stage: stage.name.clone(),
+            kind: stage.kind.clone(),
+            params: stage.params.clone(),
+            inputs: resolved.inputs.clone(),
+            backend: self.pipeline.backend.clone(),
+            threads: self.threads(),
+            staging: std::path::absolute(&staging).unwrap_or_else(|_| staging.clone()),
+            array_tasks: None,
+        };
+        crate::interrupt::stage_started(&stage.name, false);
+        let result = slurm.drive(&spec, live);
+        crate::interrupt::stage_ended(&stage.name);
+        if result.is_err() && !jobs.has_resume_state() {
+            self.discard_unresumable(&resolved.fp, &staging);
+        }
+        let result = result.with_context(|| format!("stage `{}` ({})", stage.name, stage.kind))?;
+        Ok(Ran {
+            staging,
+            outcome: StageOutcome {
+                stats: result.stats,
+                summary: result.summary,
+            },
+            started_ns: result.started_ns,
+            seconds: result.seconds,
+            resumed,
+        })
+    }
+}
+
+/// What running a stage (anywhere) left to commit.
+struct Ran {
+    staging: PathBuf,
+    outcome: StageOutcome,
+    started_ns: u64,
+    seconds: f64,
+    resumed: bool,
 }
 
 /// Locks a mutex of the run's shared maps (poisoned only if a stage thread panicked).

@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod dag;
 pub mod engine;
+pub mod executor;
 pub mod fingerprint;
 pub mod hub;
 pub mod inspect;

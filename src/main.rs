@@ -50,6 +50,9 @@ enum Command {
     Bench(cli::bench::Command),
     /// Print the bag of expanded words SPLADE gives each text, strongest first.
     Expand(cli::expand::Args),
+    /// Run one stage of a Slurm job (submitted by `splade run` with the Slurm executor).
+    #[command(hide = true)]
+    Worker(cli::worker::Args),
 }
 
 fn main() {
@@ -74,6 +77,7 @@ fn main() {
         Command::Kinds(a) => cli::kinds::exec(a),
         Command::Bench(c) => cli::bench::exec(c),
         Command::Expand(a) => cli::expand::exec(a),
+        Command::Worker(a) => cli::worker::exec(a),
     };
     if let Err(e) = result {
         // A full disk or closed stderr must not turn an error into a panic.

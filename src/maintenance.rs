@@ -94,6 +94,7 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
         }
         println!();
     }
+    print_slurm_jobs(root)?;
     let on_disk = artifacts.list()?;
     let total: u64 = on_disk.iter().map(|(_, _, d)| dir_size(d)).sum();
     println!(
@@ -246,4 +247,57 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
         }
     }
     Ok(ok)
+}
+
+/// The Slurm jobs of stages not committed yet (their job directories under `.jobs/`), with the
+/// state Slurm reports now.
+fn print_slurm_jobs(root: &Path) -> Result<()> {
+    use crate::executor::slurm::{job_states, Submitted};
+    use crate::executor::worker::{JobDir, JobSpec};
+    let Ok(dirs) = std::fs::read_dir(root.join(".jobs")) else {
+        return Ok(());
+    };
+    let mut lines = Vec::new();
+    for dir in dirs.flatten() {
+        let jobs = JobDir(dir.path());
+        let Ok(Some(submitted)) = JobDir::read_json::<Submitted>(&jobs.submitted_file()) else {
+            continue;
+        };
+        let stage = JobDir::read_json::<JobSpec>(&jobs.spec_file())
+            .ok()
+            .flatten()
+            .or_else(|| {
+                JobDir::read_json::<JobSpec>(&jobs.array_spec_file())
+                    .ok()
+                    .flatten()
+            })
+            .map(|s| s.stage)
+            .unwrap_or_else(|| "?".into());
+        let ids = submitted
+            .arrays
+            .iter()
+            .map(|id| (id, "array"))
+            .chain(submitted.jobs.iter().map(|id| (id, "job")));
+        for (id, what) in ids {
+            let states: Vec<String> = job_states(*id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|i| i.state)
+                .collect();
+            let state = if states.is_empty() {
+                "not known to Slurm any more".to_string()
+            } else {
+                states.join(" ")
+            };
+            lines.push(format!("  {stage:<22} {what:<5} {id:<10} {state}"));
+        }
+    }
+    if !lines.is_empty() {
+        println!("Slurm jobs of stages not committed yet:");
+        for l in lines {
+            println!("{l}");
+        }
+        println!();
+    }
+    Ok(())
 }

@@ -83,9 +83,9 @@ fn reference_python() -> Option<String> {
             "SPLADE_REQUIRE_REFERENCES is set but python3 lacks pytrec_eval/scipy/statsmodels \
              (pip install pytrec-eval-terrier scipy statsmodels)"
         );
-        eprintln!(
-            "skipping the pytrec_eval comparison: python3 with pytrec_eval, scipy and \
-             statsmodels not found (pip install pytrec-eval-terrier scipy statsmodels)"
+        skip(
+            "the pytrec_eval comparison: python3 with pytrec_eval, scipy and statsmodels not \
+             found (pip install pytrec-eval-terrier scipy statsmodels)",
         );
     }
     found

@@ -156,7 +156,7 @@ fn pisa_sequences(path: &Path) -> Vec<Vec<u32>> {
 #[test]
 fn ciff_converts_with_pisas_ciff2pisa() {
     let Some(tool) = ciff2pisa() else {
-        eprintln!("skipped: no ciff2pisa (cargo install ciff, or set SPLADE_TEST_CIFF2PISA)");
+        skip("no ciff2pisa (cargo install ciff, or set SPLADE_TEST_CIFF2PISA)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

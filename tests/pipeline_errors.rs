@@ -239,7 +239,7 @@ fn closed_stdout_ends_quietly() {
 #[test]
 fn backend_without_its_feature_is_rejected_at_plan() {
     if cfg!(feature = "tch") {
-        eprintln!("skipped: this build has the tch feature, so kind = \"tch\" is valid");
+        skip("this build has the tch feature, so kind = \"tch\" is valid");
         return;
     }
     let (err, file) = rejects(&format!(

@@ -480,7 +480,9 @@ pub fn train(b: &TrainBench) -> Result<()> {
     use splade_stages::model::network::PoolingKind;
     use splade_stages::train::encoders::{EncoderPair, Encoding, QueryEncoding};
     use splade_stages::train::losses::RankingLoss;
-    use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
+    use splade_stages::train::regularizer::{
+        LambdaSchedule, LambdaWarmup, Regularizer, RegularizerKind,
+    };
     use splade_stages::train::step::{DataParallel, Objective, StepPosition, TokenizedBatch};
 
     let devices: Vec<_> = splade_stages::model::devices_from_backend(
@@ -506,11 +508,14 @@ pub fn train(b: &TrainBench) -> Result<()> {
             query: LambdaSchedule {
                 lambda: 0.5,
                 warmup: 0,
+                counting: LambdaWarmup::Steps,
             },
             doc: LambdaSchedule {
                 lambda: 0.4,
                 warmup: 0,
+                counting: LambdaWarmup::Steps,
             },
+            pooled_docs: false,
         }],
         anti_zero: false,
     };

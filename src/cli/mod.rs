@@ -10,6 +10,7 @@ pub mod plan;
 pub mod run;
 pub mod status;
 pub mod verify;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 

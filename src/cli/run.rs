@@ -20,9 +20,13 @@ pub struct Args {
     /// Recompute this stage's artifact even if it is cached (repeatable).
     #[arg(long)]
     force: Vec<String>,
-    /// Run up to N independent stages at once.
-    #[arg(long, short, default_value_t = 1)]
-    jobs: usize,
+    /// Run up to N independent stages at once (default: 1 locally, 64 under Slurm).
+    #[arg(long, short)]
+    jobs: Option<usize>,
+    /// Where stages run: `local` (this process) or `slurm` (one job per stage); overrides
+    /// `[executor] kind`.
+    #[arg(long, value_parser = ["local", "slurm"])]
+    executor: Option<String>,
     /// Never draw progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -33,10 +37,14 @@ pub struct Args {
 }
 
 /// Runs the pipeline and prints each stage as it ends, then the summaries and the counts.
-pub fn exec(root: &Path, args: Args) -> Result<()> {
+pub fn exec(root: &Path, mut args: Args) -> Result<()> {
     let t0 = Instant::now();
-    splade::interrupt::install(rerun_command(root, &args.p));
+    if let Some(executor) = &args.executor {
+        args.p.sets.push(format!("executor.kind=\"{executor}\""));
+    }
+    splade::interrupt::install(Some(rerun_command(root, &args.p)));
     let engine = args.p.open(root)?;
+    let on_slurm = engine.pipeline.executor.kind == splade::executor::ExecutorKind::Slurm;
     if !args.json {
         println!(
             "pipeline `{}` ({} stages, artifacts in {})",
@@ -48,7 +56,7 @@ pub fn exec(root: &Path, args: Args) -> Result<()> {
     let opts = RunOptions {
         until: args.until,
         force: args.force,
-        jobs: args.jobs,
+        jobs: args.jobs.unwrap_or(if on_slurm { 64 } else { 1 }),
         show_progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
     let width = name_width(engine.pipeline.stages.iter().map(|s| s.name.as_str()));
@@ -58,7 +66,9 @@ pub fn exec(root: &Path, args: Args) -> Result<()> {
     } else {
         &print_line
     };
-    let reports = engine.run(&opts, print)?;
+    let reports = engine.run(&opts, print);
+    splade::interrupt::exit_if_interrupted();
+    let reports = reports?;
     if !args.json {
         print_summaries(&reports, t0.elapsed().as_secs_f64());
     }

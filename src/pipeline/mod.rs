@@ -82,6 +82,7 @@ struct RawStage {
 struct RawPipeline {
     name: Option<Located>,
     backend: IndexMap<String, Located>,
+    executor: IndexMap<String, Located>,
     matrix: IndexMap<String, Located>,
     stages: IndexMap<String, RawStage>,
 }
@@ -135,6 +136,9 @@ pub struct StageDecl {
     pub inputs: Vec<InputDecl>,
     /// Names of the outputs it writes.
     pub outputs: Vec<String>,
+    /// Its `sbatch` options under the Slurm executor: `[executor]`'s, overridden by
+    /// `[stage.NAME.slurm]` (not part of its fingerprint).
+    pub slurm: crate::executor::SlurmOptions,
 }
 
 /// A validated pipeline.
@@ -146,6 +150,8 @@ pub struct Pipeline {
     pub file: PathBuf,
     /// The `[backend]` table as a JSON object (`kind`, `devices`, `threads`, `precision`).
     pub backend: Value,
+    /// The `[executor]` table: where stages run (not part of any fingerprint).
+    pub executor: crate::executor::ExecutorConfig,
     /// Its stages, in declaration order.
     pub stages: Vec<StageDecl>,
 }
@@ -368,6 +374,18 @@ impl<'a> SourceFile<'a> {
                             .insert(bk.get_ref().to_string(), Located { value, origin: o });
                     }
                 }
+                "executor" => {
+                    let DeValue::Table(t) = v.get_ref() else {
+                        return Err(err(&origin, "executor", "expected a table [executor]"));
+                    };
+                    for (ek, ev) in t.iter() {
+                        let o = self.at(ek.span().start);
+                        let name = format!("executor.{}", ek.get_ref());
+                        let value = to_json(ev.get_ref(), &o, &name)?;
+                        into.executor
+                            .insert(ek.get_ref().to_string(), Located { value, origin: o });
+                    }
+                }
                 "matrix" => {
                     let DeValue::Table(t) = v.get_ref() else {
                         return Err(err(&origin, "matrix", "expected a table [matrix]"));
@@ -389,7 +407,7 @@ impl<'a> SourceFile<'a> {
                     }
                 }
                 other => {
-                    let known = ["name", "include", "backend", "matrix", "stage"];
+                    let known = ["name", "include", "backend", "executor", "matrix", "stage"];
                     return Err(err(
                         &origin,
                         other,
@@ -477,6 +495,10 @@ fn apply_set(raw: &mut RawPipeline, assignment: &str) -> Result<(), PipelineErro
         }
         ["backend", key] => {
             raw.backend
+                .insert(key.to_string(), Located { value, origin });
+        }
+        ["executor", key] => {
+            raw.executor
                 .insert(key.to_string(), Located { value, origin });
         }
         ["matrix", axis] => {
@@ -608,10 +630,30 @@ fn validate(path: &Path, raw: RawPipeline, registry: &Registry) -> Result<Pipeli
         return Err(e);
     }
     check_backend_values(&raw, &backend, &file_origin)?;
+    let executor = executor_config(&raw, &file_origin)?;
+    for stage in &mut stages {
+        let rs = &raw.stages[&stage.name];
+        stage.slurm = stage_slurm_options(&executor, rs, &stage.name)?;
+        let splits = registry
+            .get(&stage.kind)
+            .is_some_and(|k| k.splits_into_tasks());
+        if stage.slurm.array_tasks.is_some_and(|n| n > 1) && !splits {
+            let origin = rs.params.get("slurm").map(|l| l.origin.clone());
+            return Err(err(
+                origin.as_ref().unwrap_or(&stage.header),
+                format!("stage.{}.slurm.array_tasks", stage.name),
+                format!(
+                    "`{}` stages do not split into array tasks (encode and retrieve do)",
+                    stage.kind
+                ),
+            ));
+        }
+    }
     Ok(Pipeline {
         name,
         file: path.to_path_buf(),
         backend: Value::Object(backend),
+        executor,
         stages,
     })
 }
@@ -646,6 +688,47 @@ fn missing_files_error(missing: Vec<PipelineError>, file_origin: &Origin) -> Opt
             ))
         }
     }
+}
+
+/// The `[executor]` table, checked (errors at the offending key's line).
+fn executor_config(
+    raw: &RawPipeline,
+    file_origin: &Origin,
+) -> Result<crate::executor::ExecutorConfig, PipelineError> {
+    let table: serde_json::Map<String, Value> = raw
+        .executor
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    crate::executor::ExecutorConfig::from_table(&table).map_err(|e| {
+        let origin = raw
+            .executor
+            .get(&e.key)
+            .map(|l| l.origin.clone())
+            .unwrap_or_else(|| file_origin.clone());
+        err(&origin, format!("executor.{}", e.key), e.message)
+    })
+}
+
+/// A stage's `sbatch` options: the executor's, overridden by its `slurm` table.
+fn stage_slurm_options(
+    executor: &crate::executor::ExecutorConfig,
+    stage: &RawStage,
+    name: &str,
+) -> Result<crate::executor::SlurmOptions, PipelineError> {
+    let mut options = executor.slurm.clone();
+    let Some(table) = stage.params.get("slurm") else {
+        return Ok(options);
+    };
+    let key = format!("stage.{name}.slurm");
+    let map = table
+        .value
+        .as_object()
+        .ok_or_else(|| err(&table.origin, &key, "expected a table [stage.NAME.slurm]"))?;
+    options
+        .apply(map, crate::executor::STAGE_SLURM_KEYS)
+        .map_err(|e| err(&table.origin, format!("{key}.{}", e.key), e.message))?;
+    Ok(options)
 }
 
 /// The pipeline's `name`.
@@ -725,6 +808,7 @@ fn declare_stage(
         params,
         inputs: Vec::new(),
         outputs,
+        slurm: Default::default(),
     };
     Ok((decl, stage_origins))
 }
@@ -772,7 +856,12 @@ fn canonical_params(
     let specs = kind.params();
     let mut params = serde_json::Map::new();
     let mut stage_origins = HashMap::new();
-    for (key, loc) in rs.params.iter().filter(|(k, _)| *k != "kind") {
+    // `kind` names the kind; `slurm` says where it runs (not a param, not fingerprinted).
+    for (key, loc) in rs
+        .params
+        .iter()
+        .filter(|(k, _)| *k != "kind" && *k != "slurm")
+    {
         let full = format!("stage.{sname}.{key}");
         let Some(spec) = specs.iter().find(|s| s.name == key) else {
             let valid: Vec<&str> = specs.iter().map(|s| s.name).collect();

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
@@ -30,6 +32,17 @@ pub trait Stage: Send + Sync {
     fn check(&self, params: &Value) -> std::result::Result<(), ParamError>;
     /// Does the work.
     fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome>;
+    /// True for kinds that watch [`StageContext::cancelled`] and stop at their next checkpoint
+    /// boundary with [`StageError::Cancelled`] (others are stopped where they are, like a kill).
+    fn stops_at_checkpoints(&self) -> bool {
+        false
+    }
+    /// True for sharded kinds whose shards are independent (`encode`, `retrieve`): run with a
+    /// [`ShardSlice`], they write only that slice's missing shards and return; run without one
+    /// after all slices, they only add what needs every shard (statistics, a TREC file).
+    fn splits_into_tasks(&self) -> bool {
+        false
+    }
 }
 
 /// A stage written against its typed params; every `TypedStage` is a [`Stage`] (the engine's
@@ -51,9 +64,19 @@ pub trait TypedStage: Send + Sync {
     }
     /// Does the work.
     fn run(&self, params: Self::Params, ctx: &mut StageContext) -> Result<StageOutcome>;
+    /// See [`Stage::stops_at_checkpoints`].
+    const STOPS_AT_CHECKPOINTS: bool = false;
+    /// See [`Stage::splits_into_tasks`].
+    const SPLITS_INTO_TASKS: bool = false;
 }
 
 impl<T: TypedStage> Stage for T {
+    fn stops_at_checkpoints(&self) -> bool {
+        T::STOPS_AT_CHECKPOINTS
+    }
+    fn splits_into_tasks(&self) -> bool {
+        T::SPLITS_INTO_TASKS
+    }
     fn kind(&self) -> &'static str {
         T::KIND
     }
@@ -91,8 +114,9 @@ pub struct StageOutcome {
     pub summary: Option<String>,
 }
 
-/// One declared input of a stage, as the engine resolved it.
-#[derive(Debug, Clone)]
+/// One declared input of a stage, as the engine resolved it (serializable: a Slurm worker gets
+/// its inputs resolved by the driver).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ResolvedInput {
     /// A user file or directory.
     File(PathBuf),
@@ -171,6 +195,26 @@ pub struct StageContext {
     pub show_progress: bool,
     /// Where resume state is kept (the engine's store, or memory).
     pub resume: Box<dyn ResumeStore>,
+    /// Set when the run is asked to stop (see [`StageContext::cancelled`]).
+    pub cancel: Arc<AtomicBool>,
+    /// For one task of a Slurm job array: write only this task's shards (see [`ShardSlice`]).
+    pub shard_slice: Option<ShardSlice>,
+}
+
+/// One task's share of a sharded stage's shards: shard `s` belongs to task `s % tasks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardSlice {
+    /// This task's index, `0..tasks`.
+    pub task: usize,
+    /// How many tasks share the shards.
+    pub tasks: usize,
+}
+
+impl ShardSlice {
+    /// Whether shard `s` is this task's.
+    pub fn owns(&self, s: usize) -> bool {
+        self.tasks > 0 && s % self.tasks == self.task
+    }
 }
 
 impl StageContext {
@@ -187,7 +231,27 @@ impl StageContext {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             show_progress: false,
             resume: Box::new(MemoryResume::default()),
+            cancel: Arc::new(AtomicBool::new(false)),
+            shard_slice: None,
         }
+    }
+
+    /// Makes this run one task of a job array (see [`ShardSlice`]).
+    pub fn with_shard_slice(mut self, slice: Option<ShardSlice>) -> Self {
+        self.shard_slice = slice;
+        self
+    }
+
+    /// Shares `flag` as the cancellation request (the engine passes its signal flag).
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = flag;
+        self
+    }
+
+    /// True once the run was asked to stop: a stage that can, saves what it needs to resume and
+    /// returns [`StageError::Cancelled`] at its next checkpoint boundary.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
     }
 
     /// Adds input `key` (`docs`, or `queries.train` for a file-map entry).

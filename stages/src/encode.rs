@@ -129,6 +129,7 @@ pub fn vector_stats(vectors: &[SparseVector], vocab: usize) -> Map<String, Value
 impl TypedStage for Encode {
     type Params = EncodeParams;
     const KIND: &'static str = "encode";
+    const SPLITS_INTO_TASKS: bool = true;
     const VERSION: u32 = 1;
     const DOC: &'static str =
         "texts → SPLADE sparse vectors (id, terms, weights), sharded and resumable";
@@ -166,13 +167,14 @@ impl TypedStage for Encode {
         let shard_size = p.shard_size as usize;
         let shards = n.div_ceil(shard_size).max(1);
         let mut out = ShardedOutput::open(ctx, "vectors", shards)?;
-        let done = out.committed();
+        let todo = out.missing(ctx);
+        let done = shards - todo.len();
         let encoder = TextEncoder::load(&model_dir, p.mode, &p.options(), &ctx.backend)?;
         let bar = ctx.progress(n as u64, "texts");
         bar.set_position((done * shard_size).min(n) as u64);
         let started = Instant::now();
         let mut encoded = 0usize;
-        for s in done..shards {
+        for s in todo {
             let lo = s * shard_size;
             let hi = ((s + 1) * shard_size).min(n);
             let texts: Vec<&str> = rows.texts[lo..hi].iter().map(String::as_str).collect();
@@ -188,6 +190,9 @@ impl TypedStage for Encode {
         }
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
+        if let Some(slice) = ctx.shard_slice {
+            return Ok(crate::sharded::task_outcome(slice, encoded, secs));
+        }
         let (_, all) = read_sparse(out.dir())?;
         let mut stats = vector_stats(&all, encoder.vocab());
         stats.insert("shards".into(), json!(shards));

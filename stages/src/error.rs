@@ -41,6 +41,10 @@ pub enum StageError {
         /// Why the value is rejected.
         message: String,
     },
+    /// The stage stopped because cancellation was requested (Ctrl-C, SIGTERM, a Slurm
+    /// preemption warning) after saving what a rerun resumes from.
+    #[error("cancelled {0}; a rerun resumes from there")]
+    Cancelled(String),
     /// Anything else, said plainly.
     #[error("{0}")]
     Other(String),

@@ -63,6 +63,16 @@ impl ShardedOutput {
         self.saved.as_ref().and_then(|s| s.get(key))
     }
 
+    /// The shards still to write, in order: every shard whose file is not in place (a shard
+    /// file only ever appears complete, by rename), and only this task's under a
+    /// [`ShardSlice`](crate::contract::ShardSlice). For stages whose shards are independent.
+    pub fn missing(&self, ctx: &StageContext) -> Vec<usize> {
+        (0..self.shards)
+            .filter(|s| ctx.shard_slice.is_none_or(|slice| slice.owns(*s)))
+            .filter(|s| !self.path(*s).is_file())
+            .collect()
+    }
+
     /// The output directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -81,6 +91,11 @@ impl ShardedOutput {
         index: usize,
         extra: Map<String, Value>,
     ) -> Result<()> {
+        self.committed = self.committed.max(index + 1);
+        if ctx.shard_slice.is_some() {
+            // Tasks of an array share no resume state: their shard files are the record.
+            return Ok(());
+        }
         let mut state = Map::new();
         state.insert("done".into(), Value::from(index + 1));
         if self.shards != usize::MAX {
@@ -88,7 +103,23 @@ impl ShardedOutput {
         }
         state.extend(extra);
         ctx.save_resume_state(&Value::Object(state))?;
-        self.committed = index + 1;
         Ok(())
+    }
+}
+
+/// What one array task of a sharded stage reports: its share, nothing that needs every shard.
+pub fn task_outcome(
+    slice: crate::contract::ShardSlice,
+    rows: usize,
+    seconds: f64,
+) -> crate::contract::StageOutcome {
+    let mut stats = Map::new();
+    stats.insert("task".into(), Value::from(slice.task));
+    stats.insert("tasks".into(), Value::from(slice.tasks));
+    stats.insert("rows".into(), Value::from(rows));
+    stats.insert("seconds".into(), Value::from(seconds));
+    crate::contract::StageOutcome {
+        stats,
+        summary: None,
     }
 }

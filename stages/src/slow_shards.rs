@@ -36,6 +36,7 @@ crate::stage_params! {
 impl TypedStage for SlowShards {
     type Params = SlowShardsParams;
     const KIND: &'static str = "slow_shards";
+    const SPLITS_INTO_TASKS: bool = true;
     const VERSION: u32 = 1;
     const DOC: &'static str = "test only: writes deterministic shards slowly, resumable per shard";
 
@@ -53,10 +54,12 @@ impl TypedStage for SlowShards {
             }
         }
         let mut out = ShardedOutput::open(ctx, "shards", shards.max(0) as usize)?;
-        let done = out.committed() as i64;
+        let todo = out.missing(ctx);
+        let done = shards - todo.len() as i64;
         let bar = ctx.progress(shards as u64, "shards");
         bar.set_position(done as u64);
-        for i in done..shards {
+        let started = std::time::Instant::now();
+        for i in todo.into_iter().map(|i| i as i64) {
             if i == p.panic_at {
                 panic!("simulated bug at shard {i}");
             }
@@ -77,6 +80,11 @@ impl TypedStage for SlowShards {
             std::thread::sleep(std::time::Duration::from_millis(delay));
         }
         bar.finish_and_clear();
+        if let Some(slice) = ctx.shard_slice {
+            let rows = (shards - done).max(0) as usize;
+            let secs = started.elapsed().as_secs_f64();
+            return Ok(crate::sharded::task_outcome(slice, rows, secs));
+        }
         let mut stats = Map::new();
         stats.insert("resumed_from".into(), json!(done));
         stats.insert("shards_computed".into(), json!(shards - done));

@@ -12,7 +12,9 @@ use splade_stages::model::{ModelConfig, TextTokenizer};
 use splade_stages::train::encoders::{EncoderPair, Encoding, Precision, QueryEncoding};
 use splade_stages::train::examples::Example;
 use splade_stages::train::losses::RankingLoss;
-use splade_stages::train::regularizer::{LambdaSchedule, Regularizer, RegularizerKind};
+use splade_stages::train::regularizer::{
+    LambdaSchedule, LambdaWarmup, Regularizer, RegularizerKind,
+};
 use splade_stages::train::step::{
     DataParallel, Objective, StepPosition, StepStats, TokenizedBatch,
 };
@@ -62,22 +64,28 @@ fn objective() -> Objective {
                 query: LambdaSchedule {
                     lambda: 0.01,
                     warmup: 0,
+                    counting: LambdaWarmup::Steps,
                 },
                 doc: LambdaSchedule {
                     lambda: 0.02,
                     warmup: 0,
+                    counting: LambdaWarmup::Steps,
                 },
+                pooled_docs: false,
             },
             Regularizer {
                 kind: RegularizerKind::L1,
                 query: LambdaSchedule {
                     lambda: 0.001,
                     warmup: 0,
+                    counting: LambdaWarmup::Steps,
                 },
                 doc: LambdaSchedule {
                     lambda: 0.0,
                     warmup: 0,
+                    counting: LambdaWarmup::Steps,
                 },
+                pooled_docs: false,
             },
         ],
         anti_zero: false,

@@ -206,3 +206,20 @@ pub fn readme_toy_fingerprints() -> std::collections::BTreeMap<String, String> {
         })
         .collect()
 }
+
+/// Says why a check is skipped: on stderr, and appended to the file `SPLADE_SKIPPED` names
+/// (`.ci/run` prints that list at the end, so a skipped check is never silent in CI).
+pub fn skip(reason: &str) {
+    eprintln!("skipped: {reason}");
+    if let Some(path) = std::env::var_os("SPLADE_SKIPPED") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}

@@ -121,8 +121,9 @@ mod tests {
     fn t_test_is_undefined_without_variance_or_pairs() {
         assert_eq!(paired_t_test(&[0.5], &[0.7]), None);
         assert_eq!(paired_t_test(&[0.1, 0.2], &[0.1, 0.2]), None);
+        // Dyadic values: every difference is exactly 0.125.
         assert_eq!(
-            paired_t_test(&[0.1, 0.2], &[0.2, 0.3]),
+            paired_t_test(&[0.125, 0.25], &[0.25, 0.375]),
             Some((f64::INFINITY, 0.0))
         );
     }

@@ -81,6 +81,7 @@ crate::stage_params! {
 impl TypedStage for Retrieve {
     type Params = RetrieveParams;
     const KIND: &'static str = "retrieve";
+    const SPLITS_INTO_TASKS: bool = true;
     const VERSION: u32 = 1;
     const DOC: &'static str =
         "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch";
@@ -161,7 +162,8 @@ impl TypedStage for Retrieve {
         let batch = p.batch_size as usize;
         let shards = qids.len().div_ceil(batch).max(1);
         let mut out = ShardedOutput::open(ctx, "run", shards)?;
-        let done = out.committed();
+        let todo = out.missing(ctx);
+        let done = shards - todo.len();
         let searcher = Searcher {
             p: &p,
             index: &index,
@@ -174,7 +176,7 @@ impl TypedStage for Retrieve {
         let encode_bar = indicatif::ProgressBar::hidden();
         let started = std::time::Instant::now();
         let mut searched = 0usize;
-        for s in done..shards {
+        for s in todo {
             let lo = s * batch;
             let hi = ((s + 1) * batch).min(qids.len());
             let queries = source.vectors(lo, hi, &encode_bar)?;
@@ -185,6 +187,9 @@ impl TypedStage for Retrieve {
         }
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
+        if let Some(slice) = ctx.shard_slice {
+            return Ok(crate::sharded::task_outcome(slice, searched, secs));
+        }
         if p.trec {
             write_trec(out.dir(), &ctx.staging_dir().join("trec.run"))?;
         }

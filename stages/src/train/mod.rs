@@ -38,7 +38,7 @@ use encoders::{EncoderPair, Encoding, QueryEncoding};
 use examples::TrainingSet;
 use files::{append_line, file_len, jsonl_to_parquet, remove_dir_if_exists, RunFiles};
 pub use params::{Init, QueryEncoder, Select, TrainParams};
-use regularizer::{LearningRateSchedule, RegularizerKind};
+use regularizer::{LearningRateSchedule, RegularizerKind, TrainClock};
 use step::{DataParallel, Objective, StepPosition, StepStats, TokenizedBatch};
 use validation::ValidationSet;
 
@@ -51,6 +51,7 @@ const MODEL_OUTPUTS: [&str; 2] = ["model", "query_model"];
 impl TypedStage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
+    const STOPS_AT_CHECKPOINTS: bool = true;
     const VERSION: u32 = 1;
     const DOC: &'static str = "negatives + texts (+ teacher scores) → a trained SPLADE model (Hugging Face directory) + train log";
 
@@ -238,6 +239,9 @@ impl Trainer {
             (progress, last) = self.optimizer_step(progress)?;
             self.on_schedule(ctx, &mut progress)?;
             bar.set_position(progress.state.step);
+            if ctx.cancelled() && progress.state.step < steps {
+                return Err(self.stop_at_checkpoint(ctx, &mut progress)?);
+            }
         }
         bar.finish_and_clear();
         Ok((progress, last))
@@ -303,8 +307,13 @@ impl Trainer {
                 RegularizerKind::Flops => "flops",
                 RegularizerKind::L1 => "l1",
             };
-            row.insert(format!("lambda_{name}_q"), json!(r.query.at(t)));
-            row.insert(format!("lambda_{name}_d"), json!(r.doc.at(t)));
+            // The λ of the step's last micro-batch.
+            let clock = TrainClock {
+                step: t,
+                micro: t * self.p.gradient_accumulation as u64,
+            };
+            row.insert(format!("lambda_{name}_q"), json!(r.query.at(clock)));
+            row.insert(format!("lambda_{name}_d"), json!(r.doc.at(clock)));
         }
         for (k, v) in &means.terms {
             row.insert(format!("loss_{k}"), json!(v));
@@ -358,6 +367,22 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+
+    /// Cancellation: a checkpoint of the current step (unless the schedule just wrote it), then
+    /// the error that tells the engine the stage stopped resumably.
+    fn stop_at_checkpoint(
+        &self,
+        ctx: &StageContext,
+        progress: &mut Progress,
+    ) -> Result<StageError> {
+        let t = progress.state.step;
+        if !t.is_multiple_of(self.p.checkpoint_every as u64) {
+            self.checkpoint(ctx, progress)?;
+        }
+        Ok(StageError::Cancelled(format!(
+            "at step {t} (checkpoint written)"
+        )))
     }
 
     /// Saves a checkpoint of the current step (with the logs' lengths), records it as the resume

@@ -4,7 +4,18 @@
 use serde_json::{Map, Value};
 
 use super::losses::RankingLoss;
+pub use super::regularizer::LambdaWarmup;
 use super::regularizer::{LambdaSchedule, LearningRateSchedule, Regularizer, RegularizerKind};
+
+crate::param_choice! {
+    /// How documents enter the FLOPS regularizer.
+    pub enum FlopsDocs {
+        /// The mean over document slots: `½(FLOPS(D⁺) + FLOPS(D⁻))` for one negative (legacy).
+        PerSlot = "per_slot",
+        /// All documents of the batch at once (naver's HF trainer).
+        Pooled = "pooled",
+    }
+}
 use super::step::Objective;
 use crate::model::network::PoolingKind;
 use crate::model::Precision;
@@ -100,8 +111,12 @@ crate::stage_params! {
         l1_lambda_q: f64 [Float] = "0",
         /// L1 weight on documents
         l1_lambda_d: f64 [Float] = "0",
-        /// T of the quadratic λ warm-up λ·(t/T)², in optimizer steps; 0 = constant λ
+        /// T of the quadratic λ warm-up (what it counts: `lambda_warmup`)
         lambda_warmup_steps: i64 [Int] = "0",
+        /// steps: λ·min(1,(t/T)²) per optimizer step, T=0 constant; legacy (naver's trainer): per micro-batch, T=0 → λ=0; hf (naver's HF trainer): min(λ, λ·(k/(T+1))²) per micro-batch
+        lambda_warmup: LambdaWarmup [Choice(LambdaWarmup::NAMES)] = "\"steps\"",
+        /// documents' FLOPS: per_slot (mean over positive/negative slots, naver's legacy trainer) or pooled over all documents of the batch (naver's HF trainer)
+        flops_docs: FlopsDocs [Choice(FlopsDocs::NAMES)] = "\"per_slot\"",
         /// add the HF stack's 1/(ΣQ)² + 1/(ΣD)² term
         anti_zero: bool [Bool] = "false",
         /// dropout probability; default: the model config's hidden_dropout_prob
@@ -298,16 +313,20 @@ impl TrainParams {
     /// The weighted ranking losses, the FLOPS and L1 regularizers and the anti-zero term.
     pub(super) fn objective(&self) -> Result<Objective, ParamError> {
         let warmup = self.lambda_warmup_steps as u64;
+        let counting = self.lambda_warmup;
         let regularizer = |kind, query, doc| Regularizer {
             kind,
             query: LambdaSchedule {
                 lambda: query,
                 warmup,
+                counting,
             },
             doc: LambdaSchedule {
                 lambda: doc,
                 warmup,
+                counting,
             },
+            pooled_docs: self.flops_docs == FlopsDocs::Pooled,
         };
         Ok(Objective {
             losses: parse_losses(&self.losses)?,

@@ -13,22 +13,49 @@ pub fn l1(r: Tensor<2>) -> Tensor<1> {
     r.abs().sum_dim(1).mean()
 }
 
-/// `λ_t = λ · min(1, (t / T)²)` for optimizer step `t` (1-based); constant λ when `T = 0`.
+crate::param_choice! {
+    /// What the λ warm-up counts, and what `T = 0` means: the three trainers differ.
+    pub enum LambdaWarmup {
+        /// `λ·min(1, (t/T)²)` at optimizer step t; `T = 0`: constant λ (this project's default).
+        Steps = "steps",
+        /// naver's legacy trainer: a counter advanced once per micro-batch before its loss and only
+        /// while below T: `λ·(min(k, T)/T)²` at micro-batch k; `T = 0`: λ stays 0.
+        Legacy = "legacy",
+        /// naver's HF trainer: `min(λ, λ·(k/(T+1))²)` at micro-batch k; `T = 0`: constant λ.
+        Hf = "hf",
+    }
+}
+
+/// When in training a λ is read: the optimizer step and the micro-batch, both 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainClock {
+    /// Optimizer step, 1-based.
+    pub step: u64,
+    /// Micro-batch since the start, 1-based (`(step − 1)·accumulation + i + 1`).
+    pub micro: u64,
+}
+
+/// A quadratic λ warm-up over `T` steps or micro-batches (see [`LambdaWarmup`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LambdaSchedule {
     /// λ once warmed up.
     pub lambda: f64,
-    /// `T`: warm-up length in optimizer steps (0 = constant λ).
+    /// `T`: warm-up length (what it counts depends on `counting`).
     pub warmup: u64,
+    /// What is counted, and what `T = 0` means.
+    pub counting: LambdaWarmup,
 }
 
 impl LambdaSchedule {
-    /// λ at optimizer step `t` (the original advances its counter before the first loss: t ≥ 1).
-    pub fn at(&self, t: u64) -> f64 {
-        if self.warmup == 0 || t >= self.warmup {
-            self.lambda
-        } else {
-            self.lambda * (t as f64 / self.warmup as f64).powi(2)
+    /// λ at `clock`.
+    pub fn at(&self, clock: TrainClock) -> f64 {
+        let (lambda, big_t) = (self.lambda, self.warmup as f64);
+        match self.counting {
+            LambdaWarmup::Steps if self.warmup == 0 || clock.step >= self.warmup => lambda,
+            LambdaWarmup::Steps => lambda * (clock.step as f64 / big_t).powi(2),
+            LambdaWarmup::Legacy if self.warmup == 0 => 0.0,
+            LambdaWarmup::Legacy => lambda * (clock.micro.min(self.warmup) as f64 / big_t).powi(2),
+            LambdaWarmup::Hf => lambda.min(lambda * (clock.micro as f64 / (big_t + 1.0)).powi(2)),
         }
     }
 }
@@ -51,6 +78,9 @@ pub struct Regularizer {
     pub query: LambdaSchedule,
     /// λ schedule on the document representations.
     pub doc: LambdaSchedule,
+    /// Document FLOPS over all documents of the batch at once (the HF trainer), instead of the
+    /// mean over document slots (the legacy trainer's `½(FLOPS(D⁺) + FLOPS(D⁻))`).
+    pub pooled_docs: bool,
 }
 
 impl Regularizer {
@@ -61,42 +91,40 @@ impl Regularizer {
         }
     }
 
-    /// `λq(t)·REG(Q) + λd(t)·mean_j REG(D_j)` where `D_j` are the documents at slot `j` (positive,
-    /// negative 1, ...) of every query: for one negative this is the original's
-    /// `½(REG(D⁺) + REG(D⁻))`. `d` is `[B·M, V]`, query-major. Returns `None` when both λ are 0.
+    /// `λq·REG(Q) + λd·mean_j REG(D_j)` where `D_j` are the documents at slot `j` (positive,
+    /// negative 1, ...) of every query — for one negative the legacy trainer's
+    /// `½(REG(D⁺) + REG(D⁻))` — or `λd·REG(D)` over all documents when `pooled_docs` (the HF
+    /// trainer). `d` is `[B·M, V]`, query-major. `None` when both λ are 0.
     pub fn term(
         &self,
-        t: u64,
+        clock: TrainClock,
         q: &Tensor<2>,
         d: &Tensor<2>,
         per_query: usize,
     ) -> Option<Tensor<1>> {
-        let (lq, ld) = (self.query.at(t), self.doc.at(t));
-        let mut out: Option<Tensor<1>> = None;
-        if lq > 0.0 {
-            out = Some(self.value(q.clone()) * lq);
+        let (lq, ld) = (self.query.at(clock), self.doc.at(clock));
+        let query_term = (lq > 0.0).then(|| self.value(q.clone()) * lq);
+        let doc_term = (ld > 0.0).then(|| self.doc_value(d, per_query) * ld);
+        match (query_term, doc_term) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
         }
-        if ld > 0.0 {
-            let [rows, v] = d.dims();
-            let b = rows / per_query;
-            let slots = d.clone().reshape([b, per_query, v]);
-            let mut sum: Option<Tensor<1>> = None;
-            for j in 0..per_query {
-                let part = self.value(slots.clone().narrow(1, j, 1).reshape([b, v]));
-                sum = Some(match sum {
-                    Some(s) => s + part,
-                    None => part,
-                });
-            }
-            if let Some(s) = sum {
-                let dterm = s * (ld / per_query as f64);
-                out = Some(match out {
-                    Some(o) => o + dterm,
-                    None => dterm,
-                });
-            }
+    }
+
+    /// REG over the documents: pooled, or the mean over slots.
+    fn doc_value(&self, d: &Tensor<2>, per_query: usize) -> Tensor<1> {
+        if self.pooled_docs || per_query == 1 {
+            return self.value(d.clone());
         }
-        out
+        let [rows, v] = d.dims();
+        let b = rows / per_query;
+        let slots = d.clone().reshape([b, per_query, v]);
+        let parts =
+            (0..per_query).map(|j| self.value(slots.clone().narrow(1, j, 1).reshape([b, v])));
+        let sum = parts
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| self.value(d.clone()));
+        sum / per_query as f64
     }
 }
 
@@ -136,19 +164,22 @@ mod tests {
 
     #[test]
     fn lambda_warms_up_quadratically_then_stays() {
+        let clock = |step| TrainClock { step, micro: step };
         let s = LambdaSchedule {
             lambda: 0.5,
             warmup: 10,
+            counting: LambdaWarmup::Steps,
         };
-        assert_eq!(s.at(0), 0.0);
-        assert!((s.at(5) - 0.125).abs() < 1e-12);
-        assert_eq!(s.at(10), 0.5);
-        assert_eq!(s.at(1000), 0.5);
+        assert_eq!(s.at(clock(0)), 0.0);
+        assert!((s.at(clock(5)) - 0.125).abs() < 1e-12);
+        assert_eq!(s.at(clock(10)), 0.5);
+        assert_eq!(s.at(clock(1000)), 0.5);
         let flat = LambdaSchedule {
             lambda: 0.3,
             warmup: 0,
+            counting: LambdaWarmup::Steps,
         };
-        assert_eq!(flat.at(1), 0.3);
+        assert_eq!(flat.at(clock(1)), 0.3);
     }
 
     #[test]

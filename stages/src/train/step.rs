@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::encoders::{EncoderPair, Encoding};
 use super::examples::Example;
 use super::losses::{BatchScores, RankingLoss};
-use super::regularizer::{anti_zero, Regularizer};
+use super::regularizer::{anti_zero, Regularizer, TrainClock};
 use crate::error::{Result, StageError};
 use crate::model::TextTokenizer;
 use crate::rng::splitmix64;
@@ -62,11 +62,11 @@ impl Objective {
         self.losses.iter().any(|(l, _)| l.needs_teacher())
     }
 
-    /// The total loss for optimizer step `t` (1-based, for the λ schedules) on global
-    /// representations `q` `[B, V]` and `d` `[B·M, V]`.
+    /// The total loss at `clock` (for the λ schedules) on global representations `q` `[B, V]`
+    /// and `d` `[B·M, V]`.
     pub fn loss(
         &self,
-        t: u64,
+        clock: TrainClock,
         q: &Tensor<2>,
         d: &Tensor<2>,
         teacher: Option<&Tensor<2>>,
@@ -88,7 +88,7 @@ impl Objective {
         }
         let mut reg_value = 0.0;
         for r in &self.regularizers {
-            if let Some(x) = r.term(t, q, d, per_query) {
+            if let Some(x) = r.term(clock, q, d, per_query) {
                 reg_value += scalar(&x);
                 add(x);
             }
@@ -249,7 +249,10 @@ impl DataParallel {
     ) -> Result<StepStats> {
         let main = &self.devices[0];
         let m = batch.per_query;
-        let t = at.t;
+        let clock = TrainClock {
+            step: at.t,
+            micro: at.micro + 1,
+        };
         let teacher = batch
             .teacher
             .as_ref()
@@ -260,7 +263,7 @@ impl DataParallel {
             let view = self.encoding.view(model);
             let q = self.encoding.queries(&view, &batch.queries, main);
             let d = self.encoding.docs(&view, &batch.docs, main);
-            let (loss, stats) = objective.loss(t, &q, &d, teacher.as_ref(), m);
+            let (loss, stats) = objective.loss(clock, &q, &d, teacher.as_ref(), m);
             let grads = (loss * scale).backward();
             acc.accumulate(model, GradientsParams::from_grads(grads, model));
             return Ok(stats);
@@ -287,7 +290,7 @@ impl DataParallel {
         }
         let q_all = Tensor::cat(qs, 0).autodiff().require_grad();
         let d_all = Tensor::cat(ds, 0).autodiff().require_grad();
-        let (loss, stats) = objective.loss(t, &q_all, &d_all, teacher.as_ref(), m);
+        let (loss, stats) = objective.loss(clock, &q_all, &d_all, teacher.as_ref(), m);
         let grads = (loss * scale).backward();
         let missing =
             || StageError::Other("no gradient reached the gathered representations".into());
