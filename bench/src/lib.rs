@@ -4,6 +4,8 @@
 //! Benchmarks reach into stage internals (the training step, retrieval algorithms, the index
 //! builder) on purpose; that is why they live in their own crate and not in the engine.
 
+pub mod msmarco_synth;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -65,6 +67,23 @@ pub enum BenchCommand {
         /// A CE pickle, TREC run, run JSON or triplet TSV (e.g. from `bench/mining.py`).
         scores: PathBuf,
     },
+    /// Write a deterministic synthetic MS MARCO passage (collection, train/dev/TREC DL queries
+    /// and qrels, CE-score pickle, hard-negatives file) in naver's layout at a fraction of the
+    /// real size.
+    MsmarcoSynth {
+        /// Fraction of the real sizes (1.0: 8,841,823 passages, 502,939 train queries, ~160M
+        /// teacher scores).
+        #[arg(long, default_value_t = 0.001)]
+        scale: f64,
+        /// Generator seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// The tokenizer whose whole words make the texts.
+        #[arg(long, default_value = "conf/models/splade-tiny/tokenizer.json")]
+        tokenizer: PathBuf,
+        /// Output directory (what pipelines call `data/msmarco`).
+        dir: PathBuf,
+    },
 }
 
 /// Runs one `splade bench` subcommand.
@@ -88,6 +107,12 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Train(b) => train(&b),
         BenchCommand::Mine(b) => mine(&b),
         BenchCommand::Distill { scores } => distill(&scores),
+        BenchCommand::MsmarcoSynth {
+            scale,
+            seed,
+            tokenizer,
+            dir,
+        } => msmarco_synth::write(&dir, scale, seed, &tokenizer).map(|_| ()),
     }
 }
 
