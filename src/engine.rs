@@ -998,7 +998,8 @@ impl Engine {
             Ok(outcome) => outcome,
             Err(e) => {
                 self.discard_unresumable(&resolved.fp, &staging);
-                return Err(e).with_context(|| format!("stage `{}` ({})", stage.name, stage.kind));
+                // The run names the stage (`stage `x`: ...`); the error says what went wrong.
+                return Err(e.into());
             }
         };
         Ok(Ran {
@@ -1066,7 +1067,7 @@ impl Engine {
         if result.is_err() && !jobs.has_resume_state() {
             self.discard_unresumable(&resolved.fp, &staging);
         }
-        let result = result.with_context(|| format!("stage `{}` ({})", stage.name, stage.kind))?;
+        let result = result?;
         Ok(Ran {
             staging,
             outcome: StageOutcome {

@@ -602,12 +602,8 @@ fn cases(d: &Data) -> Vec<Case> {
     c.push(p("splade", "model", d.file("missing-model")));
     c.push(p("splade", "input", q("ingest.nothing")));
     c.push(p("splade", "input", q("")));
-    c.push(
-        p("encode", "input", q("bm25.vectors"))
-            .ok()
-            .blame(&["input"])
-            .message(".parquet"),
-    );
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("encode", "input", q("bm25.vectors")));
 
     // index
     for v in ["-1.0", "nan", "-inf"] {
@@ -628,11 +624,8 @@ fn cases(d: &Data) -> Vec<Case> {
             .file(&d.path("collection.tsv"), None)
             .ok(),
     );
-    c.push(
-        p("index", "input", q("ingest.docs"))
-            .ok()
-            .message(".parquet"),
-    );
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("index", "input", q("ingest.docs")));
 
     // retrieve
     for v in ["0", "-1", BIG, I64_MAX, I64_MIN] {
@@ -681,16 +674,10 @@ fn cases(d: &Data) -> Vec<Case> {
             .without("queries")
             .ok(),
     );
-    c.push(
-        p("retrieve", "queries", q("ingest.train_queries"))
-            .ok()
-            .message(".parquet"),
-    );
-    c.push(
-        p("retrieve", "index", q("bm25.vectors"))
-            .ok()
-            .message("bm25"),
-    );
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("retrieve", "queries", q("ingest.train_queries")));
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("retrieve", "index", q("bm25.vectors")));
 
     // evaluate
     c.push(p("evaluate", "k", "[]").blame(&["k", "measures"]));
@@ -718,11 +705,8 @@ fn cases(d: &Data) -> Vec<Case> {
     }
     c.push(p("evaluate", "relevance_level", "2").ok());
     c.push(p("evaluate", "complete", "1"));
-    c.push(
-        p("evaluate", "run", q("ingest.train_qrels"))
-            .ok()
-            .message(".parquet"),
-    );
+    // A reference to the wrong kind of artifact is refused by plan (typed references).
+    c.push(p("evaluate", "run", q("ingest.train_qrels")));
 
     // report
     let record = |d: &str, s: &str, r: &str| {
@@ -742,15 +726,11 @@ fn cases(d: &Data) -> Vec<Case> {
     ] {
         c.push(p("report", "evaluations", v));
     }
-    c.push(
-        p(
-            "report",
-            "evaluations",
-            format!("[{}]", record("d", "s", "evaluate.metrics")),
-        )
-        .ok()
-        .message(".parquet"),
-    );
+    c.push(p(
+        "report",
+        "evaluations",
+        format!("[{}]", record("d", "s", "evaluate.metrics")),
+    ));
     c.push(p("report", "measures", "[\"bogus\"]"));
     c.push(p("report", "measures", "[\"p@5\"]").ok().message("p@5"));
     c.push(p("report", "baseline", q("zzz")));
@@ -781,11 +761,8 @@ fn cases(d: &Data) -> Vec<Case> {
     c.push(p("export", "scale", "0.001").ok());
     c.push(p("export", "model", d.file("badmodel")).file(&d.path("badmodel"), None));
     c.push(p("export", "texts", q("ingest.train_queries")).ok());
-    c.push(
-        p("export", "input", q("ingest.docs"))
-            .ok()
-            .message(".parquet"),
-    );
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("export", "input", q("ingest.docs")));
 
     // mine
     for v in ["[50, 10]", "[]", "[0, 10]", "[-5, 10]", "[1, 2, 3]", "[1]"] {
@@ -862,11 +839,8 @@ fn cases(d: &Data) -> Vec<Case> {
     );
     c.push(p("mine", "systems", "[\"a\"]"));
     c.push(p("mine", "systems", "[]").ok());
-    c.push(
-        p("mine", "run", q("ingest.train_qrels"))
-            .ok()
-            .message(".parquet"),
-    );
+    // A reference to the wrong kind of artifact is refused by plan (typed references).
+    c.push(p("mine", "run", q("ingest.train_qrels")));
 
     // distill
     c.push(p("distill", "format", q("csv")));
@@ -891,11 +865,8 @@ fn cases(d: &Data) -> Vec<Case> {
             .ok(),
     );
     c.push(p("distill", "negatives", q("mine.negatives")).ok());
-    c.push(
-        p("distill", "negatives", q("ingest.docs"))
-            .ok()
-            .message(".parquet"),
-    );
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("distill", "negatives", q("ingest.docs")));
 
     // train
     for v in ["0", "-1", I64_MIN] {
@@ -1050,11 +1021,8 @@ fn cases(d: &Data) -> Vec<Case> {
     c.push(p("train", "query_model", q("conf/models/splade-tiny")));
     c.push(p("train", "model", d.file("badmodel")).file(&d.path("badmodel"), None));
     c.push(p("train", "model", qp(&d.dir)).file(&d.dir, None));
-    c.push(
-        p("train", "negatives", q("ingest.docs"))
-            .ok()
-            .message(".parquet"),
-    );
+    // The wrong kind of artifact: refused by plan (typed references).
+    c.push(p("train", "negatives", q("ingest.docs")));
     c.push(
         p("train", "docs", q("ingest.train_queries"))
             .ok()

@@ -84,7 +84,7 @@ fn bad_references_name_stage_and_output() {
 #[test]
 fn cycles_are_printed_as_a_path() {
     let (err, _) = rejects(&format!(
-        "{HEAD}[stage.a]\nkind = \"evaluate\"\nrun = \"b.metrics\"\nqrels = \"b.metrics\"\n[stage.b]\nkind = \"evaluate\"\nrun = \"a.metrics\"\nqrels = \"a.metrics\"\n"
+        "{HEAD}[stage.a]\nkind = \"slow_shards\"\ninput = \"b.shards\"\n[stage.b]\nkind = \"slow_shards\"\ninput = \"a.shards\"\n"
     ));
     assert!(
         err.contains("cycle: a -> b -> a") || err.contains("cycle: b -> a -> b"),
@@ -249,6 +249,20 @@ fn backend_without_its_feature_is_rejected_at_plan() {
         err.contains(&format!("{file}:3"))
             && err.contains("backend.kind")
             && err.contains("--features tch"),
+        "{err}"
+    );
+}
+
+/// A reference to an output that holds the wrong kind of data is refused before anything runs.
+#[test]
+fn references_to_the_wrong_kind_of_artifact_are_refused() {
+    let (err, file) = rejects(&format!(
+        "{HEAD}{INGEST}[stage.index]\nkind = \"index\"\ninput = \"ingest.dev_qrels\"\n"
+    ));
+    assert!(err.contains(&format!("{file}:8")), "{err}");
+    assert!(err.contains("stage.index.input"), "{err}");
+    assert!(
+        err.contains("`ingest.dev_qrels` holds qrels, but this param takes sparse vectors"),
         "{err}"
     );
 }

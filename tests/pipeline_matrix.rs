@@ -302,3 +302,58 @@ fn matrix_mistakes_name_file_line_and_instance() {
         ],
     );
 }
+
+#[test]
+fn two_axes_with_a_trained_model_as_a_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let art = tmp.path().join("artifacts");
+    let file = write_pipeline(
+        tmp.path(),
+        "models.toml",
+        &format!(
+            r#"name = "models"
+include = ["pipelines/toy-mining.toml", "conf/train/toy.toml"]
+
+[matrix]
+split = ["dev", "train"]
+model = ["conf/models/splade-tiny", "train.model"]
+
+[stage.ingest]
+queries = {{ train = "{TOY}/queries.train.tsv", dev = "{TOY}/queries.dev.tsv" }}
+
+[stage.train]
+negatives = "mine.negatives"
+docs = "ingest.docs"
+queries = "ingest.train_queries"
+model = "conf/models/splade-tiny"
+
+[stage."encode_{{split}}_{{model}}"]
+kind = "encode"
+input = "ingest.{{split}}_queries"
+model = "{{model.value}}"
+max_length = 24
+"#
+        ),
+    );
+    let plan = json_states(&art, &["plan", &file]);
+    let names: Vec<&String> = plan.keys().filter(|k| k.starts_with("encode_")).collect();
+    assert_eq!(
+        names,
+        [
+            "encode_dev_splade-tiny",
+            "encode_dev_train_model",
+            "encode_train_splade-tiny",
+            "encode_train_train_model"
+        ]
+    );
+    // The trained model's instances wait for `train`: a DAG edge, as if written by hand.
+    let dag = ok(&art, &["run", &file, "--until", "encode_dev_splade-tiny"]);
+    assert!(
+        !dag.lines().any(|l| l.trim_start().starts_with("train ")),
+        "encoding with the bundled model needs no training:\n{dag}"
+    );
+    let plan = json_states(&art, &["plan", &file]);
+    assert_eq!(plan["encode_dev_splade-tiny"]["state"], "cached");
+    assert_eq!(plan["encode_dev_train_model"]["state"], "stale");
+    assert!(plan["encode_dev_train_model"]["fingerprint"].is_null());
+}

@@ -942,6 +942,8 @@ fn stage_inputs(
             Ok::<_, PipelineError>(InputDecl::File { key, path, origin })
         };
         let text = value.as_str().unwrap_or_default();
+        let accepted = kind.accepts(spec.name);
+        let typed = |decl: InputDecl, key: &str| check_holds(decl, accepted, key);
         let mut found = |result: Result<InputDecl, PipelineError>| match result {
             Ok(decl) => inputs.push(decl),
             Err(e) => missing.push(e),
@@ -965,22 +967,23 @@ fn stage_inputs(
             {
                 found(file(text, spec.name.into(), &full, origin))
             }
-            ParamType::FileOrArtifact | ParamType::Artifact => found(Ok(resolve_reference(
-                text,
-                spec.name,
-                outputs_by_stage,
-                origin,
+            ParamType::FileOrArtifact | ParamType::Artifact => found(Ok(typed(
+                resolve_reference(text, spec.name, outputs_by_stage, origin, &full)?,
                 &full,
             )?)),
             ParamType::ArtifactRecords(field) => {
                 for (i, record) in value.as_array().into_iter().flatten().enumerate() {
                     let reference = record[field].as_str().unwrap_or_default();
-                    found(Ok(resolve_reference(
-                        reference,
-                        &format!("{}.{i}", spec.name),
-                        outputs_by_stage,
-                        origin.clone(),
-                        &format!("{full}[{i}].{field}"),
+                    let item = format!("{full}[{i}].{field}");
+                    found(Ok(typed(
+                        resolve_reference(
+                            reference,
+                            &format!("{}.{i}", spec.name),
+                            outputs_by_stage,
+                            origin.clone(),
+                            &item,
+                        )?,
+                        &item,
                     )?));
                 }
             }
@@ -988,6 +991,41 @@ fn stage_inputs(
         }
     }
     Ok(inputs)
+}
+
+/// Refuses a reference to an output that holds something the param does not take (qrels where
+/// documents are expected), naming what each is.
+fn check_holds(
+    decl: InputDecl,
+    accepted: Option<&'static [splade_stages::contract::Holds]>,
+    key: &str,
+) -> Result<InputDecl, PipelineError> {
+    let (
+        Some(accepted),
+        InputDecl::Artifact {
+            stage,
+            output,
+            origin,
+            ..
+        },
+    ) = (accepted, &decl)
+    else {
+        return Ok(decl);
+    };
+    let holds = splade_stages::contract::Holds::of_output(output);
+    if accepted.contains(&holds) {
+        return Ok(decl);
+    }
+    let wanted: Vec<&str> = accepted.iter().map(|h| h.describe()).collect();
+    Err(err(
+        origin,
+        key,
+        format!(
+            "`{stage}.{output}` holds {}, but this param takes {}",
+            holds.describe(),
+            wanted.join(" or ")
+        ),
+    ))
 }
 
 /// Resolves a reference `"<stage>.<output>"` to an artifact input, or says what is wrong with it.

@@ -40,6 +40,14 @@ impl TypedStage for Bm25 {
     const DOC: &'static str =
         "documents → BM25 weight vectors (index them with `index`, query with bag-of-words vectors)";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "input" => Some(&[Holds::Texts]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &Bm25Params) -> Vec<String> {
         vec!["vectors".into()]
     }

@@ -43,6 +43,73 @@ pub trait Stage: Send + Sync {
     fn splits_into_tasks(&self) -> bool {
         false
     }
+    /// The kinds of artifact the reference param `param` accepts; `None` accepts anything.
+    fn accepts(&self, _param: &str) -> Option<&'static [Holds]> {
+        None
+    }
+}
+
+/// What a stage output holds, so `plan` can refuse a reference to the wrong kind of artifact
+/// (a qrels table where documents are expected) before anything runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    /// `id, text` rows: documents or queries.
+    Texts,
+    /// Relevance judgments.
+    Qrels,
+    /// A ranked run (qid, did, rank, score).
+    Run,
+    /// Sparse vectors (id, terms, weights).
+    Vectors,
+    /// An inverted index.
+    Index,
+    /// A model directory.
+    Model,
+    /// Mined negatives.
+    Negatives,
+    /// Teacher scores.
+    TeacherScores,
+    /// Per-query metric values of an evaluation.
+    PerQuery,
+    /// Anything else (metrics, logs, exports, reports): not referenced by other stages' typed
+    /// inputs.
+    Other,
+}
+
+impl Holds {
+    /// What an output named `output` holds, by the names stages give their outputs.
+    pub fn of_output(output: &str) -> Holds {
+        match output {
+            "docs" | "shards" => Holds::Texts,
+            o if o.ends_with("_queries") => Holds::Texts,
+            o if o.ends_with("_qrels") => Holds::Qrels,
+            "run" => Holds::Run,
+            o if o.ends_with("_run") => Holds::Run,
+            "vectors" => Holds::Vectors,
+            "index" => Holds::Index,
+            "model" | "query_model" => Holds::Model,
+            "negatives" => Holds::Negatives,
+            "teacher_scores" => Holds::TeacherScores,
+            "per_query" => Holds::PerQuery,
+            _ => Holds::Other,
+        }
+    }
+
+    /// How it reads in an error message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Holds::Texts => "texts (documents or queries)",
+            Holds::Qrels => "qrels",
+            Holds::Run => "a run",
+            Holds::Vectors => "sparse vectors",
+            Holds::Index => "an index",
+            Holds::Model => "a model",
+            Holds::Negatives => "mined negatives",
+            Holds::TeacherScores => "teacher scores",
+            Holds::PerQuery => "per-query metric values",
+            Holds::Other => "something no stage reads",
+        }
+    }
 }
 
 /// A stage written against its typed params; every `TypedStage` is a [`Stage`] (the engine's
@@ -68,6 +135,10 @@ pub trait TypedStage: Send + Sync {
     const STOPS_AT_CHECKPOINTS: bool = false;
     /// See [`Stage::splits_into_tasks`].
     const SPLITS_INTO_TASKS: bool = false;
+    /// What the artifact param `param` accepts (`None`: anything).
+    fn accepts(&self, _param: &str) -> Option<&'static [Holds]> {
+        None
+    }
 }
 
 impl<T: TypedStage> Stage for T {
@@ -76,6 +147,9 @@ impl<T: TypedStage> Stage for T {
     }
     fn splits_into_tasks(&self) -> bool {
         T::SPLITS_INTO_TASKS
+    }
+    fn accepts(&self, param: &str) -> Option<&'static [Holds]> {
+        TypedStage::accepts(self, param)
     }
     fn kind(&self) -> &'static str {
         T::KIND

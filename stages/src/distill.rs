@@ -831,6 +831,15 @@ impl TypedStage for Distill {
     const VERSION: u32 = 2;
     const DOC: &'static str = "teacher scores (CE pickle, TREC, JSON, triplet TSV) → teacher_scores Parquet + coverage of mined pairs";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "negatives" => Some(&[Holds::Negatives]),
+            "docs" | "queries" => Some(&[Holds::Texts]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &DistillParams) -> Vec<String> {
         vec!["teacher_scores".into()]
     }

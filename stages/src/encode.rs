@@ -134,6 +134,15 @@ impl TypedStage for Encode {
     const DOC: &'static str =
         "texts → SPLADE sparse vectors (id, terms, weights), sharded and resumable";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "input" => Some(&[Holds::Texts]),
+            "model" => Some(&[Holds::Model]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &EncodeParams) -> Vec<String> {
         vec!["vectors".into()]
     }

@@ -785,6 +785,17 @@ impl TypedStage for Mine {
     const VERSION: u32 = 2;
     const DOC: &'static str = "run + qrels, or msmarco-hard-negatives.jsonl → hard negatives per query (rank window, sampling, teacher false-negative filter)";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "run" => Some(&[Holds::Run]),
+            "qrels" => Some(&[Holds::Qrels]),
+            "docs" | "queries" => Some(&[Holds::Texts]),
+            "teacher_scores" => Some(&[Holds::TeacherScores]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &MineParams) -> Vec<String> {
         vec!["negatives".into()]
     }

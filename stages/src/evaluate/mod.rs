@@ -72,6 +72,15 @@ impl TypedStage for Evaluate {
     const DOC: &'static str =
         "compute MRR@k, Recall@k, nDCG@k, MAP, P@k, R_cap@k of a run (trec_eval conventions)";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "run" => Some(&[Holds::Run]),
+            "qrels" => Some(&[Holds::Qrels]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &EvaluateParams) -> Vec<String> {
         vec!["metrics".into(), "per_query".into()]
     }

@@ -55,6 +55,15 @@ impl TypedStage for Export {
     const VERSION: u32 = 1;
     const DOC: &'static str = "sparse vectors → Anserini JsonVectorCollection / query TSV, or CIFF";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "input" => Some(&[Holds::Vectors]),
+            "texts" => Some(&[Holds::Texts]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &ExportParams) -> Vec<String> {
         vec!["export".into()]
     }

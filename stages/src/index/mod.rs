@@ -40,6 +40,14 @@ impl TypedStage for Index {
     const DOC: &'static str =
         "sparse vectors → inverted index: u8 impacts, 128-doc bit-packed blocks, block maxima";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "input" => Some(&[Holds::Vectors]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &IndexParams) -> Vec<String> {
         vec!["index".into(), "doc_ids".into()]
     }

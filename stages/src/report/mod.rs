@@ -113,6 +113,14 @@ impl TypedStage for Report {
     const DOC: &'static str = "evaluations of several systems on several datasets → one table \
          (with the mean over datasets) and paired significance tests per dataset";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "evaluations" => Some(&[Holds::PerQuery]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, _params: &ReportParams) -> Vec<String> {
         vec!["table".into(), "scores".into(), "comparisons".into()]
     }

@@ -86,6 +86,17 @@ impl TypedStage for Retrieve {
     const DOC: &'static str =
         "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "index" => Some(&[Holds::Index]),
+            "queries" => Some(&[Holds::Vectors]),
+            "query_text" => Some(&[Holds::Texts]),
+            "model" => Some(&[Holds::Model]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, p: &RetrieveParams) -> Vec<String> {
         let mut o = vec!["run".to_string()];
         if p.trec {

@@ -55,6 +55,18 @@ impl TypedStage for Train {
     const VERSION: u32 = 1;
     const DOC: &'static str = "negatives + texts (+ teacher scores) → a trained SPLADE model (Hugging Face directory) + train log";
 
+    fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
+        use crate::contract::Holds;
+        match param {
+            "negatives" => Some(&[Holds::Negatives]),
+            "docs" | "queries" | "validation_queries" | "validation_docs" => Some(&[Holds::Texts]),
+            "teacher_scores" => Some(&[Holds::TeacherScores]),
+            "validation_qrels" => Some(&[Holds::Qrels]),
+            "model" | "query_model" => Some(&[Holds::Model]),
+            _ => None,
+        }
+    }
+
     fn outputs(&self, p: &TrainParams) -> Vec<String> {
         let mut out = vec!["model".to_string(), "train_log".to_string()];
         if p.query_encoder == QueryEncoder::Separate {
