@@ -76,6 +76,48 @@ pub struct Manifest {
     pub summary: Option<String>,
     /// Version of the `splade` tool that wrote the artifact.
     pub tool_version: String,
+    /// blake3 of the manifest's text as written without this field (the file's last field),
+    /// checked on every read: an edited or damaged manifest is reported, never trusted. Absent
+    /// in manifests written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+/// The field a manifest's digest is written in: the last one of the file.
+const DIGEST_FIELD: &str = ",\n  \"digest\": \"";
+
+/// blake3 (32 hex chars) of a manifest's text as written without its digest field.
+fn text_digest(body: &[u8]) -> String {
+    blake3::hash(body).to_hex()[..32].to_string()
+}
+
+/// The manifest text `body` (pretty JSON ending in `\n}`) with its digest as the last field.
+fn seal(body: &[u8]) -> Vec<u8> {
+    let digest = text_digest(body);
+    let mut out = body[..body.len() - 2].to_vec();
+    out.extend_from_slice(format!("{DIGEST_FIELD}{digest}\"\n}}").as_bytes());
+    out
+}
+
+/// Checks a manifest's text against its digest field: `Ok(())` when they agree or when the
+/// manifest has none (written before digests existed).
+fn check_seal(text: &str) -> Result<(), String> {
+    let Some(at) = text.rfind(DIGEST_FIELD) else {
+        return Ok(());
+    };
+    let rest = &text[at + DIGEST_FIELD.len()..];
+    let Some(written) = rest
+        .strip_suffix("\"\n}")
+        .or_else(|| rest.strip_suffix("\"\n}\n"))
+    else {
+        return Ok(());
+    };
+    let body = format!("{}\n}}", &text[..at]);
+    if text_digest(body.as_bytes()) == written {
+        Ok(())
+    } else {
+        Err("its content no longer matches the digest written with it (edited or damaged)".into())
+    }
 }
 
 /// What a verification found wrong with one file.
@@ -209,10 +251,13 @@ fn output_entry(
 /// Writes `manifest.json` into `staging` atomically and fsyncs the directory.
 fn write_manifest(staging: &Path, manifest: &Manifest) -> Result<(), ArtifactError> {
     let path = staging.join("manifest.json");
-    let text = serde_json::to_vec_pretty(manifest).map_err(|e| ArtifactError::Manifest {
+    let bad = |e: serde_json::Error| ArtifactError::Manifest {
         path: path.clone(),
         message: e.to_string(),
-    })?;
+    };
+    let mut plain = manifest.clone();
+    plain.digest = None;
+    let text = seal(&serde_json::to_vec_pretty(&plain).map_err(bad)?);
     splade_stages::contract::write_atomically(&path, &text).map_err(|e| ArtifactError::Io {
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
@@ -254,12 +299,15 @@ impl ArtifactRoot {
     }
 
     /// Reads one manifest file.
+    /// Reads one manifest file, checking it against the digest written with it.
     pub fn read_manifest(path: &Path) -> Result<Manifest, ArtifactError> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        serde_json::from_str(&text).map_err(|e| ArtifactError::Manifest {
+        let bad = |message: String| ArtifactError::Manifest {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        })
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        check_seal(&text).map_err(bad)?;
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
     }
 
     /// Every committed artifact directory: `(kind, fingerprint, dir)`.
@@ -384,5 +432,21 @@ impl ArtifactRoot {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_manifest_text_detects_any_edit() {
+        let body = b"{\n  \"a\": 1.5\n}";
+        let sealed = String::from_utf8(seal(body)).unwrap();
+        assert!(sealed.contains("\"digest\""));
+        assert_eq!(check_seal(&sealed), Ok(()));
+        assert!(check_seal(&sealed.replace("1.5", "2.5")).is_err());
+        // Older manifests without a digest are read as they are.
+        assert_eq!(check_seal("{\n  \"a\": 1\n}"), Ok(()));
     }
 }

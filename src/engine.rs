@@ -547,7 +547,17 @@ impl Engine {
     }
 
     fn state_of(&self, stage: &StageDecl, r: &Resolved) -> Result<StageState> {
-        if let Some(manifest) = self.root.find(&stage.kind, &r.fp)? {
+        let found = match self.root.find(&stage.kind, &r.fp) {
+            Ok(found) => found,
+            Err(e @ crate::artifact::ArtifactError::Manifest { .. }) => {
+                return Ok(StageState::Stale {
+                    fp: Some(r.fp.clone()),
+                    reasons: vec![StaleReason::CorruptManifest(e.to_string())],
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(manifest) = found {
             let last = self.store.stage_status(&self.pipeline.name, &stage.name)?;
             let note = match last {
                 Some(l) if l.fingerprint != r.fp.0 => {
@@ -799,7 +809,13 @@ impl Engine {
         let dir = self.root.dir(&stage.kind, &resolved.fp);
         let cached = match forced {
             true => None,
-            false => self.root.find(&stage.kind, &resolved.fp)?,
+            false => self.root.find(&stage.kind, &resolved.fp).map_err(|e| {
+                anyhow!(
+                    "{e}; recompute it with `splade run {} --force {}`",
+                    self.pipeline.file.display(),
+                    stage.name
+                )
+            })?,
         };
         let manifest = match cached {
             Some(manifest) => manifest,
@@ -921,6 +937,7 @@ impl Engine {
             stats: ran.outcome.stats,
             summary: ran.outcome.summary,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            digest: None,
         };
         let manifest = self
             .root

@@ -201,6 +201,7 @@ pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
 /// are intact.
 pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
     let mut targets = Vec::new();
+    let mut corrupt_manifests = 0usize;
     match engine {
         Some(e) => {
             for entry in e.plan()? {
@@ -208,6 +209,14 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
                 match entry.state {
                     StageState::Cached { fp, manifest, .. } => {
                         targets.push((name, root.dir(&manifest.kind, &fp), Some(*manifest)))
+                    }
+                    StageState::Stale { reasons, .. }
+                        if reasons.iter().any(|r| {
+                            matches!(r, crate::records::StaleReason::CorruptManifest(_))
+                        }) =>
+                    {
+                        println!("  {name:<22} CORRUPT  {}", join_reasons(&reasons));
+                        corrupt_manifests += 1;
                     }
                     other => println!("  {name:<22} {:<8} (no artifact to verify)", other.label()),
                 }
@@ -219,7 +228,7 @@ pub fn verify(root: &ArtifactRoot, engine: Option<&Engine>) -> Result<bool> {
             }
         }
     }
-    let mut ok = true;
+    let mut ok = corrupt_manifests == 0;
     for (name, dir, manifest) in targets {
         let manifest = match manifest {
             Some(m) => m,

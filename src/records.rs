@@ -129,6 +129,8 @@ pub enum StaleReason {
     WaitsOnUpstream(Vec<String>),
     /// Same recorded params and inputs, but no artifact for the fingerprint (e.g. removed by gc).
     NoArtifact,
+    /// The artifact's manifest cannot be trusted (unreadable, or edited since it was written).
+    CorruptManifest(String),
 }
 
 impl fmt::Display for StaleReason {
@@ -164,6 +166,12 @@ impl fmt::Display for StaleReason {
                 write!(f, "waits on upstream {}", names.join(", "))
             }
             StaleReason::NoArtifact => write!(f, "no artifact for the current fingerprint"),
+            StaleReason::CorruptManifest(problem) => {
+                write!(
+                    f,
+                    "corrupt artifact: {problem}; `--force` the stage to recompute it"
+                )
+            }
         }
     }
 }
