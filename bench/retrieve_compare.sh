@@ -15,10 +15,10 @@ DIR=/tmp/splade-synth-$DOCS
 [ -f $DIR/docs.parquet ] || $BIN bench synth --docs $DOCS --queries $Q --out $DIR
 CIFF2PISA=${CIFF2PISA:-$(command -v ciff2pisa || true)}
 if [ -n "$CIFF2PISA" ]; then
-  $BIN bench retrieve $DIR --queries $Q --dump $DIR/ours.tsv --ciff $DIR/ours.ciff
+  $BIN bench retrieve $DIR --max-queries $Q --dump $DIR/ours.tsv --ciff $DIR/ours.ciff
   $PY bench/pisa_compare.py $DIR --queries $Q --ciff $DIR/ours.ciff --ciff2pisa "$CIFF2PISA" \
     --algorithms "${PISA_ALGORITHMS:-block_max_wand}" 2>/dev/null
 else
-  $BIN bench retrieve $DIR --queries $Q --dump $DIR/ours.tsv
+  $BIN bench retrieve $DIR --max-queries $Q --dump $DIR/ours.tsv
   $PY bench/pisa_compare.py $DIR --queries $Q --algorithms "${PISA_ALGORITHMS:-block_max_wand}"
 fi

@@ -38,13 +38,23 @@ pub enum BenchCommand {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Index build and retrieval speed (each algorithm, k = 10 and 1000) on a `bench synth` dir.
+    /// Index build and retrieval speed (each algorithm, k = 10 and 1000): a warm-up pass, then
+    /// `--repeats` timed passes, median and range.
     Retrieve {
-        /// A `bench synth` directory.
-        dir: PathBuf,
-        /// Queries to time.
+        /// A `bench synth` directory (docs.parquet, queries.parquet); or give --docs and --queries.
+        dir: Option<PathBuf>,
+        /// Document vectors: a Parquet file or a shard directory (e.g. `splade path P encode.vectors`).
+        #[arg(long)]
+        docs: Option<PathBuf>,
+        /// Query vectors: a Parquet file or a shard directory.
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Timed passes over the queries per algorithm and k (after one untimed warm-up pass).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// At most this many queries are timed.
         #[arg(long, default_value_t = 1000)]
-        queries: usize,
+        max_queries: usize,
         /// Write MaxScore's top-1000 (query index, doc index, integer score) here, for comparisons.
         #[arg(long)]
         dump: Option<PathBuf>,
@@ -98,10 +108,22 @@ pub fn run(command: BenchCommand) -> Result<()> {
         } => synth(&out, docs, queries, seed, topics),
         BenchCommand::Retrieve {
             dir,
+            docs,
             queries,
+            repeats,
+            max_queries,
             dump,
             ciff,
-        } => retrieve(&dir, queries, dump.as_deref(), ciff.as_deref()),
+        } => {
+            let inputs = RetrieveInputs::new(dir, docs, queries)?;
+            retrieve(
+                &inputs,
+                max_queries,
+                repeats.max(1),
+                dump.as_deref(),
+                ciff.as_deref(),
+            )
+        }
         BenchCommand::Quantization(b) => quantization(&b),
         BenchCommand::Encode(b) => encode(&b),
         BenchCommand::Train(b) => train(&b),
@@ -350,9 +372,75 @@ pub fn synth(
 
 /// Index build speed and size, then latency (1 thread) and throughput (all threads) of each
 /// algorithm at k = 10 and 1000 on a synthetic collection made by [`synth`].
+/// Where `bench retrieve` reads its vectors and builds its index.
+pub struct RetrieveInputs {
+    /// Document vectors (file or shard directory).
+    pub docs: PathBuf,
+    /// Query vectors (file or shard directory).
+    pub queries: PathBuf,
+    /// Where the index is built (inside the synth dir, or a temporary directory).
+    pub index_dir: PathBuf,
+    /// A temporary index directory to remove at the end.
+    temporary: bool,
+}
+
+impl RetrieveInputs {
+    /// A `bench synth` directory, or `--docs` and `--queries`.
+    pub fn new(
+        dir: Option<PathBuf>,
+        docs: Option<PathBuf>,
+        queries: Option<PathBuf>,
+    ) -> Result<Self> {
+        match (dir, docs, queries) {
+            (Some(dir), None, None) => Ok(RetrieveInputs {
+                docs: dir.join("docs.parquet"),
+                queries: dir.join("queries.parquet"),
+                index_dir: dir.join("index"),
+                temporary: false,
+            }),
+            (None, Some(docs), Some(queries)) => Ok(RetrieveInputs {
+                docs,
+                queries,
+                index_dir: std::env::temp_dir()
+                    .join(format!("splade-bench-index-{}", std::process::id())),
+                temporary: true,
+            }),
+            _ => anyhow::bail!("give a `bench synth` directory, or both --docs and --queries"),
+        }
+    }
+}
+
+impl Drop for RetrieveInputs {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.index_dir);
+        }
+    }
+}
+
+/// Median, minimum and maximum of some measurements.
+fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    let median = if xs.is_empty() {
+        0.0
+    } else if xs.len() % 2 == 1 {
+        xs[xs.len() / 2]
+    } else {
+        (xs[xs.len() / 2 - 1] + xs[xs.len() / 2]) / 2.0
+    };
+    (
+        median,
+        xs.first().copied().unwrap_or(0.0),
+        xs.last().copied().unwrap_or(0.0),
+    )
+}
+
+/// Builds an index over the documents and times every algorithm at k = 10 and 1000 (see
+/// [`BenchCommand::Retrieve`]).
 pub fn retrieve(
-    dir: &std::path::Path,
+    inputs: &RetrieveInputs,
     max_queries: usize,
+    repeats: usize,
     dump: Option<&std::path::Path>,
     ciff: Option<&std::path::Path>,
 ) -> Result<()> {
@@ -360,10 +448,10 @@ pub fn retrieve(
     use splade_stages::index::reader::InvertedIndex;
     use splade_stages::retrieve::algorithms::{exhaustive, exhaustive_in_slices, maxscore};
     use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
-    let (_, docs) = splade_stages::parquet_io::read_sparse(&dir.join("docs.parquet"))?;
-    let (_, mut queries) = splade_stages::parquet_io::read_sparse(&dir.join("queries.parquet"))?;
+    let (_, docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
+    let (_, mut queries) = splade_stages::parquet_io::read_sparse(&inputs.queries)?;
     queries.truncate(max_queries);
-    let index_dir = dir.join("index");
+    let index_dir = inputs.index_dir.clone();
     let t0 = Instant::now();
     let stats = splade_stages::index::build::build(&index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
     let build_s = t0.elapsed().as_secs_f64();
@@ -419,19 +507,27 @@ pub fn retrieve(
                 _ => block_max(&index, &table, q, k, &mut s.1),
             };
             let mut scratch = Scratch::default();
-            let t0 = Instant::now();
-            let mut hits = 0usize;
-            for q in &queries {
-                hits += run(q, &mut scratch).len();
+            // Warm-up: caches, page-ins and allocations out of the timed passes.
+            let hits: usize = queries.iter().map(|q| run(q, &mut scratch).len()).sum();
+            scratch = Scratch::default();
+            let n = queries.len().max(1) as f64;
+            let mut single = Vec::with_capacity(repeats);
+            let mut parallel = Vec::with_capacity(repeats);
+            for _ in 0..repeats {
+                let t0 = Instant::now();
+                let again: usize = queries.iter().map(|q| run(q, &mut scratch).len()).sum();
+                single.push(t0.elapsed().as_secs_f64() * 1e3 / n);
+                anyhow::ensure!(again == hits, "two passes disagree");
+                let t0 = Instant::now();
+                let total: usize = queries
+                    .par_iter()
+                    .map_init(Scratch::default, |s, q| run(q, s).len())
+                    .sum();
+                parallel.push(n / t0.elapsed().as_secs_f64());
+                anyhow::ensure!(total == hits, "parallel and sequential runs disagree");
             }
-            let single_ms = t0.elapsed().as_secs_f64() * 1e3 / queries.len().max(1) as f64;
-            let t0 = Instant::now();
-            let total: usize = queries
-                .par_iter()
-                .map_init(Scratch::default, |s, q| run(q, s).len())
-                .sum();
-            let qps = queries.len() as f64 / t0.elapsed().as_secs_f64();
-            anyhow::ensure!(total == hits, "parallel and sequential runs disagree");
+            let (single_ms, single_min, single_max) = spread(single);
+            let (qps, qps_min, qps_max) = spread(parallel);
             let pruning = if algo == "block_max" {
                 format!(
                     " ranges_scored={:.3}",
@@ -441,7 +537,9 @@ pub fn retrieve(
                 String::new()
             };
             println!(
-                "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} qps_all_threads={qps:.1} threads={}{pruning}",
+                "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} \
+                 (min {single_min:.3} max {single_max:.3}) qps_all_threads={qps:.1} \
+                 (min {qps_min:.1} max {qps_max:.1}) repeats={repeats} threads={}{pruning}",
                 rayon::current_num_threads()
             );
         }
