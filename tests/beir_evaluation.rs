@@ -18,25 +18,17 @@ const SYSTEMS: [&str; 2] = ["bm25", "splade-tiny"];
 /// A working directory laid out as the pipeline expects: data/beir/<dataset>, conf/, pipelines/.
 fn workdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let link = |target: PathBuf, name: &str| {
-        std::os::unix::fs::symlink(target, dir.path().join(name)).expect("symlink")
-    };
-    link(repo().join("tests/fixtures/beir/data"), "data");
-    link(repo().join("conf"), "conf");
-    link(repo().join("pipelines"), "pipelines");
+    std::os::unix::fs::symlink(
+        repo().join("tests/fixtures/beir/data"),
+        dir.path().join("data"),
+    )
+    .expect("symlink");
+    link_repo(dir.path(), &["conf", "pipelines"]);
     dir
 }
 
-fn splade_in(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_splade"))
-        .current_dir(dir)
-        .arg("--artifacts")
-        .arg(dir.join("artifacts"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("SPLADE_ARTIFACTS")
-        .output()
-        .expect("spawn splade");
+fn splade_ok(dir: &Path, args: &[&str]) -> String {
+    let out = splade_in(dir).args(args).output().expect("spawn splade");
     assert!(
         out.status.success(),
         "splade {args:?} failed\nstdout:\n{}\nstderr:\n{}",
@@ -50,7 +42,7 @@ const MATRIX: &str = "matrix.dataset=[\"minifact\", \"miniargs\", \"minicovid\"]
 
 fn output(dir: &Path, target: &str) -> PathBuf {
     PathBuf::from(
-        splade_in(
+        splade_ok(
             dir,
             &["path", "pipelines/beir.toml", "--set", MATRIX, target],
         )
@@ -95,7 +87,7 @@ fn reference_python() -> Option<String> {
 fn beir_pipeline_reports_what_pytrec_eval_and_scipy_compute() {
     let dir = workdir();
     let d = dir.path();
-    let out = splade_in(d, &["run", "pipelines/beir.toml", "--set", MATRIX]);
+    let out = splade_ok(d, &["run", "pipelines/beir.toml", "--set", MATRIX]);
     assert!(out.contains("report: nDCG@10 (3 datasets"), "{out}");
     // README and docs/evaluation.md show this table: keep them true.
     let printed: String = out

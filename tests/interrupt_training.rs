@@ -9,33 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn training_pipeline(dir: &Path) -> String {
-    write_pipeline(
-        dir,
-        "train.toml",
-        "name = \"interrupt-train\"\ninclude = [\"pipelines/toy-mining.toml\"]\n\
-         [stage.train]\nkind = \"train\"\nnegatives = \"mine.negatives\"\ndocs = \"ingest.docs\"\n\
-         queries = \"ingest.train_queries\"\nmodel = \"conf/models/splade-tiny\"\nsteps = 40\n\
-         batch_size = 4\nmax_length = 32\nquery_max_length = 12\ncheckpoint_every = 1000\n\
-         dropout = 0.1\n",
-    )
-}
-
-fn logged_steps(art: &Path) -> usize {
-    let Ok(dirs) = std::fs::read_dir(art.join(".staging")) else {
-        return 0;
-    };
-    dirs.flatten()
-        .filter_map(|d| std::fs::read_to_string(d.path().join("train_log.jsonl")).ok())
-        .map(|t| t.lines().count())
-        .max()
-        .unwrap_or(0)
-}
-
 #[test]
 fn ctrl_c_checkpoints_a_running_training_and_the_rerun_resumes_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let file = training_pipeline(tmp.path());
+    let file = toy_training_pipeline(tmp.path(), "interrupt-train", 1000);
     let art = tmp.path().join("artifacts");
     ok(&art, &["run", &file, "--until", "mine"]);
     let child = splade(&art)
@@ -45,7 +22,7 @@ fn ctrl_c_checkpoints_a_running_training_and_the_rerun_resumes_it() {
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    while logged_steps(&art) < 3 {
+    while logged_train_steps(&art) < 3 {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "training never started"
@@ -68,7 +45,7 @@ fn ctrl_c_checkpoints_a_running_training_and_the_rerun_resumes_it() {
         "{stderr}"
     );
     assert!(stderr.contains("continue with:"), "{stderr}");
-    let stopped_at = logged_steps(&art);
+    let stopped_at = logged_train_steps(&art);
     assert!(stopped_at < 40, "stopped before the end: {stopped_at}");
 
     let rerun = ok(&art, &["run", &file]);

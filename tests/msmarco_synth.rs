@@ -7,22 +7,9 @@ mod common;
 use common::*;
 
 use std::path::Path;
-use std::process::Command;
-
-fn splade_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_splade"))
-        .current_dir(dir)
-        .arg("--artifacts")
-        .arg(dir.join("artifacts"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("SPLADE_ARTIFACTS")
-        .output()
-        .expect("spawn splade")
-}
 
 fn succeeds(dir: &Path, args: &[&str]) -> (String, String) {
-    let out = splade_in(dir, args);
+    let out = splade_in(dir).args(args).output().expect("spawn splade");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -64,9 +51,7 @@ fn metric(stdout: &str, stage: &str, name: &str) -> f64 {
 fn synthetic_msmarco_runs_through_the_msmarco_pipelines() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    for name in ["conf", "pipelines"] {
-        std::os::unix::fs::symlink(repo().join(name), d.join(name)).unwrap();
-    }
+    link_repo(d, &["conf", "pipelines"]);
     let tokenizer = repo().join("conf/models/splade-tiny/tokenizer.json");
     let tokenizer = tokenizer.to_string_lossy();
     let generate = |out: &str| {

@@ -223,6 +223,15 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the first job recorded under `art` is RUNNING.
+fn wait_for_running_job(art: &Path) {
+    wait_until("the job to run", Duration::from_secs(60), || {
+        recorded_jobs(art)
+            .first()
+            .is_some_and(|id| job_state(*id) == "RUNNING")
+    });
+}
+
 fn driver(art: &Path, file: &str) -> std::process::Child {
     splade(art)
         .args(["run", file, "--executor", "slurm", "--set", FAST])
@@ -246,11 +255,7 @@ fn a_driver_killed_and_rerun_reattaches_to_its_running_job() {
     );
     let art = tmp.path().join("artifacts");
     let mut first = driver(&art, &file);
-    wait_until("the job to run", Duration::from_secs(60), || {
-        recorded_jobs(&art)
-            .first()
-            .is_some_and(|id| job_state(*id) == "RUNNING")
-    });
+    wait_for_running_job(&art);
     first.kill().unwrap(); // SIGKILL: the driver dies, the job keeps running
     first.wait().unwrap();
     let status = ok(&art, &["status"]);
@@ -270,46 +275,20 @@ fn a_driver_killed_and_rerun_reattaches_to_its_running_job() {
     assert!(artifact_files(&art) == artifact_files(&local));
 }
 
-fn training_pipeline(dir: &Path) -> String {
-    write_pipeline(
-        dir,
-        "train.toml",
-        "name = \"slurm-train\"\ninclude = [\"pipelines/toy-mining.toml\"]\n\
-         [stage.train]\nkind = \"train\"\nnegatives = \"mine.negatives\"\ndocs = \"ingest.docs\"\n\
-         queries = \"ingest.train_queries\"\nmodel = \"conf/models/splade-tiny\"\nsteps = 40\n\
-         batch_size = 4\nmax_length = 32\nquery_max_length = 12\ncheckpoint_every = 10\n\
-         dropout = 0.1\n",
-    )
-}
-
 #[test]
 fn a_preempted_training_checkpoints_is_resubmitted_and_ends_identical() {
     if !slurm_up() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let file = training_pipeline(tmp.path());
+    let file = toy_training_pipeline(tmp.path(), "slurm-train", 10);
     let art = tmp.path().join("artifacts");
     // Everything up to the training locally; the training on Slurm.
     ok(&art, &["run", &file, "--until", "mine"]);
     let mut d = driver(&art, &file);
-    wait_until("the training job to run", Duration::from_secs(60), || {
-        recorded_jobs(&art)
-            .first()
-            .is_some_and(|id| job_state(*id) == "RUNNING")
-    });
-    let train_log = |art: &Path| -> usize {
-        let Ok(dirs) = std::fs::read_dir(art.join(".staging")) else {
-            return 0;
-        };
-        dirs.flatten()
-            .filter_map(|d| std::fs::read_to_string(d.path().join("train_log.jsonl")).ok())
-            .map(|t| t.lines().count())
-            .max()
-            .unwrap_or(0)
-    };
+    wait_for_running_job(&art);
     wait_until("a few training steps", Duration::from_secs(120), || {
-        train_log(&art) >= 3
+        logged_train_steps(&art) >= 3
     });
     let first = recorded_jobs(&art)[0];
     let signalled = Command::new("scancel")

@@ -101,6 +101,14 @@ fn bad(key: &str, message: impl Into<String>) -> ExecutorError {
     }
 }
 
+/// `value` as an integer in `lo..=hi`, or an error naming the range.
+fn int_in(key: &str, value: &Value, lo: i64, hi: i64, what: &str) -> Result<i64, ExecutorError> {
+    value
+        .as_i64()
+        .filter(|n| (lo..=hi).contains(n))
+        .ok_or_else(|| bad(key, format!("expected {what} in {lo}..={hi}")))
+}
+
 impl ExecutorConfig {
     /// Reads the `[executor]` table (empty: local).
     pub fn from_table(table: &Map<String, Value>) -> Result<Self, ExecutorError> {
@@ -167,29 +175,12 @@ impl SlurmOptions {
                 "time" => self.time = Some(text()?),
                 "mem" => self.mem = Some(text()?),
                 "gres" => self.gres = Some(text()?),
-                "cpus" => {
-                    self.cpus = Some(
-                        value
-                            .as_i64()
-                            .filter(|n| (1..=4096).contains(n))
-                            .ok_or_else(|| bad(key, "expected an integer in 1..=4096"))?,
-                    )
-                }
+                "cpus" => self.cpus = Some(int_in(key, value, 1, 4096, "an integer")?),
                 "array_tasks" => {
-                    self.array_tasks = Some(
-                        value
-                            .as_i64()
-                            .filter(|n| (1..=10_000).contains(n))
-                            .ok_or_else(|| bad(key, "expected an integer in 1..=10000"))?,
-                    )
+                    self.array_tasks = Some(int_in(key, value, 1, 10_000, "an integer")?)
                 }
                 "signal_seconds" => {
-                    self.signal_seconds = Some(
-                        value
-                            .as_i64()
-                            .filter(|n| (0..=65535).contains(n))
-                            .ok_or_else(|| bad(key, "expected seconds in 0..=65535"))?,
-                    )
+                    self.signal_seconds = Some(int_in(key, value, 0, 65535, "seconds")?)
                 }
                 "extra" => {
                     self.extra = value

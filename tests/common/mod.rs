@@ -223,3 +223,51 @@ pub fn skip(reason: &str) {
         }
     }
 }
+
+/// A `splade` command run in `dir` (pipelines resolve relative to it), artifacts in
+/// `dir/artifacts`.
+pub fn splade_in(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_splade"));
+    c.current_dir(dir)
+        .arg("--artifacts")
+        .arg(dir.join("artifacts"))
+        .env_remove("RUST_LOG")
+        .env_remove("SPLADE_ARTIFACTS");
+    c
+}
+
+/// Links `names` of the repository (`conf`, `pipelines`, ...) into `dir`, for tests that run
+/// from a directory of their own.
+pub fn link_repo(dir: &Path, names: &[&str]) {
+    for name in names {
+        std::os::unix::fs::symlink(repo().join(name), dir.join(name)).expect("symlink");
+    }
+}
+
+/// A 40-step toy training (on `pipelines/toy-mining.toml`'s negatives, dropout on) named `name`,
+/// checkpointing every `checkpoint_every` steps.
+pub fn toy_training_pipeline(dir: &Path, name: &str, checkpoint_every: u32) -> String {
+    write_pipeline(
+        dir,
+        "train.toml",
+        &format!(
+            "name = \"{name}\"\ninclude = [\"pipelines/toy-mining.toml\"]\n\
+             [stage.train]\nkind = \"train\"\nnegatives = \"mine.negatives\"\ndocs = \"ingest.docs\"\n\
+             queries = \"ingest.train_queries\"\nmodel = \"conf/models/splade-tiny\"\nsteps = 40\n\
+             batch_size = 4\nmax_length = 32\nquery_max_length = 12\n\
+             checkpoint_every = {checkpoint_every}\ndropout = 0.1\n"
+        ),
+    )
+}
+
+/// Steps a running training has logged so far (its staging directory's train log).
+pub fn logged_train_steps(artifacts: &Path) -> usize {
+    let Ok(dirs) = std::fs::read_dir(artifacts.join(".staging")) else {
+        return 0;
+    };
+    dirs.flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("train_log.jsonl")).ok())
+        .map(|t| t.lines().count())
+        .max()
+        .unwrap_or(0)
+}
