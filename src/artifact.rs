@@ -140,12 +140,12 @@ pub struct ArtifactRoot {
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
     /// A filesystem operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The path operated on.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not chained, so it is printed once).
+        cause: std::io::Error,
     },
     /// A manifest could not be read or written.
     #[error("{path}: unreadable manifest: {message}")]
@@ -154,6 +154,14 @@ pub enum ArtifactError {
         path: PathBuf,
         /// The (de)serialization error.
         message: String,
+    },
+    /// A committed artifact's files no longer match its manifest.
+    #[error("{dir}: corrupt artifact: {problem}")]
+    Damaged {
+        /// The artifact directory.
+        dir: PathBuf,
+        /// The first mismatch found.
+        problem: String,
     },
     /// A declared output was not found in the staging directory.
     #[error("stage did not write its output `{output}` (expected {expected})")]
@@ -166,9 +174,9 @@ pub enum ArtifactError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
-    move |source| ArtifactError::Io {
+    move |cause| ArtifactError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 
@@ -260,7 +268,7 @@ fn write_manifest(staging: &Path, manifest: &Manifest) -> Result<(), ArtifactErr
     let text = seal(&serde_json::to_vec_pretty(&plain).map_err(bad)?);
     splade_stages::contract::write_atomically(&path, &text).map_err(|e| ArtifactError::Io {
         path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
+        cause: std::io::Error::other(e.to_string()),
     })?;
     fsync_dir(staging)
 }
@@ -289,23 +297,47 @@ impl ArtifactRoot {
         self.root.join(".trash")
     }
 
-    /// The committed artifact for `fp`, if there is one.
+    /// The committed artifact for `fp`, if there is one: its manifest, checked against its
+    /// digest, and its files against the manifest's sizes (cheap: no file is read).
     pub fn find(&self, kind: &str, fp: &Fingerprint) -> Result<Option<Manifest>, ArtifactError> {
-        let path = self.dir(kind, fp).join("manifest.json");
+        let dir = self.dir(kind, fp);
+        let path = dir.join("manifest.json");
         if !path.is_file() {
             return Ok(None);
         }
-        Self::read_manifest(&path).map(Some)
+        let manifest = Self::read_manifest(&path)?;
+        if let Some(problem) = Self::size_mismatch(&dir, &manifest) {
+            return Err(ArtifactError::Damaged { dir, problem });
+        }
+        Ok(Some(manifest))
     }
 
-    /// Reads one manifest file.
+    /// The first file of `manifest` missing from `dir` or of another size.
+    fn size_mismatch(dir: &Path, manifest: &Manifest) -> Option<String> {
+        manifest
+            .files
+            .iter()
+            .find_map(|f| match std::fs::metadata(dir.join(&f.path)) {
+                Err(e) => Some(format!("{}: missing ({e})", f.path)),
+                Ok(m) if m.len() != f.size => Some(format!(
+                    "{}: size {} bytes, manifest says {}",
+                    f.path,
+                    m.len(),
+                    f.size
+                )),
+                Ok(_) => None,
+            })
+    }
+
     /// Reads one manifest file, checking it against the digest written with it.
     pub fn read_manifest(path: &Path) -> Result<Manifest, ArtifactError> {
         let bad = |message: String| ArtifactError::Manifest {
             path: path.to_path_buf(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| bad("not valid UTF-8 (the file is damaged)".into()))?;
         check_seal(&text).map_err(bad)?;
         serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
     }

@@ -20,8 +20,8 @@ use crate::executor::ExecutorKind;
 use crate::fingerprint::{combine, stage_fingerprint, walk_files, Fingerprint};
 use crate::pipeline::{InputDecl, Pipeline, StageDecl};
 use crate::records::{
-    join_reasons, ArtifactRecord, RunRecord, RunResult, RunStageRecord, StageStatusRecord,
-    StaleReason,
+    join_reasons, ArtifactRecord, RunRecord, RunResult, RunStageRecord, RunningStage,
+    StageStatusRecord, StaleReason,
 };
 use crate::store::{now_ns, Store};
 
@@ -67,11 +67,18 @@ pub enum StageState {
 }
 
 impl StageState {
-    /// `cached`, `partial` or `stale`.
+    /// `cached`, `partial`, `corrupt` (stale because its artifact is damaged) or `stale`.
     pub fn label(&self) -> &'static str {
         match self {
             StageState::Cached { .. } => "cached",
             StageState::Partial { .. } => "partial",
+            StageState::Stale { reasons, .. }
+                if reasons
+                    .iter()
+                    .any(|r| matches!(r, StaleReason::CorruptManifest(_))) =>
+            {
+                "corrupt"
+            }
             StageState::Stale { .. } => "stale",
         }
     }
@@ -247,6 +254,8 @@ pub struct Engine {
     pub pipeline: Pipeline,
     /// Its stage graph.
     pub dag: Dag,
+    /// The record of the run in progress, kept current in the store for readers.
+    history: Mutex<Option<RunRecord>>,
 }
 
 struct StoreResume {
@@ -313,6 +322,7 @@ impl Engine {
             store,
             pipeline,
             dag,
+            history: Mutex::new(None),
         })
     }
 
@@ -517,8 +527,14 @@ impl Engine {
             .collect()
     }
 
-    /// The state of every stage (upstream first), without running anything.
+    /// The state of every stage (upstream first), without running anything; cached artifacts
+    /// are checked by file sizes.
     pub fn plan(&self) -> Result<Vec<PlanEntry>> {
+        self.plan_checked(false)
+    }
+
+    /// [`Engine::plan`], rehashing every file of each cached artifact when `rehash`.
+    pub fn plan_checked(&self, rehash: bool) -> Result<Vec<PlanEntry>> {
         let mut known: HashMap<String, (PathBuf, Manifest)> = HashMap::new();
         let mut out = Vec::new();
         for name in self.dag.order() {
@@ -529,7 +545,7 @@ impl Engine {
                     fp: None,
                     reasons: self.reasons(stage, None)?,
                 },
-                Some(r) => self.state_of(stage, r)?,
+                Some(r) => self.state_of(stage, r, rehash)?,
             };
             if let StageState::Cached { fp, manifest, .. } = &state {
                 known.insert(
@@ -546,10 +562,30 @@ impl Engine {
         Ok(out)
     }
 
-    fn state_of(&self, stage: &StageDecl, r: &Resolved) -> Result<StageState> {
+    fn state_of(&self, stage: &StageDecl, r: &Resolved, rehash: bool) -> Result<StageState> {
         let found = match self.root.find(&stage.kind, &r.fp) {
+            Ok(Some(m)) if rehash => match self
+                .root
+                .verify(&self.root.dir(&stage.kind, &r.fp), &m)
+                .first()
+            {
+                Some(c) => {
+                    return Ok(StageState::Stale {
+                        fp: Some(r.fp.clone()),
+                        reasons: vec![StaleReason::CorruptManifest(format!(
+                            "{}: {}",
+                            c.file.display(),
+                            c.problem
+                        ))],
+                    })
+                }
+                None => Some(m),
+            },
             Ok(found) => found,
-            Err(e @ crate::artifact::ArtifactError::Manifest { .. }) => {
+            Err(
+                e @ (crate::artifact::ArtifactError::Manifest { .. }
+                | crate::artifact::ArtifactError::Damaged { .. }),
+            ) => {
                 return Ok(StageState::Stale {
                     fp: Some(r.fp.clone()),
                     reasons: vec![StaleReason::CorruptManifest(e.to_string())],
@@ -651,7 +687,7 @@ impl Engine {
         report: &(dyn Fn(&StageReport) + Sync),
     ) -> Result<Vec<StageReport>> {
         let selected = self.select(opts)?;
-        let mut history = RunRecord {
+        let history = RunRecord {
             pipeline: self.pipeline.name.clone(),
             file: self.pipeline.file.display().to_string(),
             args: std::env::args().collect(),
@@ -659,9 +695,14 @@ impl Engine {
             result: RunResult::Running,
             stages: Vec::new(),
             ended_ns: None,
+            running: Vec::new(),
         };
         self.store.put_run(&history)?;
+        *lock(&self.history)? = Some(history);
         let mut reports = self.schedule(&selected, opts, report);
+        let mut history = lock(&self.history)?
+            .take()
+            .ok_or_else(|| anyhow!("the run record went missing"))?;
         let failed = reports
             .iter()
             .any(|r| matches!(r.outcome, Outcome::Failed(_)));
@@ -686,6 +727,7 @@ impl Engine {
         };
         history.ended_ns = Some(now_ns());
         history.stages = reports.iter().map(StageReport::record).collect();
+        history.running.clear();
         self.store.put_run(&history)?;
         Ok(reports)
     }
@@ -733,6 +775,7 @@ impl Engine {
                 }
                 let Ok(r) = rx.recv() else { break };
                 running -= 1;
+                self.note_ended(&r);
                 report(&r);
                 if matches!(r.outcome, Outcome::Failed(_)) {
                     failed = true;
@@ -821,6 +864,7 @@ impl Engine {
             Some(manifest) => manifest,
             None => {
                 self.verify_inputs(stage, &snapshot, verified)?;
+                self.note_started(&stage.name, &resolved.fp);
                 let (manifest, seconds, resumed) = self.execute(stage, &resolved, opts, forced)?;
                 report.outcome = Outcome::Executed { seconds, resumed };
                 manifest
@@ -838,6 +882,32 @@ impl Engine {
         report.artifact = Some(dir.clone());
         lock(known)?.insert(stage.name.clone(), (dir, manifest));
         Ok(())
+    }
+
+    /// Records in the run's history that `stage` started executing (best effort: the record is
+    /// for readers watching the run).
+    fn note_started(&self, stage: &str, fp: &Fingerprint) {
+        if let Ok(mut guard) = self.history.lock() {
+            if let Some(h) = guard.as_mut() {
+                h.running.push(RunningStage {
+                    stage: stage.to_string(),
+                    fingerprint: fp.0.clone(),
+                    started_ns: now_ns(),
+                });
+                let _ = self.store.put_run(h);
+            }
+        }
+    }
+
+    /// Records in the run's history that a stage ended.
+    fn note_ended(&self, r: &StageReport) {
+        if let Ok(mut guard) = self.history.lock() {
+            if let Some(h) = guard.as_mut() {
+                h.running.retain(|s| s.stage != r.name);
+                h.stages.push(r.record());
+                let _ = self.store.put_run(h);
+            }
+        }
     }
 
     /// Never read a corrupt input: rehashes the upstream outputs `stage` reads (once per run).

@@ -24,11 +24,24 @@ use std::sync::Arc;
 pub use engine::{Engine, Outcome, PlanEntry, RunOptions, StageReport, StageState};
 pub use splade_stages::Registry;
 
-/// Loads the pipeline at `path` (with `--set` overrides), opens the store under `root` and binds
-/// them: what every pipeline command starts with.
+/// Loads the pipeline at `path` (with `--set` overrides), opens the store under `root` for
+/// writing and binds them: what `splade run` starts with.
 pub fn open_engine(root: &Path, path: &Path, sets: &[String]) -> anyhow::Result<Engine> {
     let registry = Registry::builtin();
     let pipeline = pipeline::load(path, sets, &registry)?;
     let store = Arc::new(store::Store::open(root)?);
+    Engine::new(registry, artifact::ArtifactRoot::new(root), store, pipeline)
+}
+
+/// Like [`open_engine`] for commands that only look (`plan`, `status`, `inspect`, `path`,
+/// `verify`): works while another process runs, from a view of what is on disk.
+pub fn open_engine_for_reading(
+    root: &Path,
+    path: &Path,
+    sets: &[String],
+) -> anyhow::Result<Engine> {
+    let registry = Registry::builtin();
+    let pipeline = pipeline::load(path, sets, &registry)?;
+    let store = Arc::new(store::Store::open_for_reading(root)?);
     Engine::new(registry, artifact::ArtifactRoot::new(root), store, pipeline)
 }

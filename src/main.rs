@@ -43,6 +43,9 @@ enum Command {
     Gc(cli::gc::Args),
     /// Rehash artifact files against their manifests and report corruption.
     Verify(cli::verify::Args),
+    /// The artifact store (`repair`: rebuild it from the artifacts on disk).
+    #[command(subcommand)]
+    Store(cli::store::Command),
     /// List stage kinds and their params.
     Kinds(cli::kinds::Args),
     /// Benchmarks (see docs/performance.md).
@@ -74,6 +77,7 @@ fn main() {
         Command::Path(a) => cli::path::exec(&root, a),
         Command::Gc(a) => cli::gc::exec(&root, a),
         Command::Verify(a) => cli::verify::exec(&root, a),
+        Command::Store(c) => cli::store::exec(&root, c),
         Command::Kinds(a) => cli::kinds::exec(a),
         Command::Bench(c) => cli::bench::exec(c),
         Command::Expand(a) => cli::expand::exec(a),

@@ -11,6 +11,9 @@ use crate::records::{join_reasons, RunResult};
 use crate::store::{now_ns, Store};
 
 fn dir_size(dir: &Path) -> u64 {
+    if dir.is_file() {
+        return std::fs::metadata(dir).map(|m| m.len()).unwrap_or(0);
+    }
     crate::fingerprint::walk_files(dir)
         .unwrap_or_default()
         .iter()
@@ -86,9 +89,16 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
         }
         println!();
     }
+    let runs = store.recent_runs(10)?;
+    if let Some(holder) = store.in_use_by() {
+        print_run_in_progress(root, holder, runs.first());
+    }
     let resume = store.all_resume_states()?;
     if !resume.is_empty() {
-        println!("interrupted work (resumes on the next run):");
+        match store.in_use_by() {
+            Some(_) => println!("resumable work (checkpoints and committed shards so far):"),
+            None => println!("interrupted work (resumes on the next run):"),
+        }
         for (fp, state) in resume {
             println!("  {fp}  {state}");
         }
@@ -103,14 +113,15 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
         human_bytes(total),
         root.display()
     );
-    let runs = store.recent_runs(10)?;
     if !runs.is_empty() {
         println!("recent runs:");
     }
-    for r in runs {
+    for (i, r) in runs.into_iter().enumerate() {
         let started = r.started_ns;
         let result = match r.result {
-            // We hold the store lock, so a run still marked running died without finishing.
+            // The newest run of a store another process holds is that process's run.
+            RunResult::Running if i == 0 && store.in_use_by().is_some() => "running",
+            // Otherwise nobody holds the lock, so a run still marked running died unfinished.
             RunResult::Running => "interrupted",
             RunResult::Ok => "ok",
             RunResult::Failed => "failed",
@@ -140,6 +151,35 @@ pub fn status(root: &Path, store: &Store, engine: Option<&Engine>) -> Result<()>
     Ok(())
 }
 
+/// Prints the run another process is doing: its stages running now (with their resume state and
+/// what they have written so far) and those that ended.
+fn print_run_in_progress(root: &Path, holder: &str, newest: Option<&crate::records::RunRecord>) {
+    println!("in progress: {holder}");
+    let Some(run) = newest.filter(|r| r.result == RunResult::Running) else {
+        println!();
+        return;
+    };
+    println!(
+        "  pipeline `{}` ({}), started {}",
+        run.pipeline,
+        run.file,
+        ago(run.started_ns)
+    );
+    for s in &run.running {
+        let staging = root.join(".staging").join(&s.fingerprint);
+        println!(
+            "  running  {:<22} started {}, {} written so far",
+            s.stage,
+            ago(s.started_ns),
+            human_bytes(dir_size(&staging))
+        );
+    }
+    for s in &run.stages {
+        println!("  ended    {:<22} {}", s.stage, s.outcome);
+    }
+    println!();
+}
+
 /// Removes artifacts that no recorded pipeline stage points at, staging dirs without resume
 /// state, and trash. With `dry_run`, only prints what would go.
 pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
@@ -160,16 +200,19 @@ pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
             doomed.push((format!("artifact {kind}/{fp}"), dir, Some(fp)));
         }
     }
-    if let Ok(entries) = std::fs::read_dir(root.join(".staging")) {
-        for e in entries.flatten() {
-            let fp = e.file_name().to_string_lossy().to_string();
-            if !resumable.contains(&fp) {
-                doomed.push((format!("abandoned staging {fp}"), e.path(), None));
-            }
-        }
+    match store.in_use_by() {
+        // Its staging directories are being written; only the running process knows which.
+        Some(holder) => println!("(in use by {holder}: staging directories are not listed)"),
+        None => doomed.extend(abandoned_staging(root, &resumable)),
     }
     if root.join(".trash").is_dir() {
         doomed.push(("trash".into(), root.join(".trash"), None));
+    }
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with(".store.damaged-") {
+            doomed.push((format!("damaged store copy {name}"), e.path(), None));
+        }
     }
     let mut freed = 0;
     for (what, dir, fp) in &doomed {
@@ -181,7 +224,11 @@ pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
             human_bytes(size)
         );
         if !dry_run {
-            std::fs::remove_dir_all(dir)?;
+            if dir.is_dir() {
+                std::fs::remove_dir_all(dir)?;
+            } else {
+                std::fs::remove_file(dir)?;
+            }
             if let Some(fp) = fp {
                 store.remove_artifact(fp)?;
             }
@@ -195,6 +242,36 @@ pub fn gc(root: &Path, store: &Store, dry_run: bool) -> Result<()> {
         doomed.len()
     );
     Ok(())
+}
+
+/// Staging directories no resume state points at, and resume files whose staging is gone.
+fn abandoned_staging(
+    root: &Path,
+    resumable: &HashSet<String>,
+) -> Vec<(String, std::path::PathBuf, Option<String>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(root.join(".staging"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let fp = e.file_name().to_string_lossy().to_string();
+        if !resumable.contains(&fp) {
+            out.push((format!("abandoned staging {fp}"), e.path(), None));
+        }
+    }
+    for e in std::fs::read_dir(root.join(".resume"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        let fp = name.trim_end_matches(".json");
+        if !root.join(".staging").join(fp).is_dir() {
+            out.push((format!("stale resume file {name}"), e.path(), None));
+        }
+    }
+    out
 }
 
 /// Rehashes artifacts (a pipeline's current ones, or all); prints each and returns whether all

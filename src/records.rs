@@ -71,6 +71,20 @@ pub struct RunRecord {
     /// End time, once it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ns: Option<u64>,
+    /// Stages executing right now (kept current while the run goes on, for readers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<RunningStage>,
+}
+
+/// A stage a run is executing now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunningStage {
+    /// Stage name.
+    pub stage: String,
+    /// Its fingerprint (its staging directory's name).
+    pub fingerprint: String,
+    /// When it started (ns since the epoch).
+    pub started_ns: u64,
 }
 
 /// How one stage went in a recorded run.

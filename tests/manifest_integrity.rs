@@ -33,7 +33,7 @@ fn an_edited_manifest_is_reported_and_recomputed_with_force() {
     let plan = ok(&art, &["plan", &file]);
     assert_eq!(plan_of(&plan, "ingest").0, "cached", "{plan}");
     let (state, line) = plan_of(&plan, "evaluate");
-    assert_eq!(state, "stale", "{plan}");
+    assert_eq!(state, "corrupt", "{plan}");
     assert!(
         line.contains("corrupt artifact") && line.contains("--force"),
         "{line}"

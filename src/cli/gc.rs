@@ -16,5 +16,9 @@ pub struct Args {
 
 /// Collects garbage.
 pub fn exec(root: &Path, args: Args) -> Result<()> {
-    maintenance::gc(root, &Store::open(root)?, args.dry_run)
+    let store = match args.dry_run {
+        true => Store::open_for_reading(root)?,
+        false => Store::open(root)?,
+    };
+    maintenance::gc(root, &store, args.dry_run)
 }

@@ -36,7 +36,7 @@ pub struct Args {
 
 /// Checks the output against its manifest, then shows what was asked.
 pub fn exec(root: &Path, args: Args) -> Result<()> {
-    let engine = args.p.open(root)?;
+    let engine = args.p.open_for_reading(root)?;
     let (path, output, dir, m) = output_path(&engine, &args.target)?;
     if args.manifest {
         println!("{}", std::fs::read_to_string(dir.join("manifest.json"))?);

@@ -9,6 +9,7 @@ pub mod path;
 pub mod plan;
 pub mod run;
 pub mod status;
+pub mod store;
 pub mod verify;
 pub mod worker;
 
@@ -29,9 +30,14 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    /// The engine for this pipeline over the artifact root `root`.
+    /// The engine for this pipeline over the artifact root `root`, to run it.
     pub fn open(&self, root: &Path) -> Result<Engine> {
         splade::open_engine(root, &self.pipeline, &self.sets)
+    }
+
+    /// The engine for this pipeline, to look at it (works while another process runs).
+    pub fn open_for_reading(&self, root: &Path) -> Result<Engine> {
+        splade::open_engine_for_reading(root, &self.pipeline, &self.sets)
     }
 }
 
@@ -46,11 +52,11 @@ pub struct OptionalPipelineArgs {
 }
 
 impl OptionalPipelineArgs {
-    /// The engine for the pipeline, if one was given.
-    pub fn open(&self, root: &Path) -> Result<Option<Engine>> {
+    /// The engine for the pipeline, if one was given, to look at it.
+    pub fn open_for_reading(&self, root: &Path) -> Result<Option<Engine>> {
         self.pipeline
             .as_ref()
-            .map(|p| splade::open_engine(root, p, &self.sets))
+            .map(|p| splade::open_engine_for_reading(root, p, &self.sets))
             .transpose()
     }
 }

@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Prints the path.
 pub fn exec(root: &Path, args: Args) -> Result<()> {
-    let engine = args.p.open(root)?;
+    let engine = args.p.open_for_reading(root)?;
     if args.target.contains('.') {
         let (path, ..) = output_path(&engine, &args.target)?;
         println!("{}", path.display());

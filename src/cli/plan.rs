@@ -14,12 +14,15 @@ pub struct Args {
     /// Print one JSON object per stage (stage, kind, state, reason, fingerprint, seconds).
     #[arg(long)]
     json: bool,
+    /// Rehash every file of each cached artifact (default: check sizes only).
+    #[arg(long)]
+    verify: bool,
 }
 
 /// Prints the plan as a table (or JSON lines).
 pub fn exec(root: &Path, args: Args) -> Result<()> {
-    let engine = args.p.open(root)?;
-    let plan = engine.plan()?;
+    let engine = args.p.open_for_reading(root)?;
+    let plan = engine.plan_checked(args.verify)?;
     if args.json {
         for entry in &plan {
             println!("{}", entry.to_json(&engine.root));

@@ -17,8 +17,8 @@ pub struct Args {
 
 /// Prints the status.
 pub fn exec(root: &Path, args: Args) -> Result<()> {
-    match args.p.open(root)? {
+    match args.p.open_for_reading(root)? {
         Some(engine) => maintenance::status(root, &engine.store, Some(&engine)),
-        None => maintenance::status(root, &Store::open(root)?, None),
+        None => maintenance::status(root, &Store::open_for_reading(root)?, None),
     }
 }

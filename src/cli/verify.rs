@@ -17,7 +17,7 @@ pub struct Args {
 
 /// Verifies; fails when anything is corrupt.
 pub fn exec(root: &Path, args: Args) -> Result<()> {
-    let engine = args.p.open(root)?;
+    let engine = args.p.open_for_reading(root)?;
     if !maintenance::verify(&ArtifactRoot::new(root), engine.as_ref())? {
         bail!("corruption found (see above); `splade run PIPELINE --force STAGE` recomputes an artifact");
     }

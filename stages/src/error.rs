@@ -7,13 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory being read or written.
         path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying I/O error (in the message, not chained, so it is printed once).
+        cause: std::io::Error,
     },
     /// A user file holds something we cannot read; `line` is 1-based, 0 when unknown.
     #[error("{}: {message}", at_line(path, *line))]
@@ -63,7 +62,7 @@ impl StageError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StageError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

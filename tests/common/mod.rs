@@ -271,3 +271,69 @@ pub fn logged_train_steps(artifacts: &Path) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// Every committed artifact under `root`: `kind/fingerprint/file` → bytes, for all files but the
+/// manifest (which records timings). Two roots that ran the same pipeline compare equal.
+pub fn artifact_bytes(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    if !root.exists() {
+        return out;
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir)
+            .expect("read artifact dir")
+            .flatten()
+        {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            if rel.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if e.file_name() != "manifest.json" {
+                out.insert(rel, std::fs::read(&path).expect("read artifact file"));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts two artifact roots hold the same artifacts, byte for byte (naming the first that
+/// differs rather than dumping bytes).
+pub fn assert_same_artifacts(reference: &Path, other: &Path) {
+    let a = artifact_bytes(reference);
+    let b = artifact_bytes(other);
+    let names_a: Vec<&String> = a.keys().collect();
+    let names_b: Vec<&String> = b.keys().collect();
+    assert_eq!(names_a, names_b, "artifact files differ");
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{name} differs from the reference run");
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for randomized trials with a printed seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// Sends `signal` to a child process.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, signal);
+    }
+}

@@ -156,7 +156,24 @@ impl TypedStage for Index {
         );
         Ok(StageOutcome {
             stats: m,
-            summary: None,
+            summary: dropped_summary(&ctx.name, &stats),
         })
     }
+}
+
+/// The summary line saying how many postings quantization dropped (none when it dropped none):
+/// a weight under half an impact step (`0.5 / scale`) rounds to impact 0 and is not indexed.
+fn dropped_summary(stage: &str, stats: &build::BuildStats) -> Option<String> {
+    let dropped = stats.dropped_postings;
+    if dropped == 0 {
+        return None;
+    }
+    let total = stats.n_postings + dropped;
+    Some(format!(
+        "{stage}: {dropped} of {total} postings ({:.2}%) not indexed: their weight is under {:.4} \
+         (half an impact step at scale {:.2}), which rounds to impact 0",
+        100.0 * dropped as f64 / total as f64,
+        0.5 / stats.scale.max(f32::MIN_POSITIVE),
+        stats.scale
+    ))
 }
