@@ -347,6 +347,7 @@ fn hugging_face_names_resolve_through_the_cache() {
     let out = splade(&a)
         .args(["plan", &missing])
         .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -355,7 +356,195 @@ fn hugging_face_names_resolve_through_the_cache() {
         err.contains("stage.encode.model")
             && err.contains("neither a directory")
             && err.contains("models--org--splade-tiny")
-            && err.contains("`v9`"),
+            && err.contains("`v9`")
+            && err.contains("HF_HUB_OFFLINE is set"),
+        "{err}"
+    );
+}
+
+/// A stand-in for the Hub's HTTP API on 127.0.0.1 serving splade-tiny as `org/tiny` at commit
+/// `COMMIT`: `/api/models/org/tiny/revision/main` and `/org/tiny/resolve/COMMIT/<file>` (with
+/// an ETag), 404 for anything else. Records each request line and its Authorization header.
+struct FakeHub {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+const COMMIT: &str = "5f2c0b6f0a6e8a3c1d2e4f5a6b7c8d9e0f1a2b3c";
+
+impl FakeHub {
+    fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut auth = String::new();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                        break;
+                    }
+                    if header.to_ascii_lowercase().starts_with("authorization:") {
+                        auth = header.trim().to_string();
+                    }
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(format!("{path} {auth}"));
+                let (status, etag, body) = FakeHub::answer(&path);
+                let mut out = stream;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{etag}Connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = out.write_all(&body);
+            }
+        });
+        FakeHub { url, seen }
+    }
+
+    fn answer(path: &str) -> (&'static str, String, Vec<u8>) {
+        let model = repo_path("conf/models/splade-tiny");
+        if path == "/api/models/org/tiny/revision/main" {
+            let siblings: Vec<String> = std::fs::read_dir(&model)
+                .unwrap()
+                .map(|e| {
+                    format!(
+                        "{{\"rfilename\":\"{}\"}}",
+                        e.unwrap().file_name().to_string_lossy()
+                    )
+                })
+                .collect();
+            let body = format!(
+                "{{\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}",
+                siblings.join(",")
+            );
+            return ("200 OK", String::new(), body.into_bytes());
+        }
+        if let Some(file) = path.strip_prefix(&format!("/org/tiny/resolve/{COMMIT}/")) {
+            if let Ok(bytes) = std::fs::read(model.join(file)) {
+                let etag = format!("ETag: \"{}\"\r\n", &blake3::hash(&bytes).to_hex()[..40]);
+                return ("200 OK", etag, bytes);
+            }
+        }
+        ("404 Not Found", String::new(), b"not found".to_vec())
+    }
+}
+
+/// A name missing from the cache is downloaded into it (the huggingface_hub layout), gives the
+/// same vectors as the model's directory, and is then used offline from the cache.
+#[test]
+fn hugging_face_names_download_into_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = FakeHub::start();
+    let cache = tmp.path().join("hub");
+    let pipeline = |model: &str, name: &str| {
+        write_pipeline(
+            tmp.path(),
+            name,
+            &format!(
+                "name = \"dl\"\n[stage.ingest]\nkind = \"ingest\"\n\
+                 queries = {{ dev = \"pipelines/data/toy/queries.dev.tsv\" }}\n\
+                 [stage.encode]\nkind = \"encode\"\ninput = \"ingest.dev_queries\"\n\
+                 model = \"{model}\"\nmax_length = 16\n"
+            ),
+        )
+    };
+    let by_name = pipeline("org/tiny", "by_name.toml");
+    let a = tmp.path().join("artifacts");
+    let out = splade(&a)
+        .args(["run", &by_name])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &hub.url)
+        .env("HF_TOKEN", "hf_test_token")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("downloading org/tiny@main from http://127.0.0.1"),
+        "{err}"
+    );
+    let repo = cache.join("models--org--tiny");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        COMMIT
+    );
+    let snapshot = repo.join("snapshots").join(COMMIT);
+    let link = std::fs::read_link(snapshot.join("model.safetensors")).unwrap();
+    assert!(link.starts_with("../../blobs"), "{}", link.display());
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        assert_eq!(
+            std::fs::read(snapshot.join(f)).unwrap(),
+            std::fs::read(repo_path("conf/models/splade-tiny").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(
+        !snapshot.join("README.md").exists(),
+        "only the model's files are fetched"
+    );
+    let seen = hub.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|r| r.ends_with("Bearer hf_test_token")),
+        "{seen:?}"
+    );
+    let vectors = |root: &std::path::Path, p: &str| {
+        let out = splade(root)
+            .args(["path", p, "encode.vectors"])
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        read_sparse(&dir).unwrap()
+    };
+    let downloaded = vectors(&a, &by_name);
+    // The same model by path gives the same vectors.
+    let by_path = pipeline("conf/models/splade-tiny", "by_path.toml");
+    let b = tmp.path().join("by_path");
+    ok(&b, &["run", &by_path]);
+    assert_eq!(downloaded, vectors(&b, &by_path));
+
+    // Offline, with the Hub gone: the cache serves the name, nothing is fetched again.
+    let requests = seen.len();
+    let offline = tmp.path().join("offline");
+    let out = splade(&offline)
+        .args(["run", &by_name])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(hub.seen.lock().unwrap().len(), requests);
+
+    // A name the Hub does not know: the HTTP error, and both places looked.
+    let unknown = pipeline("org/missing", "unknown.toml");
+    let out = splade(&a)
+        .args(["plan", &unknown])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &hub.url)
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("neither a directory")
+            && err.contains("HTTP 404")
+            && err.contains("no such model"),
         "{err}"
     );
 }

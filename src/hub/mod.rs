@@ -2,10 +2,14 @@
 //! resolved through the local Hugging Face cache, laid out as `huggingface_hub` writes it:
 //! `$HF_HUB_CACHE/models--org--name/{refs/<revision>, snapshots/<commit>/...}`.
 //!
-//! splade never downloads: a model that is not in the cache is an error saying where it looked
-//! and how to fetch it. The resolved snapshot directory is an ordinary input, hashed by content,
-//! so a stage's fingerprint follows the model's files, not its name.
+//! A name not in the cache is downloaded into it ([`download`]) unless `HF_HUB_OFFLINE=1`; a
+//! cached name is used without asking the Hub again (pin `@<commit>` for a fixed model). The
+//! resolved snapshot directory is an ordinary input, hashed by content, so a stage's fingerprint
+//! follows the model's files, not its name.
 
+pub mod download;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A model named by its Hub repository and an optional revision (branch, tag or commit).
@@ -84,22 +88,38 @@ pub fn resolve_model(text: &str) -> Result<PathBuf, String> {
         ));
     };
     let cache = cache_dir();
-    name.snapshot(&cache).ok_or_else(|| {
-        format!(
-            "model `{text}` is neither a directory (looked for ./{text}) nor in the Hugging Face \
-             cache (looked for {}/snapshots/ at revision `{}`; the cache is HF_HUB_CACHE, \
-             HF_HOME/hub or ~/.cache/huggingface/hub). splade does not download: fetch it with \
-             `huggingface-cli download {}{}`",
-            name.repo_dir(&cache).display(),
-            name.revision,
-            name.repo,
-            if name.revision == "main" {
-                String::new()
-            } else {
-                format!(" --revision {}", name.revision)
-            }
-        )
-    })
+    if let Some(snapshot) = name.snapshot(&cache) {
+        return Ok(snapshot);
+    }
+    let not_found = format!(
+        "model `{text}` is neither a directory (looked for ./{text}) nor in the Hugging Face \
+         cache (looked for {}/snapshots/ at revision `{}`; the cache is HF_HUB_CACHE, HF_HOME/hub \
+         or ~/.cache/huggingface/hub)",
+        name.repo_dir(&cache).display(),
+        name.revision,
+    );
+    if offline() {
+        return Err(format!(
+            "{not_found}, and HF_HUB_OFFLINE is set, so it was not downloaded"
+        ));
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "downloading {}@{} from {} into {}",
+        name.repo,
+        name.revision,
+        download::endpoint(),
+        cache.display()
+    );
+    download::fetch(&name, &cache)
+        .map_err(|e| format!("{not_found}, and downloading it failed: {e}"))
+}
+
+/// Whether `HF_HUB_OFFLINE` forbids downloads (`1`, `true`, `yes`, `on`, as huggingface_hub).
+fn offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
