@@ -272,7 +272,7 @@ fn inspect_and_path_show_artifacts_through_polars() {
     assert!(sql.contains("300"), "{sql}");
     let desc = ok(a, &["inspect", TOY, "ingest.bm25_dev_run", "--describe"]);
     assert!(
-        desc.contains("score (f32)") && desc.contains("mean="),
+        desc.contains("score (f64)") && desc.contains("mean="),
         "{desc}"
     );
     let metrics = ok(

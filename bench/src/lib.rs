@@ -788,7 +788,7 @@ pub fn mine(b: &MineBench) -> Result<()> {
                 q.push(qid.to_string());
                 d.push((base + i as u64).to_string());
                 r.push(i as u32 + 1);
-                s.push(100.0 - i as f32 * 0.5);
+                s.push(100.0 - i as f64 * 0.5);
             }
         }
         if let Some(t) = teacher.as_mut() {
@@ -816,7 +816,7 @@ pub fn mine(b: &MineBench) -> Result<()> {
             Arc::new(splade_stages::arrow::array::StringArray::from(q)),
             Arc::new(splade_stages::arrow::array::StringArray::from(d)),
             Arc::new(splade_stages::arrow::array::UInt32Array::from(r)),
-            Arc::new(splade_stages::arrow::array::Float32Array::from(s)),
+            Arc::new(splade_stages::arrow::array::Float64Array::from(s)),
         ])?;
         let n = qq.len();
         qrels.write_columns(vec![
@@ -972,7 +972,7 @@ pub fn quantization(b: &QuantizationBench) -> Result<()> {
                         qid: qids[i].clone(),
                         did: doc_ids[doc as usize].clone(),
                         rank: rank as u32 + 1,
-                        score,
+                        score: f64::from(score),
                     };
                     let frun = float
                         .iter()

@@ -796,7 +796,7 @@ fn push_run(path: &Path, sink: &mut ScoreSink<'_>) -> Result<()> {
         }
     }
     for r in &rows {
-        sink.push(&r.qid, &r.did, r.score)?;
+        sink.push(&r.qid, &r.did, r.score as f32)?;
     }
     Ok(())
 }

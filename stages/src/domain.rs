@@ -30,8 +30,9 @@ pub struct RunRow {
     pub did: String,
     /// 1-based rank.
     pub rank: u32,
-    /// Retrieval score.
-    pub score: f32,
+    /// Retrieval score, at the precision it came with (an ingested run keeps its digits;
+    /// `evaluate` compares scores as trec_eval does, rounded to f32).
+    pub score: f64,
 }
 
 /// A sparse vector: term ids ascending, with their (positive) weights.

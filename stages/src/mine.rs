@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use arrow::array::{Float32Array, RecordBatch, StringArray};
+use arrow::array::{Float64Array, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -404,7 +404,7 @@ fn read_grouped_run(path: &Path, keep: &BTreeMap<String, Vec<String>>) -> Result
                     id
                 }
             };
-            lists[slot].push((id, s.value(i)));
+            lists[slot].push((id, s.value(i) as f32));
         }
         Ok(())
     })?;
@@ -423,7 +423,7 @@ fn read_grouped_run(path: &Path, keep: &BTreeMap<String, Vec<String>>) -> Result
 fn run_columns<'b>(
     file: &Path,
     batch: &'b RecordBatch,
-) -> Result<(&'b StringArray, &'b StringArray, &'b Float32Array)> {
+) -> Result<(&'b StringArray, &'b StringArray, &'b Float64Array)> {
     let col = |name: &str| {
         batch
             .column_by_name(name)
@@ -432,7 +432,7 @@ fn run_columns<'b>(
     let (q, d, s) = (col("qid")?, col("did")?, col("score")?);
     let q = q.as_any().downcast_ref::<StringArray>();
     let d = d.as_any().downcast_ref::<StringArray>();
-    let s = s.as_any().downcast_ref::<Float32Array>();
+    let s = s.as_any().downcast_ref::<Float64Array>();
     let (Some(q), Some(d), Some(s)) = (q, d, s) else {
         return Err(StageError::parquet(file, "run columns mistyped"));
     };

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float32Array, Float32Builder, Float64Array, Int32Array, Int32Builder,
-    ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array, UInt32Builder,
+    Array, ArrayRef, Float32Array, Float32Builder, Float64Array, Float64Builder, Int32Array,
+    Int32Builder, ListArray, ListBuilder, RecordBatch, StringArray, StringBuilder, UInt32Array,
+    UInt32Builder,
 };
 use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -288,7 +289,7 @@ pub fn read_run(path: &Path) -> Result<Vec<RunRow>> {
         let q = column::<StringArray>(path, &batch, "qid")?;
         let d = column::<StringArray>(path, &batch, "did")?;
         let r = column::<UInt32Array>(path, &batch, "rank")?;
-        let s = column::<Float32Array>(path, &batch, "score")?;
+        let s = column::<Float64Array>(path, &batch, "score")?;
         for i in 0..batch.num_rows() {
             out.push(RunRow {
                 qid: q.value(i).into(),
@@ -308,7 +309,7 @@ pub fn write_run(path: &Path, rows: &[RunRow]) -> Result<u64> {
         let mut q = StringBuilder::new();
         let mut d = StringBuilder::new();
         let mut r = UInt32Builder::new();
-        let mut s = Float32Builder::new();
+        let mut s = Float64Builder::new();
         for row in chunk {
             q.append_value(&row.qid);
             d.append_value(&row.did);

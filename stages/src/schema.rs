@@ -22,13 +22,13 @@ pub fn qrels() -> SchemaRef {
     ]))
 }
 
-/// `qid: utf8, did: utf8, rank: uint32, score: float32` — a ranked run.
+/// `qid: utf8, did: utf8, rank: uint32, score: float64` — a ranked run.
 pub fn run() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("qid", DataType::Utf8, false),
         Field::new("did", DataType::Utf8, false),
         Field::new("rank", DataType::UInt32, false),
-        Field::new("score", DataType::Float32, false),
+        Field::new("score", DataType::Float64, false),
     ]))
 }
 

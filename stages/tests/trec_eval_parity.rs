@@ -108,3 +108,30 @@ fn queries_missing_on_either_side() {
 fn empty_run() {
     check_case("case_empty_run");
 }
+
+/// Full-precision scores with near-ties float32 cannot tell apart: trec_eval rounds scores to
+/// f32 (its `sim` is a C float), so these tie there and the docid decides; ordering by the f64
+/// values would change every query of this case.
+#[test]
+fn full_precision_scores_and_near_ties_as_trec_eval() {
+    check_case("case_precision");
+}
+
+/// A run keeps the precision it came with: the scores of an ingested run are the f64 values
+/// of its text, digit for digit.
+#[test]
+fn runs_keep_full_precision() {
+    let path = fixtures().join("case_precision/run.trec");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let run = read_run(&path).unwrap();
+    let mut near_ties = 0;
+    for (line, row) in text.lines().zip(&run) {
+        let written: f64 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
+        assert_eq!(row.score.to_bits(), written.to_bits(), "{line}");
+        near_ties += usize::from(f64::from(row.score as f32) != row.score);
+    }
+    assert!(
+        near_ties > 100,
+        "the fixture's scores need more than f32: {near_ties}"
+    );
+}

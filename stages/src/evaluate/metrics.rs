@@ -143,6 +143,8 @@ pub fn evaluate(
             .or_default()
             .insert(q.did.as_str(), q.rel);
     }
+    // trec_eval keeps each score as a C float (`TEXT_RESULTS.sim`), so scores closer than f32
+    // can tell apart tie there, and the tie goes to the docid: compared the same way here.
     let mut ranked: HashMap<&str, Vec<(&str, f32)>> = HashMap::new();
     for r in run {
         if opts.remove_self_matches && r.did == r.qid {
@@ -151,7 +153,7 @@ pub fn evaluate(
         ranked
             .entry(r.qid.as_str())
             .or_default()
-            .push((r.did.as_str(), r.score));
+            .push((r.did.as_str(), r.score as f32));
     }
     let mut per_query = BTreeMap::new();
     for (qid, docs) in ranked.iter_mut() {

@@ -293,7 +293,7 @@ pub fn read_run(path: &Path) -> Result<Vec<RunRow>> {
                         0,
                         format!("qid `{qid}` did `{did}`: score {score} is not a finite number"),
                     )
-                })? as f32;
+                })?;
                 rows.push(RunRow {
                     qid: qid.clone(),
                     did: did.clone(),
@@ -347,7 +347,7 @@ pub fn read_run(path: &Path) -> Result<Vec<RunRow>> {
                 qid: fields[0].into(),
                 did: fields[2].into(),
                 rank,
-                score: score as f32,
+                score,
             });
         }
     }

@@ -85,7 +85,7 @@ fn empty_input(path: &std::path::Path) -> StageError {
 impl TypedStage for Ingest {
     type Params = IngestParams;
     const KIND: &'static str = "ingest";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DOC: &'static str =
         "read collections, queries, qrels and runs from user files into Parquet";
 

@@ -82,7 +82,7 @@ impl TypedStage for Retrieve {
     type Params = RetrieveParams;
     const KIND: &'static str = "retrieve";
     const SPLITS_INTO_TASKS: bool = true;
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DOC: &'static str =
         "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch";
 
@@ -284,7 +284,7 @@ impl Searcher<'_> {
                             qid: self.qids[i].clone(),
                             did: did.clone(),
                             rank: rows.len() as u32 + 1,
-                            score,
+                            score: f64::from(score),
                         });
                     }
                     rows

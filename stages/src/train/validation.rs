@@ -93,7 +93,7 @@ impl ValidationSet {
                     qid: self.queries.ids[qi].clone(),
                     did: self.docs.ids[d].clone(),
                     rank: rank as u32 + 1,
-                    score: s,
+                    score: f64::from(s),
                 });
             }
         }
