@@ -10,7 +10,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 use splade_stages::contract::ResumeError;
 use splade_stages::params::ParamType;
-use splade_stages::{Registry, ResolvedInput, ResumeStore, Stage, StageContext, StageOutcome};
+use splade_stages::{
+    Registry, ResolvedInput, ResumeStore, Stage, StageContext, StageError, StageOutcome,
+};
 
 use crate::artifact::{ArtifactRoot, Manifest};
 use crate::dag::Dag;
@@ -106,6 +108,9 @@ pub enum Outcome {
     Cached,
     /// It failed; the error.
     Failed(String),
+    /// It stopped at a step or shard boundary because the run was asked to (Ctrl-C, SIGTERM,
+    /// preemption), after saving what the rerun resumes from; where it stopped.
+    Stopped(String),
     /// It did not run; why.
     Skipped(String),
 }
@@ -118,6 +123,7 @@ impl Outcome {
             Outcome::Executed { .. } => "executed",
             Outcome::Cached => "cached",
             Outcome::Failed(_) => "failed",
+            Outcome::Stopped(_) => "stopped",
             Outcome::Skipped(_) => "skipped",
         }
     }
@@ -133,7 +139,7 @@ impl Outcome {
     /// The error or the reason it was skipped.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            Outcome::Failed(e) | Outcome::Skipped(e) => Some(e),
+            Outcome::Failed(e) | Outcome::Stopped(e) | Outcome::Skipped(e) => Some(e),
             _ => None,
         }
     }
@@ -705,7 +711,7 @@ impl Engine {
             .ok_or_else(|| anyhow!("the run record went missing"))?;
         let failed = reports
             .iter()
-            .any(|r| matches!(r.outcome, Outcome::Failed(_)));
+            .any(|r| matches!(r.outcome, Outcome::Failed(_) | Outcome::Stopped(_)));
         for name in &selected {
             if !reports.iter().any(|r| &r.name == name) {
                 let r = StageReport {
@@ -777,7 +783,7 @@ impl Engine {
                 running -= 1;
                 self.note_ended(&r);
                 report(&r);
-                if matches!(r.outcome, Outcome::Failed(_)) {
+                if matches!(r.outcome, Outcome::Failed(_) | Outcome::Stopped(_)) {
                     failed = true;
                 } else {
                     for child in selected {
@@ -820,7 +826,12 @@ impl Engine {
         }));
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => report.outcome = Outcome::Failed(format!("{e:#}")),
+            Ok(Err(e)) => {
+                report.outcome = match e.chain().find_map(|c| c.downcast_ref::<StageError>()) {
+                    Some(StageError::Cancelled(at)) => Outcome::Stopped(at.clone()),
+                    _ => Outcome::Failed(format!("{e:#}")),
+                }
+            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()

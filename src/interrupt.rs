@@ -113,7 +113,7 @@ fn watch(rerun: Option<String>) {
             say(
                 rerun.is_some(),
                 &format!(
-                    "\n{}: `{}` writes a checkpoint at its next step and stops (send it again \
+                    "\n{}: `{}` saves its current step or shard and stops (send it again \
                      to stop now)",
                     signal_name(sig),
                     cooperative.join("`, `")

@@ -37,7 +37,7 @@ fn ctrl_c_checkpoints_a_running_training_and_the_rerun_resumes_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
-        stderr.contains("`train` writes a checkpoint at its next step"),
+        stderr.contains("`train` saves its current step or shard and stops"),
         "{stderr}"
     );
     assert!(

@@ -222,6 +222,7 @@ fn interrupted_run_says_how_to_continue() {
     let a = tmp.path().join("art");
     let child = splade(&a)
         .args(["run", &pipeline, "--no-progress"])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -241,6 +242,19 @@ fn interrupted_run_says_how_to_continue() {
             && stderr.contains("continue with:")
             && stderr.contains(&format!("run {pipeline}")),
         "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(outcome_of(&stdout, "a"), "stopped", "{stdout}");
+    // The stage stopped at a shard boundary: the shard in flight was finished and recorded.
+    assert!(
+        stderr.contains("`a` saves its current step or shard and stops"),
+        "{stderr}"
+    );
+    let files = committed_shards(&a, "shards");
+    let plan = ok(&a, &["plan", &pipeline]);
+    assert!(
+        plan.contains(&format!("\"done\":{files}")),
+        "{files} files: {plan}"
     );
     let rerun = ok(&a, &["run", &pipeline]);
     assert_eq!(outcome_of(&rerun, "a"), "resumed", "{rerun}");

@@ -114,6 +114,7 @@ fn print_report(r: &StageReport, width: usize) {
         Outcome::Executed { seconds, .. } => (r.outcome.label(), format!("{seconds:.2}s")),
         Outcome::Cached => ("cached", String::new()),
         Outcome::Failed(e) => ("FAILED", e.clone()),
+        Outcome::Stopped(at) => ("stopped", format!("{at}; resumes on the next run")),
         Outcome::Skipped(why) => ("skipped", why.clone()),
     };
     println!(
@@ -134,7 +135,7 @@ fn print_summaries(reports: &[StageReport], seconds: f64) {
         reports.len(),
         count(|o| matches!(o, Outcome::Executed { .. })),
         count(|o| matches!(o, Outcome::Cached)),
-        count(|o| matches!(o, Outcome::Failed(_))),
+        count(|o| matches!(o, Outcome::Failed(_) | Outcome::Stopped(_))),
         count(|o| matches!(o, Outcome::Skipped(_))),
     );
 }

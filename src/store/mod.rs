@@ -62,12 +62,24 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
-    /// sled failed.
+    /// sled failed (the cause is in the message, not chained, so it is printed once).
     #[error("artifact store: {0}; {REPAIR_HINT}")]
-    Db(#[from] sled::Error),
+    Db(sled::Error),
     /// A record does not parse.
     #[error("artifact store: corrupt record: {0}; {REPAIR_HINT}")]
-    Record(#[from] serde_json::Error),
+    Record(serde_json::Error),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Db(e)
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Record(e)
+    }
 }
 
 impl StoreError {
@@ -191,20 +203,7 @@ fn create_from_disk(root: &Path, dir: &Path) -> Result<Rebuilt, StoreError> {
 
 /// Opens the sled database at `dir` and checks its layout and every record.
 fn open_existing(dir: &Path) -> Result<Trees, StoreError> {
-    let opened = std::panic::catch_unwind(|| {
-        sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(500))
-            .open()
-    });
-    let db = match opened {
-        Ok(db) => db?,
-        Err(_) => {
-            return Err(StoreError::Db(sled::Error::ReportableBug(
-                "sled panicked reading the store".into(),
-            )))
-        }
-    };
+    let db = open_sled(dir)?;
     let meta = db.open_tree("meta")?;
     match meta.get("layout")? {
         Some(v) => {
@@ -225,6 +224,37 @@ fn open_existing(dir: &Path) -> Result<Trees, StoreError> {
     let trees = Trees::of(db)?;
     trees.check_every_record()?;
     Ok(trees)
+}
+
+/// Opens sled at `dir`. sled's own file lock can outlive a database this process just closed
+/// (its background threads let go a moment later), and only this process can hold it (we hold
+/// `<root>/.lock`), so a refused lock is retried for a while.
+fn open_sled(dir: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(dir)
+                .flush_every_ms(Some(500))
+                .open()
+        });
+        match opened {
+            Ok(Ok(db)) => return Ok(db),
+            // sled reports it as ErrorKind::Other with this text.
+            Ok(Err(sled::Error::Io(e)))
+                if e.to_string().starts_with("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(StoreError::Db(sled::Error::ReportableBug(
+                    "sled panicked reading the store".into(),
+                )))
+            }
+        }
+    }
 }
 
 /// Moves a damaged store directory aside (kept for a bug report; `gc` removes it).

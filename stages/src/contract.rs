@@ -32,8 +32,9 @@ pub trait Stage: Send + Sync {
     fn check(&self, params: &Value) -> std::result::Result<(), ParamError>;
     /// Does the work.
     fn run(&self, ctx: &mut StageContext) -> Result<StageOutcome>;
-    /// True for kinds that watch [`StageContext::cancelled`] and stop at their next checkpoint
-    /// boundary with [`StageError::Cancelled`] (others are stopped where they are, like a kill).
+    /// True for kinds that watch [`StageContext::cancelled`] and stop at their next checkpoint or
+    /// shard boundary with [`StageError::Cancelled`] after saving it (others are stopped where
+    /// they are, like a kill).
     fn stops_at_checkpoints(&self) -> bool {
         false
     }

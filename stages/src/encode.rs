@@ -131,6 +131,7 @@ impl TypedStage for Encode {
     const KIND: &'static str = "encode";
     const SPLITS_INTO_TASKS: bool = true;
     const VERSION: u32 = 1;
+    const STOPS_AT_CHECKPOINTS: bool = true;
     const DOC: &'static str =
         "texts → SPLADE sparse vectors (id, terms, weights), sharded and resumable";
 

@@ -783,6 +783,7 @@ impl TypedStage for Mine {
     type Params = MineParams;
     const KIND: &'static str = "mine";
     const VERSION: u32 = 2;
+    const STOPS_AT_CHECKPOINTS: bool = true;
     const DOC: &'static str = "run + qrels, or msmarco-hard-negatives.jsonl → hard negatives per query (rank window, sampling, teacher false-negative filter)";
 
     fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {

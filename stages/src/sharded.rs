@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::contract::{shard_file, StageContext};
-use crate::error::Result;
+use crate::error::{Result, StageError};
 
 /// A sharded output of the running stage: where its shards go and which are already committed.
 pub struct ShardedOutput {
@@ -103,7 +103,23 @@ impl ShardedOutput {
         }
         state.extend(extra);
         ctx.save_resume_state(&Value::Object(state))?;
-        Ok(())
+        self.stop_if_cancelled(ctx)
+    }
+
+    /// After a commit: when the run is asked to stop and shards remain, stops the stage at this
+    /// shard boundary (DESIGN §5); the rerun resumes at the next shard.
+    fn stop_if_cancelled(&self, ctx: &StageContext) -> Result<()> {
+        if !ctx.cancelled() || self.committed >= self.shards {
+            return Ok(());
+        }
+        let of = match self.shards {
+            usize::MAX => String::new(),
+            n => format!(" of {n}"),
+        };
+        Err(StageError::Cancelled(format!(
+            "after shard {}{of}",
+            self.committed
+        )))
     }
 }
 

@@ -38,6 +38,7 @@ impl TypedStage for SlowShards {
     const KIND: &'static str = "slow_shards";
     const SPLITS_INTO_TASKS: bool = true;
     const VERSION: u32 = 1;
+    const STOPS_AT_CHECKPOINTS: bool = true;
     const DOC: &'static str = "test only: writes deterministic shards slowly, resumable per shard";
 
     fn outputs(&self, _params: &SlowShardsParams) -> Vec<String> {

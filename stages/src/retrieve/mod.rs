@@ -83,6 +83,7 @@ impl TypedStage for Retrieve {
     const KIND: &'static str = "retrieve";
     const SPLITS_INTO_TASKS: bool = true;
     const VERSION: u32 = 2;
+    const STOPS_AT_CHECKPOINTS: bool = true;
     const DOC: &'static str =
         "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch";
 
