@@ -266,3 +266,33 @@ fn references_to_the_wrong_kind_of_artifact_are_refused() {
         "{err}"
     );
 }
+
+/// An empty input file is an error naming it, unless the pipeline says empty is fine.
+#[test]
+fn empty_files_are_errors_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("empty.trec"), "\n\n").unwrap();
+    let body = |allow: &str| {
+        format!(
+            "{HEAD}[stage.ingest]\nkind = \"ingest\"\n\
+             qrels = {{ dev = \"pipelines/data/toy/qrels.dev.trec\" }}\n\
+             runs = {{ r = \"{}\" }}\n{allow}",
+            tmp.path().join("empty.trec").display()
+        )
+    };
+    let art = tmp.path().join("artifacts");
+    let strict = write_pipeline(tmp.path(), "strict.toml", &body(""));
+    let err = fails(&art, &["run", &strict]);
+    assert!(
+        err.contains("empty.trec") && err.contains("no rows") && err.contains("allow_empty"),
+        "{err}"
+    );
+    let allowed = write_pipeline(tmp.path(), "allowed.toml", &body("allow_empty = true\n"));
+    ok(&art, &["run", &allowed]);
+    let m: serde_json::Value = serde_json::from_str(&ok(
+        &art,
+        &["inspect", &allowed, "ingest.r_run", "--manifest"],
+    ))
+    .unwrap();
+    assert_eq!(m["outputs"]["r_run"]["rows"], 0, "{m}");
+}

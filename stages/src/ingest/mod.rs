@@ -34,6 +34,8 @@ crate::stage_params! {
         runs: Map<String, Value> [FileMap] = "{}",
         /// keep only queries judged in the qrels of the same name (BEIR's queries.jsonl holds every split)
         queries_in_qrels: bool [Bool] = "false",
+        /// accept files with no rows (written as empty outputs); otherwise an empty file is an error
+        allow_empty: bool [Bool] = "false",
     }
 }
 
@@ -46,6 +48,7 @@ fn ingest_id_text(
     beir_name: &str,
     out: &std::path::Path,
     keep: Option<&std::collections::HashSet<String>>,
+    allow_empty: bool,
 ) -> Result<u64> {
     let (file, format) = formats::resolve_text_source(source, beir_name)?;
     let mut sink = ParquetSink::create(out, schema::id_text())?;
@@ -67,8 +70,16 @@ fn ingest_id_text(
     })?;
     sink.write_columns(vec![Arc::new(ids.finish()), Arc::new(texts.finish())])?;
     let rows = sink.finish()?;
-    if rows == 0 {
-        return Err(empty_input(&file));
+    if rows == 0 && !allow_empty {
+        return Err(match keep {
+            Some(_) => StageError::malformed(
+                &file,
+                0,
+                "no query of this file is judged in the qrels of the same name \
+                 (queries_in_qrels = true); set allow_empty = true to accept that",
+            ),
+            None => empty_input(&file),
+        });
     }
     Ok(rows)
 }
@@ -78,7 +89,8 @@ fn empty_input(path: &std::path::Path) -> StageError {
     StageError::malformed(
         path,
         0,
-        "no rows: the file is empty or holds only blank lines",
+        "no rows: the file is empty or holds only blank lines (set `allow_empty = true` to \
+         accept that)",
     )
 }
 
@@ -131,7 +143,13 @@ impl TypedStage for Ingest {
         if ctx.inputs.contains_key("docs") {
             let started = Instant::now();
             let source = ctx.input("docs")?.path().to_path_buf();
-            let rows = ingest_id_text(&source, "corpus.jsonl", &ctx.output_file("docs"), None)?;
+            let rows = ingest_id_text(
+                &source,
+                "corpus.jsonl",
+                &ctx.output_file("docs"),
+                None,
+                p.allow_empty,
+            )?;
             let secs = started.elapsed().as_secs_f64();
             stats.insert(
                 "docs".into(),
@@ -155,12 +173,13 @@ impl TypedStage for Ingest {
                 "queries.jsonl",
                 &ctx.output_file(&format!("{name}_queries")),
                 judged.as_ref(),
+                p.allow_empty,
             )?;
             stats.insert(format!("{name}_queries"), json!({"rows": rows}));
         }
         for (name, path) in ctx.file_map("qrels") {
             let qrels = formats::read_qrels(&path)?;
-            if qrels.is_empty() {
+            if qrels.is_empty() && !p.allow_empty {
                 return Err(empty_input(&path));
             }
             let queries: std::collections::HashSet<&str> =
@@ -175,6 +194,9 @@ impl TypedStage for Ingest {
         }
         for (name, path) in ctx.file_map("runs") {
             let run = formats::read_run(&path)?;
+            if run.is_empty() && !p.allow_empty {
+                return Err(empty_input(&path));
+            }
             let queries: std::collections::HashSet<&str> =
                 run.iter().map(|r| r.qid.as_str()).collect();
             let n_queries = queries.len();
