@@ -60,6 +60,7 @@ enum Command {
 
 fn main() {
     quit_quietly_on_closed_pipes();
+    stop_cleanly_when_output_fails();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -100,4 +101,30 @@ fn quit_quietly_on_closed_pipes() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+/// Exit status for output that cannot be written (EX_IOERR).
+const EXIT_OUTPUT_FAILED: i32 = 74;
+
+/// stdout or stderr on a full disk (or any failing file): `println!` panics on a failed write.
+/// This hook turns that panic into one line on stderr (if it still takes it) and exit status 74;
+/// the running stage is left resumable, as after any kill.
+fn stop_cleanly_when_output_fails() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {message}; stopped (committed stages, shards and checkpoints are kept)"
+            );
+            std::process::exit(EXIT_OUTPUT_FAILED);
+        }
+        default(info);
+    }));
 }

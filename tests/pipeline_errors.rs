@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 const HEAD: &str = "name = \"t\"\n";
 const INGEST: &str = "[stage.ingest]\nkind = \"ingest\"\nqrels = { dev = \"pipelines/data/toy/qrels.dev.trec\" }\nruns = { r = \"pipelines/data/toy/run.dev.bm25.trec\" }\n";
@@ -295,4 +296,38 @@ fn empty_files_are_errors_unless_allowed() {
     ))
     .unwrap();
     assert_eq!(m["outputs"]["r_run"]["rows"], 0, "{m}");
+}
+
+/// stdout and stderr on a full disk (/dev/full): a clear line and status 74, never a panic.
+#[test]
+fn output_to_a_full_disk_ends_with_status_74() {
+    if !Path::new("/dev/full").exists() {
+        skip("no /dev/full on this system");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = splade(&tmp.path().join("a"))
+        .args(["kinds"])
+        .stdout(full())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert!(
+        err.contains("failed printing to stdout") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = splade(&tmp.path().join("a"))
+        .args(["run", "pipelines/toy-retrieval.toml", "--until", "ingest"])
+        .stdout(full())
+        .stderr(full())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74));
 }
