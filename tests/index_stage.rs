@@ -41,7 +41,7 @@ fn pipeline(dir: &Path, input: &Path) -> String {
         "index.toml",
         &format!(
             "name = \"index\"\n\
-             [stage.mem]\nkind = \"index\"\ninput = \"{0}\"\n\
+             [stage.mem]\nkind = \"index\"\ninput = \"{0}\"\nmemory_budget = 0\n\
              [stage.spill]\nkind = \"index\"\ninput = \"{0}\"\nmemory_budget = 0.05\n",
             input.display()
         ),

@@ -24,8 +24,8 @@ crate::stage_params! {
     pub struct IndexParams {
         /// document sparse vectors: a reference ("encode_docs.vectors") or a Parquet file or shard directory
         input: String [FileOrArtifact],
-        /// MiB of postings held in memory; beyond it, sorted runs are spilled per input shard and merged (0 = no limit)
-        memory_budget: f64 [Float] = "0.0",
+        /// MiB of postings held in memory; beyond it, sorted runs are spilled per input shard and merged (0 = no limit; the same bytes either way)
+        memory_budget: f64 [Float] = "1024.0",
         /// weight mapped to impact 255 (0 = the collection's largest weight)
         max_weight: f64 [Float] = "0.0",
         /// vocabulary size (term ids below it)
