@@ -213,6 +213,32 @@ pub fn read_id_text(path: &Path) -> Result<IdText> {
     Ok(out)
 }
 
+/// The rows of an `id, text` artifact whose id `keep` accepts, streaming (only kept rows are
+/// held).
+pub fn read_id_text_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<IdText> {
+    let mut out = IdText::default();
+    for_each_batch(path, &schema::id_text(), |file, batch| {
+        let ids = column::<StringArray>(file, &batch, "id")?;
+        let texts = column::<StringArray>(file, &batch, "text")?;
+        for i in 0..batch.num_rows() {
+            if keep(ids.value(i)) {
+                out.ids.push(ids.value(i).to_string());
+                out.texts.push(texts.value(i).to_string());
+            }
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Rows of an output (file or shard directory), from the Parquet footers.
+pub fn count_rows(path: &Path) -> Result<u64> {
+    parquet_files(path)?
+        .iter()
+        .map(|f| describe_file(f).map(|(rows, _)| rows))
+        .sum()
+}
+
 /// The ids of an `id, text` artifact, reading only the id column.
 pub fn read_ids(path: &Path) -> Result<Vec<String>> {
     let expected = Arc::new(arrow::datatypes::Schema::new(vec![schema::id_text()

@@ -277,7 +277,7 @@ mod tests {
             qid: q.into(),
             did: d.into(),
             rank: 0,
-            score: s,
+            score: f64::from(s),
         }
     }
     fn qrel(q: &str, d: &str, r: i32) -> Qrel {

@@ -14,7 +14,7 @@ pub mod regularizer;
 pub mod step;
 pub mod validation;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +25,7 @@ use burn::tensor::Device;
 use serde_json::{json, Map, Value};
 
 use crate::contract::{StageContext, StageOutcome, TypedStage};
+use crate::domain::{IdText, Qrel};
 use crate::error::{Result, StageError};
 use crate::model::export::export_hf;
 use crate::model::loader::load_mlm_as;
@@ -662,12 +663,51 @@ fn load_validation_set(ctx: &StageContext, p: &TrainParams) -> Result<Option<Val
     } else {
         "docs"
     };
+    let queries = read_id_text(ctx.input("validation_queries")?.path())?;
+    let qrels = read_qrels(ctx.input("validation_qrels")?.path())?;
+    let docs = validation_docs(ctx.input(docs_key)?.path(), &queries, &qrels, p)?;
     Ok(Some(ValidationSet {
-        queries: read_id_text(ctx.input("validation_queries")?.path())?,
-        docs: read_id_text(ctx.input(docs_key)?.path())?,
-        qrels: read_qrels(ctx.input("validation_qrels")?.path())?,
+        queries,
+        docs,
+        qrels,
         recall_k: p.recall_k,
     }))
+}
+
+/// The documents validation encodes: all of them up to `validation_max_docs`; beyond, every
+/// document the validation queries' qrels judge plus a sample of the others, chosen by a hash
+/// of the id and the seed (deterministic, about `validation_max_docs` in all), so validation
+/// costs the same on the toy and on 8.8M passages. Its MRR@10 is then measured against that
+/// subset, as naver's validation measures against its own re-ranking subset.
+fn validation_docs(
+    path: &std::path::Path,
+    queries: &IdText,
+    qrels: &[Qrel],
+    p: &TrainParams,
+) -> Result<IdText> {
+    let total = crate::parquet_io::count_rows(path)?;
+    let limit = p.validation_max_docs as u64;
+    if limit == 0 || total <= limit {
+        return read_id_text(path);
+    }
+    let asked: HashSet<&str> = queries.ids.iter().map(String::as_str).collect();
+    let judged: HashSet<&str> = qrels
+        .iter()
+        .filter(|q| asked.contains(q.qid.as_str()))
+        .map(|q| q.did.as_str())
+        .collect();
+    let room = limit.saturating_sub(judged.len() as u64);
+    let threshold = (room as f64 / total as f64 * u64::MAX as f64) as u64;
+    let seed = p.seed.to_le_bytes();
+    crate::parquet_io::read_id_text_where(path, |id| {
+        judged.contains(id) || {
+            let mut h = blake3::Hasher::new();
+            h.update(&seed);
+            h.update(id.as_bytes());
+            let bytes = h.finalize();
+            u64::from_le_bytes(bytes.as_bytes()[..8].try_into().unwrap_or([0; 8])) < threshold
+        }
+    })
 }
 
 /// The encoders to train, in training mode, initialised on `main` after seeding it; with a
@@ -777,4 +817,69 @@ fn export_pair(
     }
     remove_dir_if_exists(to)?;
     std::fs::rename(&tmp, to).map_err(|e| StageError::io(to, e))
+}
+
+#[cfg(test)]
+mod validation_subset_tests {
+    use super::*;
+    use crate::params::StageParams;
+
+    fn params(max_docs: usize, seed: u64) -> TrainParams {
+        TrainParams::with_defaults(&json!({
+            "negatives": "n", "docs": "d", "queries": "q",
+            "validation_max_docs": max_docs, "seed": seed,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_large_collection_is_cut_to_judged_docs_and_a_deterministic_sample() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("docs.parquet");
+        let docs = IdText {
+            ids: (0..1000).map(|i| format!("d{i}")).collect(),
+            texts: (0..1000).map(|i| format!("text {i}")).collect(),
+        };
+        crate::parquet_io::write_id_text(&path, &docs).unwrap();
+        let queries = IdText {
+            ids: (0..10).map(|i| format!("q{i}")).collect(),
+            texts: vec![String::new(); 10],
+        };
+        let mut qrels: Vec<Qrel> = (0..30)
+            .map(|i| Qrel {
+                qid: format!("q{}", i % 10),
+                did: format!("d{}", i * 31),
+                rel: 1,
+            })
+            .collect();
+        // A judgment of a query validation does not ask is not kept for its sake.
+        qrels.push(Qrel {
+            qid: "other".into(),
+            did: "d999".into(),
+            rel: 1,
+        });
+
+        let cut = validation_docs(&path, &queries, &qrels, &params(200, 1)).unwrap();
+        for i in 0..30 {
+            assert!(
+                cut.ids.contains(&format!("d{}", i * 31)),
+                "judged d{} kept",
+                i * 31
+            );
+        }
+        assert!(
+            (120..=280).contains(&cut.ids.len()),
+            "{} docs",
+            cut.ids.len()
+        );
+        assert_eq!(cut.ids.len(), cut.texts.len());
+        let again = validation_docs(&path, &queries, &qrels, &params(200, 1)).unwrap();
+        assert_eq!(cut.ids, again.ids, "deterministic");
+        let other_seed = validation_docs(&path, &queries, &qrels, &params(200, 2)).unwrap();
+        assert_ne!(cut.ids, other_seed.ids, "the sample follows the seed");
+        for all in [0, 1000, 5000] {
+            let whole = validation_docs(&path, &queries, &qrels, &params(all, 1)).unwrap();
+            assert_eq!(whole.ids.len(), 1000, "limit {all}");
+        }
+    }
 }

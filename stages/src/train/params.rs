@@ -137,6 +137,8 @@ crate::stage_params! {
         validation_qrels: Option<String> [Artifact] = "null",
         /// dev collection; default: `docs`
         validation_docs: Option<String> [Artifact] = "null",
+        /// most documents validation encodes: a larger collection is cut to the judged documents plus a deterministic sample (0 = all)
+        validation_max_docs: usize [Int] = "20000",
         /// validation Recall@k
         recall_k: usize [Int] = "100",
         /// output the last weights, or those with the best validation MRR@10
