@@ -639,15 +639,16 @@ fn load_training_set(
     p: &TrainParams,
     objective: &Objective,
 ) -> Result<TrainingSet> {
+    // Read only when a loss uses them: 160M MS MARCO scores are gigabytes.
     let teacher = match ctx.inputs.get("teacher_scores") {
-        Some(t) => Some(read_teacher_scores(t.path(), None)?),
-        None => None,
+        Some(t) if objective.needs_teacher() => Some(read_teacher_scores(t.path(), None)?),
+        _ => None,
     };
     TrainingSet::load(
         ctx.input("negatives")?.path(),
         ctx.input("docs")?.path(),
         ctx.input("queries")?.path(),
-        teacher.filter(|_| objective.needs_teacher()),
+        teacher,
         p.negatives_per_query as usize,
         p.seed,
     )
