@@ -1,6 +1,9 @@
 //! `bm25`: documents → BM25 term-weight vectors over the model's WordPiece vocabulary, so BM25
 //! runs through the same `index` and `retrieve` stages as SPLADE (queries: `encode` with
 //! `mode = "bag_of_words"`). Lucene's idf `ln(1 + (N − df + 0.5)/(df + 0.5))`.
+//!
+//! Two streaming passes over the collection (counts, then weights written a shard of 100k
+//! documents at a time, resumable per shard): memory is 4 bytes per document plus one shard.
 
 use std::collections::HashMap;
 
@@ -8,11 +11,12 @@ use rayon::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::contract::{StageContext, StageOutcome, TypedStage};
-use crate::encode::vector_stats;
+use crate::encode::VectorStats;
 use crate::error::Result;
 use crate::model::{TextTokenizer, BERT_VOCAB_SIZE};
 use crate::params::ParamError;
-use crate::parquet_io::{read_id_text, write_sparse, SparseVector};
+use crate::parquet_io::{read_sparse, write_sparse, IdTextChunks, SparseVector};
+use crate::sharded::ShardedOutput;
 
 /// The bm25 stage kind.
 pub struct Bm25;
@@ -36,7 +40,8 @@ crate::stage_params! {
 impl TypedStage for Bm25 {
     type Params = Bm25Params;
     const KIND: &'static str = "bm25";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
+    const STOPS_AT_CHECKPOINTS: bool = true;
     const DOC: &'static str =
         "documents → BM25 weight vectors (index them with `index`, query with bag-of-words vectors)";
 
@@ -84,68 +89,122 @@ impl TypedStage for Bm25 {
     }
 
     fn run(&self, p: Bm25Params, ctx: &mut StageContext) -> Result<StageOutcome> {
-        let (k1, b, max_len) = (p.k1, p.b, p.max_length);
-        let tok = TextTokenizer::load(ctx.input("model")?.path(), max_len.max(2) as usize)?;
-        let docs = read_id_text(ctx.input("input")?.path())?;
-        let specials = tok.special_ids().clone();
-        let tfs: Vec<(HashMap<u32, u32>, u32)> = docs
-            .texts
-            .par_chunks(256)
-            .map(|chunk| {
-                let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                tok.encode_batch(&refs).map(|ids| {
-                    ids.into_iter()
-                        .map(|ids| {
-                            let mut tf = HashMap::new();
-                            let mut len = 0u32;
-                            for t in ids.into_iter().filter(|t| !specials.contains(t)) {
-                                *tf.entry(t).or_insert(0u32) += 1;
-                                len += 1;
-                            }
-                            (tf, len)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .flatten()
-            .collect();
-        let n = tfs.len() as f64;
-        let avgdl = tfs.iter().map(|(_, l)| *l as f64).sum::<f64>() / n.max(1.0);
-        let mut df: HashMap<u32, u32> = HashMap::new();
-        for (tf, _) in &tfs {
-            for t in tf.keys() {
-                *df.entry(*t).or_insert(0) += 1;
+        let tok = TextTokenizer::load(ctx.input("model")?.path(), p.max_length.max(2) as usize)?;
+        let input = ctx.input("input")?.path().to_path_buf();
+        let counts = collection_counts(&input, &tok)?;
+        let shards = counts.lens.len().div_ceil(DOCS_PER_SHARD).max(1);
+        let mut out = ShardedOutput::open(ctx, "vectors", shards)?;
+        let weigh = Weighting {
+            k1: p.k1,
+            b: p.b,
+            counts: &counts,
+        };
+        let mut stats = VectorStats::new(BERT_VOCAB_SIZE);
+        let mut chunks = IdTextChunks::open(&input, DOCS_PER_SHARD)?;
+        for s in 0..shards {
+            let docs = chunks.next_chunk()?.unwrap_or_default();
+            if out.path(s).is_file() && s < out.committed() {
+                stats.add(&read_sparse(&out.path(s))?.1);
+                continue;
             }
+            let vectors: Vec<SparseVector> = term_counts(&docs.texts, &tok)?
+                .iter()
+                .map(|(tf, len)| weigh.vector(tf, *len))
+                .collect();
+            write_sparse(&out.path(s), &docs.ids, &vectors)?;
+            stats.add(&vectors);
+            out.commit(ctx, s, Map::new())?;
         }
-        let vectors: Vec<SparseVector> = tfs
-            .iter()
-            .map(|(tf, len)| {
-                let norm = k1 * (1.0 - b + b * *len as f64 / avgdl.max(1e-9));
-                let mut pairs: Vec<(u32, f32)> = tf
-                    .iter()
-                    .map(|(t, f)| {
-                        let d = df[t] as f64;
-                        let idf = (1.0 + (n - d + 0.5) / (d + 0.5)).ln();
-                        let f = *f as f64;
-                        (*t, (idf * f * (k1 + 1.0) / (f + norm)) as f32)
-                    })
-                    .filter(|(_, w)| *w > 0.0)
-                    .collect();
-                pairs.sort_by_key(|p| p.0);
-                SparseVector {
-                    terms: pairs.iter().map(|p| p.0).collect(),
-                    weights: pairs.iter().map(|p| p.1).collect(),
-                }
-            })
-            .collect();
-        write_sparse(&ctx.output_file("vectors"), &docs.ids, &vectors)?;
-        let mut stats: Map<String, Value> = vector_stats(&vectors, BERT_VOCAB_SIZE);
-        stats.insert("avg_doc_tokens".into(), json!(avgdl));
+        let mut stats: Map<String, Value> = stats.finish();
+        stats.insert("avg_doc_tokens".into(), json!(counts.avgdl));
+        stats.insert("shards".into(), json!(shards));
         Ok(StageOutcome {
             stats,
             summary: None,
         })
+    }
+}
+
+/// Documents per output shard (and per chunk read): bounds what one pass holds.
+const DOCS_PER_SHARD: usize = 100_000;
+
+/// What BM25 needs of the whole collection before it can weigh any document: each document's
+/// length in tokens, each term's document frequency, and the mean length. The first of two
+/// streaming passes (the texts are tokenized again in the second rather than held).
+struct CollectionCounts {
+    lens: Vec<u32>,
+    df: HashMap<u32, u32>,
+    avgdl: f64,
+}
+
+fn collection_counts(input: &std::path::Path, tok: &TextTokenizer) -> Result<CollectionCounts> {
+    let mut lens = Vec::new();
+    let mut df: HashMap<u32, u32> = HashMap::new();
+    let mut chunks = IdTextChunks::open(input, DOCS_PER_SHARD)?;
+    while let Some(docs) = chunks.next_chunk()? {
+        for (tf, len) in term_counts(&docs.texts, tok)? {
+            lens.push(len);
+            for t in tf.keys() {
+                *df.entry(*t).or_insert(0) += 1;
+            }
+        }
+    }
+    let avgdl = lens.iter().map(|l| *l as f64).sum::<f64>() / (lens.len() as f64).max(1.0);
+    Ok(CollectionCounts { lens, df, avgdl })
+}
+
+/// Term frequencies and length (special tokens excluded) of each text, tokenized in parallel.
+fn term_counts(texts: &[String], tok: &TextTokenizer) -> Result<Vec<(HashMap<u32, u32>, u32)>> {
+    let specials = tok.special_ids();
+    Ok(texts
+        .par_chunks(256)
+        .map(|chunk| {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            tok.encode_batch(&refs).map(|ids| {
+                ids.into_iter()
+                    .map(|ids| {
+                        let mut tf = HashMap::new();
+                        let mut len = 0u32;
+                        for t in ids.into_iter().filter(|t| !specials.contains(t)) {
+                            *tf.entry(t).or_insert(0u32) += 1;
+                            len += 1;
+                        }
+                        (tf, len)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// Lucene's BM25 weight of each term of a document.
+struct Weighting<'a> {
+    k1: f64,
+    b: f64,
+    counts: &'a CollectionCounts,
+}
+
+impl Weighting<'_> {
+    fn vector(&self, tf: &HashMap<u32, u32>, len: u32) -> SparseVector {
+        let n = self.counts.lens.len() as f64;
+        let norm = self.k1 * (1.0 - self.b + self.b * len as f64 / self.counts.avgdl.max(1e-9));
+        let mut pairs: Vec<(u32, f32)> = tf
+            .iter()
+            .map(|(t, f)| {
+                let d = self.counts.df.get(t).copied().unwrap_or(1) as f64;
+                let idf = (1.0 + (n - d + 0.5) / (d + 0.5)).ln();
+                let f = *f as f64;
+                (*t, (idf * f * (self.k1 + 1.0) / (f + norm)) as f32)
+            })
+            .filter(|(_, w)| *w > 0.0)
+            .collect();
+        pairs.sort_by_key(|p| p.0);
+        SparseVector {
+            terms: pairs.iter().map(|p| p.0).collect(),
+            weights: pairs.iter().map(|p| p.1).collect(),
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::model::encoder::{prune, Pooling};
 use crate::model::text_encoder::{EncodeOptions, TextEncoder};
 use crate::model::Precision;
 use crate::params::{positive, ParamError};
-use crate::parquet_io::{read_id_text, read_sparse, write_sparse, SparseVector};
+use crate::parquet_io::{count_rows, read_sparse, write_sparse, IdTextChunks, SparseVector};
 use crate::sharded::ShardedOutput;
 
 /// The encode stage kind.
@@ -88,42 +88,70 @@ pub fn length_bucketed_batches(lengths: &[usize], batch: usize, window: usize) -
 /// nnz percentiles, mean weight and Σ_v p_v² (the expected FLOPS of a vector of this set
 /// against one drawn from the same distribution; SPLADE's FLOPS measure).
 pub fn vector_stats(vectors: &[SparseVector], vocab: usize) -> Map<String, Value> {
-    let mut nnz: Vec<usize> = vectors.iter().map(SparseVector::nnz).collect();
-    nnz.sort_unstable();
-    let n = nnz.len().max(1) as f64;
-    let pct = |p: f64| {
-        nnz.get(((nnz.len().saturating_sub(1)) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    let total_w: f64 = vectors
-        .iter()
-        .flat_map(|v| v.weights.iter())
-        .map(|w| *w as f64)
-        .sum();
-    let total_nnz: usize = nnz.iter().sum();
-    let mut df = vec![0u32; vocab.max(1)];
-    for v in vectors {
-        for t in &v.terms {
-            if let Some(c) = df.get_mut(*t as usize) {
-                *c += 1;
+    let mut stats = VectorStats::new(vocab);
+    stats.add(vectors);
+    stats.finish()
+}
+
+/// [`vector_stats`] over vectors seen a batch at a time: 4 bytes per vector and one counter per
+/// vocabulary term are held, never the vectors (same figures, bit for bit, as all at once).
+pub struct VectorStats {
+    nnz: Vec<u32>,
+    total_weight: f64,
+    df: Vec<u32>,
+}
+
+impl VectorStats {
+    /// No vectors yet, over a vocabulary of `vocab` terms.
+    pub fn new(vocab: usize) -> Self {
+        VectorStats {
+            nnz: Vec::new(),
+            total_weight: 0.0,
+            df: vec![0; vocab.max(1)],
+        }
+    }
+
+    /// Counts `vectors` (in collection order).
+    pub fn add(&mut self, vectors: &[SparseVector]) {
+        for v in vectors {
+            self.nnz.push(v.nnz() as u32);
+            for w in &v.weights {
+                self.total_weight += *w as f64;
+            }
+            for t in &v.terms {
+                if let Some(c) = self.df.get_mut(*t as usize) {
+                    *c += 1;
+                }
             }
         }
     }
-    let flops: f64 = df.iter().map(|c| (*c as f64 / n).powi(2)).sum();
-    let mut m = Map::new();
-    m.insert("vectors".into(), json!(vectors.len()));
-    m.insert("nnz_mean".into(), json!(total_nnz as f64 / n));
-    m.insert("nnz_p50".into(), json!(pct(0.5)));
-    m.insert("nnz_p90".into(), json!(pct(0.9)));
-    m.insert("nnz_p99".into(), json!(pct(0.99)));
-    m.insert("nnz_max".into(), json!(nnz.last().copied().unwrap_or(0)));
-    m.insert(
-        "weight_mean".into(),
-        json!(total_w / (total_nnz.max(1) as f64)),
-    );
-    m.insert("flops_self".into(), json!(flops));
-    m
+
+    /// The statistics: count, nnz mean and percentiles, mean weight, FLOPS of the collection.
+    pub fn finish(mut self) -> Map<String, Value> {
+        let nnz = &mut self.nnz;
+        nnz.sort_unstable();
+        let n = nnz.len().max(1) as f64;
+        let pct = |p: f64| {
+            nnz.get(((nnz.len().saturating_sub(1)) as f64 * p) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        let total_nnz: u64 = nnz.iter().map(|x| *x as u64).sum();
+        let flops: f64 = self.df.iter().map(|c| (*c as f64 / n).powi(2)).sum();
+        let mut m = Map::new();
+        m.insert("vectors".into(), json!(nnz.len()));
+        m.insert("nnz_mean".into(), json!(total_nnz as f64 / n));
+        m.insert("nnz_p50".into(), json!(pct(0.5)));
+        m.insert("nnz_p90".into(), json!(pct(0.9)));
+        m.insert("nnz_p99".into(), json!(pct(0.99)));
+        m.insert("nnz_max".into(), json!(nnz.last().copied().unwrap_or(0)));
+        m.insert(
+            "weight_mean".into(),
+            json!(self.total_weight / (total_nnz.max(1) as f64)),
+        );
+        m.insert("flops_self".into(), json!(flops));
+        m
+    }
 }
 
 impl TypedStage for Encode {
@@ -172,39 +200,47 @@ impl TypedStage for Encode {
 
     fn run(&self, p: EncodeParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let model_dir = ctx.input("model")?.path().to_path_buf();
-        let rows = read_id_text(ctx.input("input")?.path())?;
-        let n = rows.ids.len();
+        let input = ctx.input("input")?.path().to_path_buf();
+        let n = count_rows(&input)? as usize;
         let shard_size = p.shard_size as usize;
         let shards = n.div_ceil(shard_size).max(1);
         let mut out = ShardedOutput::open(ctx, "vectors", shards)?;
-        let todo = out.missing(ctx);
+        let todo: std::collections::BTreeSet<usize> = out.missing(ctx).into_iter().collect();
         let done = shards - todo.len();
         let encoder = TextEncoder::load(&model_dir, p.mode, &p.options(), &ctx.backend)?;
         let bar = ctx.progress(n as u64, "texts");
         bar.set_position((done * shard_size).min(n) as u64);
         let started = Instant::now();
         let mut encoded = 0usize;
-        for s in todo {
-            let lo = s * shard_size;
-            let hi = ((s + 1) * shard_size).min(n);
-            let texts: Vec<&str> = rows.texts[lo..hi].iter().map(String::as_str).collect();
+        // The collection is read a shard at a time, never held whole.
+        let mut chunks = IdTextChunks::open(&input, shard_size)?;
+        for s in 0..shards {
+            let rows = chunks.next_chunk()?.unwrap_or_default();
+            if !todo.contains(&s) {
+                continue;
+            }
+            let texts: Vec<&str> = rows.texts.iter().map(String::as_str).collect();
             let mut vectors = encoder.encode(&texts, &bar)?;
             if p.top_k > 0 || p.min_weight > 0.0 {
                 for v in vectors.iter_mut() {
                     *v = prune(v, p.top_k as usize, p.min_weight as f32);
                 }
             }
-            write_sparse(&out.path(s), &rows.ids[lo..hi], &vectors)?;
+            write_sparse(&out.path(s), &rows.ids, &vectors)?;
             out.commit(ctx, s, Map::new())?;
-            encoded += hi - lo;
+            encoded += rows.ids.len();
         }
         bar.finish_and_clear();
         let secs = started.elapsed().as_secs_f64();
         if let Some(slice) = ctx.shard_slice {
             return Ok(crate::sharded::task_outcome(slice, encoded, secs));
         }
-        let (_, all) = read_sparse(out.dir())?;
-        let mut stats = vector_stats(&all, encoder.vocab());
+        // Statistics over every shard (also those an earlier run wrote), one shard at a time.
+        let mut acc = VectorStats::new(encoder.vocab());
+        for s in 0..shards {
+            acc.add(&read_sparse(&out.path(s))?.1);
+        }
+        let mut stats = acc.finish();
         stats.insert("shards".into(), json!(shards));
         stats.insert("resumed_from_shard".into(), json!(done));
         stats.insert("encoded_this_run".into(), json!(encoded));

@@ -125,26 +125,104 @@ pub fn for_each_batch(
     mut f: impl FnMut(&Path, RecordBatch) -> Result<()>,
 ) -> Result<()> {
     for file in parquet_files(path)? {
-        let fh = File::open(&file).map_err(|e| StageError::io(&file, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(fh)
-            .map_err(|e| StageError::parquet(&file, e))?;
-        check_schema(&file, builder.schema(), expected)?;
-        let wanted: Vec<usize> = expected
-            .fields()
-            .iter()
-            .filter_map(|f| builder.schema().index_of(f.name()).ok())
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
-        let reader = builder
-            .with_projection(mask)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| StageError::parquet(&file, e))?;
-        for batch in reader {
+        for batch in open_batches(&file, expected)? {
             f(&file, batch.map_err(|e| StageError::parquet(&file, e))?)?;
         }
     }
     Ok(())
+}
+
+/// A reader of `file`'s batches (64k rows), projected on the `expected` columns (checked).
+fn open_batches(
+    file: &Path,
+    expected: &SchemaRef,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    let fh = File::open(file).map_err(|e| StageError::io(file, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(fh).map_err(|e| StageError::parquet(file, e))?;
+    check_schema(file, builder.schema(), expected)?;
+    let wanted: Vec<usize> = expected
+        .fields()
+        .iter()
+        .filter_map(|f| builder.schema().index_of(f.name()).ok())
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+    builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| StageError::parquet(file, e))
+}
+
+/// The rows of an `id, text` output in file order, `size` at a time, holding no more than a
+/// chunk and a batch: how stages walk a collection too large to hold.
+pub struct IdTextChunks {
+    files: std::vec::IntoIter<PathBuf>,
+    current: Option<(
+        PathBuf,
+        parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    )>,
+    pending: IdText,
+    size: usize,
+}
+
+impl IdTextChunks {
+    /// Chunks of `size` rows (the last may be shorter) of the output at `path`.
+    pub fn open(path: &Path, size: usize) -> Result<Self> {
+        Ok(IdTextChunks {
+            files: parquet_files(path)?.into_iter(),
+            current: None,
+            pending: IdText::default(),
+            size: size.max(1),
+        })
+    }
+
+    /// The next chunk, or `None` after the last row.
+    pub fn next_chunk(&mut self) -> Result<Option<IdText>> {
+        while self.pending.ids.len() < self.size {
+            if !self.read_batch()? {
+                break;
+            }
+        }
+        if self.pending.ids.is_empty() {
+            return Ok(None);
+        }
+        let take = self.size.min(self.pending.ids.len());
+        let chunk = IdText {
+            ids: self.pending.ids.drain(..take).collect(),
+            texts: self.pending.texts.drain(..take).collect(),
+        };
+        Ok(Some(chunk))
+    }
+
+    /// Appends the next batch to the pending rows; false when every file is read.
+    fn read_batch(&mut self) -> Result<bool> {
+        loop {
+            if self.current.is_none() {
+                let Some(file) = self.files.next() else {
+                    return Ok(false);
+                };
+                let reader = open_batches(&file, &schema::id_text())?;
+                self.current = Some((file, reader));
+            }
+            let Some((file, reader)) = self.current.as_mut() else {
+                return Ok(false);
+            };
+            match reader.next() {
+                Some(batch) => {
+                    let batch = batch.map_err(|e| StageError::parquet(file.as_path(), e))?;
+                    let ids = column::<StringArray>(file, &batch, "id")?;
+                    let texts = column::<StringArray>(file, &batch, "text")?;
+                    for i in 0..batch.num_rows() {
+                        self.pending.ids.push(ids.value(i).to_string());
+                        self.pending.texts.push(texts.value(i).to_string());
+                    }
+                    return Ok(true);
+                }
+                None => self.current = None,
+            }
+        }
+    }
 }
 
 /// Whether `actual` stores what `expected` describes, ignoring the names and nullability of list
