@@ -179,7 +179,12 @@ impl IdTextChunks {
 
     /// The next chunk, or `None` after the last row.
     pub fn next_chunk(&mut self) -> Result<Option<IdText>> {
-        while self.pending.ids.len() < self.size {
+        self.next_rows(self.size)
+    }
+
+    /// The next `n` rows (fewer at the end), or `None` after the last row.
+    pub fn next_rows(&mut self, n: usize) -> Result<Option<IdText>> {
+        while self.pending.ids.len() < n {
             if !self.read_batch()? {
                 break;
             }
@@ -187,7 +192,7 @@ impl IdTextChunks {
         if self.pending.ids.is_empty() {
             return Ok(None);
         }
-        let take = self.size.min(self.pending.ids.len());
+        let take = n.min(self.pending.ids.len());
         let chunk = IdText {
             ids: self.pending.ids.drain(..take).collect(),
             texts: self.pending.texts.drain(..take).collect(),

@@ -3,17 +3,18 @@
 
 pub mod ciff;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::path::PathBuf;
 
 use serde_json::{json, Map};
 
 use crate::contract::{StageContext, StageOutcome, TypedStage};
-use crate::domain::{IdText, SparseVector};
+use crate::domain::SparseVector;
 use crate::error::{Result, StageError};
 use crate::model::TextTokenizer;
 use crate::params::ParamError;
-use crate::parquet_io::{read_id_text, read_sparse};
+use crate::parquet_io::{for_each_sparse_batch, read_id_text, read_sparse, IdTextChunks};
 
 /// The export stage kind.
 pub struct Export;
@@ -84,34 +85,91 @@ impl TypedStage for Export {
 
     fn run(&self, p: ExportParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let tok = TextTokenizer::load(ctx.input("model")?.path(), 512)?;
-        let (ids, vectors) = read_sparse(ctx.input("input")?.path())?;
-        let texts = match ctx.inputs.get("texts") {
-            Some(t) => Some(read_id_text(t.path())?),
-            None => None,
-        };
+        let input = ctx.input("input")?.path().to_path_buf();
         let scale = p.scale;
         let quant = |w: f32| (w as f64 * scale).round() as i64;
-        let (name, bytes) = match p.format {
-            ExportFormat::AnseriniDocs => (
-                "export.jsonl",
-                anserini_docs(&ids, &vectors, texts.as_ref(), &tok, &quant)?,
-            ),
-            ExportFormat::AnseriniQueries => {
-                ("export.tsv", anserini_queries(&ids, &vectors, &tok, &quant))
-            }
-            ExportFormat::Ciff => (
-                "export.ciff",
-                ciff_bytes(&ids, &vectors, &|t| tok.token(t), &quant)?,
-            ),
+        let name = match p.format {
+            ExportFormat::AnseriniDocs => "export.jsonl",
+            ExportFormat::AnseriniQueries => "export.tsv",
+            ExportFormat::Ciff => "export.ciff",
         };
         let path = ctx.staging_dir().join(name);
-        std::fs::write(&path, &bytes).map_err(|e| StageError::io(&path, e))?;
+        let file = std::fs::File::create(&path).map_err(|e| StageError::io(&path, e))?;
+        let mut out = std::io::BufWriter::new(file);
+        let rows = match p.format {
+            // CIFF lists postings term by term, so it inverts the whole collection in memory
+            // (as an in-memory index build does).
+            ExportFormat::Ciff => {
+                let (ids, vectors) = read_sparse(&input)?;
+                let bytes = ciff_bytes(&ids, &vectors, &|t| tok.token(t), &quant)?;
+                out.write_all(&bytes)
+                    .map_err(|e| StageError::io(&path, e))?;
+                ids.len()
+            }
+            // The Anserini formats are one line per vector: streamed, a batch at a time.
+            format => {
+                let texts = ctx.inputs.get("texts").map(|t| t.path().to_path_buf());
+                let mut contents = Contents::open(texts.as_deref())?;
+                let mut rows = 0;
+                for_each_sparse_batch(&input, 64 * 1024, |_, ids, vectors| {
+                    let lines = match format {
+                        ExportFormat::AnseriniDocs => {
+                            let content = contents.of(&ids)?;
+                            anserini_docs(&ids, &vectors, &content, &tok, &quant)?
+                        }
+                        _ => anserini_queries(&ids, &vectors, &tok, &quant),
+                    };
+                    rows += ids.len();
+                    out.write_all(&lines).map_err(|e| StageError::io(&path, e))
+                })?;
+                rows
+            }
+        };
+        out.flush().map_err(|e| StageError::io(&path, e))?;
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let mut stats = Map::new();
-        stats.insert("rows".into(), json!(ids.len()));
-        stats.insert("bytes".into(), json!(bytes.len()));
+        stats.insert("rows".into(), json!(rows));
+        stats.insert("bytes".into(), json!(bytes));
         Ok(StageOutcome {
             stats,
             summary: None,
+        })
+    }
+}
+
+/// The `content` of each exported document: read along with the vectors when the texts come in
+/// the same order (the usual case: both follow the collection), else from an id → text map of
+/// the whole texts artifact (built once, on the first row out of step).
+enum Contents {
+    None,
+    Lockstep(PathBuf, IdTextChunks),
+    Map(HashMap<String, String>),
+}
+
+impl Contents {
+    fn open(texts: Option<&std::path::Path>) -> Result<Self> {
+        Ok(match texts {
+            None => Contents::None,
+            Some(t) => Contents::Lockstep(t.to_path_buf(), IdTextChunks::open(t, 64 * 1024)?),
+        })
+    }
+
+    /// The text of each of `ids` ("" when unknown).
+    fn of(&mut self, ids: &[String]) -> Result<Vec<String>> {
+        if let Contents::Lockstep(path, chunks) = self {
+            let rows = chunks.next_rows(ids.len())?.unwrap_or_default();
+            if rows.ids == ids {
+                return Ok(rows.texts);
+            }
+            let all = read_id_text(path)?;
+            *self = Contents::Map(all.ids.into_iter().zip(all.texts).collect());
+        }
+        Ok(match self {
+            Contents::Map(m) => ids
+                .iter()
+                .map(|id| m.get(id).cloned().unwrap_or_default())
+                .collect(),
+            _ => vec![String::new(); ids.len()],
         })
     }
 }
@@ -120,21 +178,12 @@ impl TypedStage for Export {
 fn anserini_docs(
     ids: &[String],
     vectors: &[SparseVector],
-    texts: Option<&IdText>,
+    content: &[String],
     tok: &TextTokenizer,
     quant: &dyn Fn(f32) -> i64,
 ) -> Result<Vec<u8>> {
-    let content: BTreeMap<&str, &str> = texts
-        .map(|t| {
-            t.ids
-                .iter()
-                .map(String::as_str)
-                .zip(t.texts.iter().map(String::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
     let mut out = Vec::new();
-    for (id, v) in ids.iter().zip(vectors) {
+    for ((id, v), text) in ids.iter().zip(vectors).zip(content) {
         let mut vector = Map::new();
         for (t, w) in v.terms.iter().zip(&v.weights) {
             let q = quant(*w);
@@ -142,7 +191,7 @@ fn anserini_docs(
                 vector.insert(tok.token(*t), json!(q));
             }
         }
-        let line = json!({"id": id, "content": content.get(id.as_str()).copied().unwrap_or(""), "vector": vector});
+        let line = json!({"id": id, "content": text, "vector": vector});
         writeln!(out, "{line}").map_err(|e| StageError::Other(e.to_string()))?;
     }
     Ok(out)
@@ -234,4 +283,31 @@ pub fn ciff_bytes(
         ciff::write_delimited(&mut out, &rec).map_err(io)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IdText;
+
+    #[test]
+    fn contents_follow_the_texts_in_step_or_by_id() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("texts.parquet");
+        let texts = IdText {
+            ids: (0..10).map(|i| format!("d{i}")).collect(),
+            texts: (0..10).map(|i| format!("text {i}")).collect(),
+        };
+        crate::parquet_io::write_id_text(&path, &texts).unwrap();
+        let ids = |r: std::ops::Range<usize>| r.map(|i| format!("d{i}")).collect::<Vec<_>>();
+        let mut c = Contents::open(Some(&path)).unwrap();
+        assert_eq!(c.of(&ids(0..4)).unwrap()[3], "text 3");
+        assert_eq!(c.of(&ids(4..7)).unwrap(), ["text 4", "text 5", "text 6"]);
+        // Out of step: looked up by id from then on.
+        let shuffled = vec!["d9".to_string(), "d1".into(), "missing".into()];
+        assert_eq!(c.of(&shuffled).unwrap(), ["text 9", "text 1", ""]);
+        assert!(matches!(c, Contents::Map(_)));
+        let mut none = Contents::open(None).unwrap();
+        assert_eq!(none.of(&ids(0..2)).unwrap(), ["", ""]);
+    }
 }
