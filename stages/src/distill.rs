@@ -573,8 +573,9 @@ fn looks_like_triplets(path: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// The mined (qid, did) pairs, each marked whether it got a teacher score.
-type Wanted = HashMap<(String, String), bool>;
+/// The mined (qid, did) pairs, each marked whether it got a teacher score: by qid, then did, so
+/// a score is looked up by `&str` without allocating.
+type Wanted = HashMap<String, HashMap<String, bool>>;
 
 /// Streams scores into the `teacher_scores` file, dropping or rejecting unknown ids and counting
 /// coverage of mined pairs.
@@ -661,7 +662,7 @@ impl<'a> ScoreSink<'a> {
             }
         }
         if !self.wanted.is_empty() {
-            if let Some(hit) = self.wanted.get_mut(&(q.to_string(), d.to_string())) {
+            if let Some(hit) = self.wanted.get_mut(q).and_then(|m| m.get_mut(d)) {
                 *hit = true;
             }
         }
@@ -732,11 +733,9 @@ fn read_mined(ctx: &StageContext) -> Result<(Vec<NegativesRow>, Wanted)> {
     let mut mined = Vec::new();
     if let Some(neg) = ctx.inputs.get("negatives") {
         for r in read_negatives(neg.path())? {
-            for d in &r.pos {
-                wanted.insert((r.qid.clone(), d.clone()), false);
-            }
-            for d in &r.neg {
-                wanted.insert((r.qid.clone(), d.clone()), false);
+            let pairs = wanted.entry(r.qid.clone()).or_default();
+            for d in r.pos.iter().chain(&r.neg) {
+                pairs.insert(d.clone(), false);
             }
             mined.push(r);
         }
@@ -804,7 +803,7 @@ fn push_run(path: &Path, sink: &mut ScoreSink<'_>) -> Result<()> {
 /// Adds the shares of mined positive and negative pairs that got a teacher score to `stats`.
 fn insert_coverage(mined: &[NegativesRow], wanted: &Wanted, stats: &mut Map<String, Value>) {
     let (mut pos_n, mut pos_hit, mut neg_n, mut neg_hit) = (0usize, 0usize, 0usize, 0usize);
-    let hit = |q: &str, d: &str| wanted.get(&(q.to_string(), d.to_string())) == Some(&true);
+    let hit = |q: &str, d: &str| wanted.get(q).and_then(|m| m.get(d)) == Some(&true);
     for r in mined {
         for d in &r.pos {
             pos_n += 1;
