@@ -83,6 +83,52 @@ pub struct Manifest {
     pub digest: Option<String>,
 }
 
+/// A manifest from its file's bytes, checked against its digest.
+fn parse_manifest(bytes: Vec<u8>) -> Result<Manifest, String> {
+    let text = String::from_utf8(bytes).map_err(|_| "not valid UTF-8 (the file is damaged)")?;
+    check_seal(&text)?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// Every field a manifest has ever had.
+const MANIFEST_FIELDS: [&str; 15] = [
+    "kind",
+    "kind_version",
+    "fingerprint",
+    "pipeline",
+    "stage",
+    "params",
+    "inputs",
+    "outputs",
+    "files",
+    "started_at_ns",
+    "seconds",
+    "stats",
+    "summary",
+    "tool_version",
+    "digest",
+];
+
+/// A manifest without a readable digest field: accepted only as one written before digests
+/// existed, i.e. with no digest and no field a manifest never had (a damaged byte in the digest
+/// field's name would otherwise pass as an old manifest).
+fn check_unsealed(text: &str) -> Result<(), String> {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text)
+    else {
+        return Ok(()); // not JSON: reading it reports that
+    };
+    if fields.contains_key("digest") {
+        return Err("its digest field is damaged".into());
+    }
+    match fields
+        .keys()
+        .find(|k| !MANIFEST_FIELDS.contains(&k.as_str()))
+    {
+        Some(k) => Err(format!("unknown field `{k}` (edited or damaged)")),
+        None => Ok(()),
+    }
+}
+
 /// The field a manifest's digest is written in: the last one of the file.
 const DIGEST_FIELD: &str = ",\n  \"digest\": \"";
 
@@ -103,14 +149,14 @@ fn seal(body: &[u8]) -> Vec<u8> {
 /// manifest has none (written before digests existed).
 fn check_seal(text: &str) -> Result<(), String> {
     let Some(at) = text.rfind(DIGEST_FIELD) else {
-        return Ok(());
+        return check_unsealed(text);
     };
     let rest = &text[at + DIGEST_FIELD.len()..];
     let Some(written) = rest
         .strip_suffix("\"\n}")
         .or_else(|| rest.strip_suffix("\"\n}\n"))
     else {
-        return Ok(());
+        return Err("its digest field is damaged".into());
     };
     let body = format!("{}\n}}", &text[..at]);
     if text_digest(body.as_bytes()) == written {
@@ -336,10 +382,7 @@ impl ArtifactRoot {
             message,
         };
         let bytes = std::fs::read(path).map_err(io(path))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|_| bad("not valid UTF-8 (the file is damaged)".into()))?;
-        check_seal(&text).map_err(bad)?;
-        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+        parse_manifest(bytes).map_err(bad)
     }
 
     /// Every committed artifact directory: `(kind, fingerprint, dir)`.
@@ -479,6 +522,51 @@ mod tests {
         assert_eq!(check_seal(&sealed), Ok(()));
         assert!(check_seal(&sealed.replace("1.5", "2.5")).is_err());
         // Older manifests without a digest are read as they are.
-        assert_eq!(check_seal("{\n  \"a\": 1\n}"), Ok(()));
+        assert_eq!(check_seal("{\n  \"kind\": \"x\"\n}"), Ok(()));
+        assert!(check_seal("{\n  \"kinb\": \"x\"\n}").is_err());
+    }
+
+    /// Every single-bit flip anywhere in a real manifest file is refused (found by the chaos
+    /// suite: a flip in the digest field's name used to pass as an old, unsealed manifest).
+    #[test]
+    fn every_bit_flip_of_a_manifest_is_detected() {
+        let mut files = vec![FileEntry {
+            path: "run.parquet".into(),
+            size: 1234,
+            blake3: "ab".repeat(16),
+            rows: Some(10),
+            schema: Some("qid: Utf8, score: Float64".into()),
+        }];
+        files.push(files[0].clone());
+        let m = Manifest {
+            kind: "retrieve".into(),
+            kind_version: 2,
+            fingerprint: "0123456789abcdef0123456789abcdef".into(),
+            pipeline: "toy".into(),
+            stage: "retrieve".into(),
+            params: serde_json::json!({"k": 1000, "queries": "encode_q.vectors"}),
+            inputs: BTreeMap::from([("index".into(), "cd".repeat(16))]),
+            outputs: BTreeMap::new(),
+            files,
+            started_at_ns: 1_796_000_000_000_000_000,
+            seconds: 0.25,
+            stats: Map::new(),
+            summary: Some("retrieve: 50 queries".into()),
+            tool_version: "0.1.0".into(),
+            digest: None,
+        };
+        let sealed = seal(&serde_json::to_vec_pretty(&m).unwrap());
+        assert!(parse_manifest(sealed.clone()).is_ok());
+        for at in 0..sealed.len() {
+            for bit in 0..8 {
+                let mut flipped = sealed.clone();
+                flipped[at] ^= 1 << bit;
+                assert!(
+                    parse_manifest(flipped).is_err(),
+                    "flip of bit {bit} at byte {at} ({:?}) passed",
+                    sealed[at] as char
+                );
+            }
+        }
     }
 }
