@@ -2,11 +2,11 @@
 //! drawn from the `negatives` artifact as a pure function of `(seed, step)` so a resumed run
 //! sees exactly the batches an uninterrupted run would have seen.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Result, StageError};
-use crate::parquet_io::{read_id_text, read_negatives, IdText};
+use crate::parquet_io::{read_id_text_where, read_negatives, IdText};
 use crate::rng::splitmix64;
 use crate::teacher::TeacherIndex;
 
@@ -76,8 +76,17 @@ impl TrainingSet {
         negatives: usize,
         seed: u64,
     ) -> Result<Self> {
-        let docs = read_id_text(docs_path)?;
-        let queries = read_id_text(queries_path)?;
+        let rows = read_negatives(negatives_path)?;
+        // Only the texts the negatives name are held (not the whole collection); sampling works
+        // on positions within each row's lists, so what is held does not change the examples.
+        let wanted_docs: HashSet<&str> = rows
+            .iter()
+            .flat_map(|r| r.pos.iter().chain(&r.neg))
+            .map(String::as_str)
+            .collect();
+        let wanted_queries: HashSet<&str> = rows.iter().map(|r| r.qid.as_str()).collect();
+        let docs = read_id_text_where(docs_path, |id| wanted_docs.contains(id))?;
+        let queries = read_id_text_where(queries_path, |id| wanted_queries.contains(id))?;
         let doc_index: HashMap<&str, usize> = docs
             .ids
             .iter()
@@ -90,7 +99,6 @@ impl TrainingSet {
             .enumerate()
             .map(|(i, q)| (q.as_str(), i))
             .collect();
-        let rows = read_negatives(negatives_path)?;
         let mut coverage = Coverage {
             queries_in: rows.len(),
             ..Coverage::default()
