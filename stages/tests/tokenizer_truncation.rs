@@ -58,7 +58,11 @@ fn long_text(words: usize) -> String {
         if i % 97 == 0 {
             out.push_str(&"z".repeat(150));
         }
-        out.push(if (seed >> 20).is_multiple_of(7) { ',' } else { ' ' });
+        out.push(if (seed >> 20).is_multiple_of(7) {
+            ','
+        } else {
+            ' '
+        });
     }
     out
 }
