@@ -2,8 +2,10 @@
 //! runs through the same `index` and `retrieve` stages as SPLADE (queries: `encode` with
 //! `mode = "bag_of_words"`). Lucene's idf `ln(1 + (N − df + 0.5)/(df + 0.5))`.
 //!
-//! Two streaming passes over the collection (counts, then weights written a shard of 100k
-//! documents at a time, resumable per shard): memory is 4 bytes per document plus one shard.
+//! Two passes, each tokenizing nothing twice: the first tokenizes the collection a shard of 100k
+//! documents at a time, keeping lengths and document frequencies (4 bytes per document) and
+//! spilling each shard's term counts to the staging directory; the second weighs and writes the
+//! shards from the spill (resumable per shard). Memory: one shard, plus 4 bytes per document.
 
 use std::collections::HashMap;
 
@@ -12,7 +14,7 @@ use serde_json::{json, Map, Value};
 
 use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::encode::VectorStats;
-use crate::error::Result;
+use crate::error::{Result, StageError};
 use crate::model::{TextTokenizer, BERT_VOCAB_SIZE};
 use crate::params::ParamError;
 use crate::parquet_io::{read_sparse, write_sparse, IdTextChunks, SparseVector};
@@ -91,7 +93,8 @@ impl TypedStage for Bm25 {
     fn run(&self, p: Bm25Params, ctx: &mut StageContext) -> Result<StageOutcome> {
         let tok = TextTokenizer::load(ctx.input("model")?.path(), p.max_length.max(2) as usize)?;
         let input = ctx.input("input")?.path().to_path_buf();
-        let counts = collection_counts(&input, &tok)?;
+        let spill = ctx.staging_dir().join("bm25-term-counts");
+        let counts = collection_counts(&input, &tok, &spill)?;
         let shards = counts.lens.len().div_ceil(DOCS_PER_SHARD).max(1);
         let mut out = ShardedOutput::open(ctx, "vectors", shards)?;
         let weigh = Weighting {
@@ -100,21 +103,22 @@ impl TypedStage for Bm25 {
             counts: &counts,
         };
         let mut stats = VectorStats::new(BERT_VOCAB_SIZE);
-        let mut chunks = IdTextChunks::open(&input, DOCS_PER_SHARD)?;
         for s in 0..shards {
-            let docs = chunks.next_chunk()?.unwrap_or_default();
             if out.path(s).is_file() && s < out.committed() {
                 stats.add(&read_sparse(&out.path(s))?.1);
                 continue;
             }
-            let vectors: Vec<SparseVector> = term_counts(&docs.texts, &tok)?
+            let (ids, docs) = read_term_counts(&spill_file(&spill, s))?;
+            let vectors: Vec<SparseVector> = docs
                 .iter()
                 .map(|(tf, len)| weigh.vector(tf, *len))
                 .collect();
-            write_sparse(&out.path(s), &docs.ids, &vectors)?;
+            write_sparse(&out.path(s), &ids, &vectors)?;
             stats.add(&vectors);
             out.commit(ctx, s, Map::new())?;
         }
+        // The spill is scratch, not part of the artifact.
+        std::fs::remove_dir_all(&spill).map_err(|e| StageError::io(&spill, e))?;
         let mut stats: Map<String, Value> = stats.finish();
         stats.insert("avg_doc_tokens".into(), json!(counts.avgdl));
         stats.insert("shards".into(), json!(shards));
@@ -129,32 +133,102 @@ impl TypedStage for Bm25 {
 const DOCS_PER_SHARD: usize = 100_000;
 
 /// What BM25 needs of the whole collection before it can weigh any document: each document's
-/// length in tokens, each term's document frequency, and the mean length. The first of two
-/// streaming passes (the texts are tokenized again in the second rather than held).
+/// length in tokens, each term's document frequency, and the mean length.
 struct CollectionCounts {
     lens: Vec<u32>,
     df: HashMap<u32, u32>,
     avgdl: f64,
 }
 
-fn collection_counts(input: &std::path::Path, tok: &TextTokenizer) -> Result<CollectionCounts> {
+/// The first pass: tokenizes every document once, keeping lengths and document frequencies in
+/// memory and each shard's ids and term counts in a spill file under `spill`, which the second
+/// pass reads instead of tokenizing again.
+fn collection_counts(
+    input: &std::path::Path,
+    tok: &TextTokenizer,
+    spill: &std::path::Path,
+) -> Result<CollectionCounts> {
+    std::fs::create_dir_all(spill).map_err(|e| StageError::io(spill, e))?;
     let mut lens = Vec::new();
     let mut df: HashMap<u32, u32> = HashMap::new();
     let mut chunks = IdTextChunks::open(input, DOCS_PER_SHARD)?;
+    let mut shard = 0;
     while let Some(docs) = chunks.next_chunk()? {
-        for (tf, len) in term_counts(&docs.texts, tok)? {
-            lens.push(len);
-            for t in tf.keys() {
+        let counts = term_counts(&docs.texts, tok)?;
+        for (tf, len) in &counts {
+            lens.push(*len);
+            for (t, _) in tf {
                 *df.entry(*t).or_insert(0) += 1;
             }
         }
+        write_term_counts(&spill_file(spill, shard), &docs.ids, &counts)?;
+        shard += 1;
+    }
+    if shard == 0 {
+        write_term_counts(&spill_file(spill, 0), &[], &[])?;
     }
     let avgdl = lens.iter().map(|l| *l as f64).sum::<f64>() / (lens.len() as f64).max(1.0);
     Ok(CollectionCounts { lens, df, avgdl })
 }
 
-/// Term frequencies and length (special tokens excluded) of each text, tokenized in parallel.
-fn term_counts(texts: &[String], tok: &TextTokenizer) -> Result<Vec<(HashMap<u32, u32>, u32)>> {
+/// Each document's (term, count) pairs, sorted by term, and its length.
+type TermCounts = (Vec<(u32, u32)>, u32);
+
+fn spill_file(dir: &std::path::Path, shard: usize) -> std::path::PathBuf {
+    dir.join(format!("shard-{shard:05}.bin"))
+}
+
+/// Writes a shard's ids and term counts: per document the id (u32 length + bytes), the length,
+/// the number of pairs, then the pairs, all little-endian u32.
+fn write_term_counts(path: &std::path::Path, ids: &[String], docs: &[TermCounts]) -> Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    let put = |buf: &mut Vec<u8>, v: u32| buf.extend_from_slice(&v.to_le_bytes());
+    for (id, (tf, len)) in ids.iter().zip(docs) {
+        put(&mut buf, id.len() as u32);
+        buf.extend_from_slice(id.as_bytes());
+        put(&mut buf, *len);
+        put(&mut buf, tf.len() as u32);
+        for (t, f) in tf {
+            put(&mut buf, *t);
+            put(&mut buf, *f);
+        }
+    }
+    std::fs::write(path, buf).map_err(|e| StageError::io(path, e))
+}
+
+/// Reads back what [`write_term_counts`] wrote.
+fn read_term_counts(path: &std::path::Path) -> Result<(Vec<String>, Vec<TermCounts>)> {
+    let bytes = std::fs::read(path).map_err(|e| StageError::io(path, e))?;
+    let bad = || StageError::Other(format!("{}: truncated term counts", path.display()));
+    let take = |at: &mut usize, n: usize| -> Result<&[u8]> {
+        let b = bytes.get(*at..*at + n).ok_or_else(bad)?;
+        *at += n;
+        Ok(b)
+    };
+    let word = |at: &mut usize| -> Result<u32> {
+        let b = take(at, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (mut ids, mut docs) = (Vec::new(), Vec::new());
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let n = word(&mut at)? as usize;
+        ids.push(String::from_utf8_lossy(take(&mut at, n)?).into_owned());
+        let len = word(&mut at)?;
+        let pairs = word(&mut at)?;
+        let mut tf = Vec::with_capacity(pairs as usize);
+        for _ in 0..pairs {
+            let t = word(&mut at)?;
+            tf.push((t, word(&mut at)?));
+        }
+        docs.push((tf, len));
+    }
+    Ok((ids, docs))
+}
+
+/// Term frequencies (sorted by term) and length (special tokens excluded) of each text,
+/// tokenized in parallel.
+fn term_counts(texts: &[String], tok: &TextTokenizer) -> Result<Vec<TermCounts>> {
     let specials = tok.special_ids();
     Ok(texts
         .par_chunks(256)
@@ -163,12 +237,14 @@ fn term_counts(texts: &[String], tok: &TextTokenizer) -> Result<Vec<(HashMap<u32
             tok.encode_batch(&refs).map(|ids| {
                 ids.into_iter()
                     .map(|ids| {
-                        let mut tf = HashMap::new();
+                        let mut tf: HashMap<u32, u32> = HashMap::new();
                         let mut len = 0u32;
                         for t in ids.into_iter().filter(|t| !specials.contains(t)) {
                             *tf.entry(t).or_insert(0u32) += 1;
                             len += 1;
                         }
+                        let mut tf: Vec<(u32, u32)> = tf.into_iter().collect();
+                        tf.sort_unstable();
                         (tf, len)
                     })
                     .collect::<Vec<_>>()
@@ -188,7 +264,7 @@ struct Weighting<'a> {
 }
 
 impl Weighting<'_> {
-    fn vector(&self, tf: &HashMap<u32, u32>, len: u32) -> SparseVector {
+    fn vector(&self, tf: &[(u32, u32)], len: u32) -> SparseVector {
         let n = self.counts.lens.len() as f64;
         let norm = self.k1 * (1.0 - self.b + self.b * len as f64 / self.counts.avgdl.max(1e-9));
         let mut pairs: Vec<(u32, f32)> = tf
