@@ -898,24 +898,28 @@ impl Engine {
     /// Records in the run's history that `stage` started executing (best effort: the record is
     /// for readers watching the run).
     fn note_started(&self, stage: &str, fp: &Fingerprint) {
-        if let Ok(mut guard) = self.history.lock() {
-            if let Some(h) = guard.as_mut() {
-                h.running.push(RunningStage {
-                    stage: stage.to_string(),
-                    fingerprint: fp.0.clone(),
-                    started_ns: now_ns(),
-                });
-                let _ = self.store.put_run(h);
-            }
-        }
+        self.update_history(|h| {
+            h.running.push(RunningStage {
+                stage: stage.to_string(),
+                fingerprint: fp.0.clone(),
+                started_ns: now_ns(),
+            })
+        });
     }
 
     /// Records in the run's history that a stage ended.
     fn note_ended(&self, r: &StageReport) {
+        self.update_history(|h| {
+            h.running.retain(|s| s.stage != r.name);
+            h.stages.push(r.record());
+        });
+    }
+
+    /// Changes the record of the run in progress and stores it (best effort).
+    fn update_history(&self, change: impl FnOnce(&mut RunRecord)) {
         if let Ok(mut guard) = self.history.lock() {
             if let Some(h) = guard.as_mut() {
-                h.running.retain(|s| s.stage != r.name);
-                h.stages.push(r.record());
+                change(h);
                 let _ = self.store.put_run(h);
             }
         }

@@ -27,10 +27,7 @@ pub use splade_stages::Registry;
 /// Loads the pipeline at `path` (with `--set` overrides), opens the store under `root` for
 /// writing and binds them: what `splade run` starts with.
 pub fn open_engine(root: &Path, path: &Path, sets: &[String]) -> anyhow::Result<Engine> {
-    let registry = Registry::builtin();
-    let pipeline = pipeline::load(path, sets, &registry)?;
-    let store = Arc::new(store::Store::open(root)?);
-    Engine::new(registry, artifact::ArtifactRoot::new(root), store, pipeline)
+    bind(root, path, sets, store::Store::open)
 }
 
 /// Like [`open_engine`] for commands that only look (`plan`, `status`, `inspect`, `path`,
@@ -40,8 +37,18 @@ pub fn open_engine_for_reading(
     path: &Path,
     sets: &[String],
 ) -> anyhow::Result<Engine> {
+    bind(root, path, sets, store::Store::open_for_reading)
+}
+
+/// The pipeline, loaded before the store is opened (a broken pipeline file needs no lock).
+fn bind(
+    root: &Path,
+    path: &Path,
+    sets: &[String],
+    open_store: fn(&Path) -> Result<store::Store, store::StoreError>,
+) -> anyhow::Result<Engine> {
     let registry = Registry::builtin();
     let pipeline = pipeline::load(path, sets, &registry)?;
-    let store = Arc::new(store::Store::open_for_reading(root)?);
+    let store = Arc::new(open_store(root)?);
     Engine::new(registry, artifact::ArtifactRoot::new(root), store, pipeline)
 }

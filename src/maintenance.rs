@@ -10,7 +10,8 @@ use crate::engine::{Engine, StageState};
 use crate::records::{join_reasons, RunResult};
 use crate::store::{now_ns, Store};
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of a file, or of every file under a directory (0 when it cannot be read).
+pub(crate) fn dir_size(dir: &Path) -> u64 {
     if dir.is_file() {
         return std::fs::metadata(dir).map(|m| m.len()).unwrap_or(0);
     }

@@ -27,17 +27,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Committed manifests under `root`, sorted.
 fn manifests(root: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = artifact_bytes(root)
-        .keys()
-        .filter_map(|rel| {
-            let mut parts = rel.splitn(3, '/');
-            let (kind, fp) = (parts.next()?, parts.next()?);
-            Some(root.join(kind).join(fp).join("manifest.json"))
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    splade::artifact::ArtifactRoot::new(root)
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, dir)| dir.join("manifest.json"))
+        .collect()
 }
 
 /// The stage a manifest belongs to.

@@ -33,8 +33,8 @@ pub(super) fn status_dir(root: &Path) -> PathBuf {
 
 /// The status file name of a (pipeline, stage): a hash, as both names may hold any character.
 pub(super) fn status_file(pipeline: &str, stage: &str) -> String {
-    let key = format!("{pipeline}\u{0}{stage}");
-    format!("{}.json", &blake3::hash(key.as_bytes()).to_hex()[..32])
+    let key = super::Store::status_key(pipeline, stage);
+    format!("{}.json", &blake3::hash(&key).to_hex()[..32])
 }
 
 /// A status file: the record with the names it belongs to.
@@ -170,9 +170,8 @@ fn record_artifacts(
     for (_, path) in json_files(&status_dir(root)) {
         match read_json::<StatusFile>(&path) {
             Ok(f) => {
-                let key = format!("{}\u{0}{}", f.pipeline, f.stage);
-                into.status
-                    .insert(key.as_bytes(), serde_json::to_vec(&f.status)?)?;
+                let key = super::Store::status_key(&f.pipeline, &f.stage);
+                into.status.insert(key, serde_json::to_vec(&f.status)?)?;
                 report.stages += 1;
             }
             Err(why) => report.unreadable.push((path, why)),
@@ -180,10 +179,9 @@ fn record_artifacts(
     }
     for ((pipeline, stage), (_, status)) in newest {
         // A record the store has is newer than any manifest's guess.
-        let key = format!("{pipeline}\u{0}{stage}");
-        if into.status.get(key.as_bytes())?.is_none() {
-            into.status
-                .insert(key.as_bytes(), serde_json::to_vec(&status)?)?;
+        let key = super::Store::status_key(&pipeline, &stage);
+        if into.status.get(&key)?.is_none() {
+            into.status.insert(key, serde_json::to_vec(&status)?)?;
             report.stages += 1;
         }
     }

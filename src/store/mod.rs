@@ -267,6 +267,18 @@ fn move_aside(root: &Path, dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(aside)
 }
 
+/// Creates `root` if needed and takes its lock as the writer, or says who holds it.
+fn lock_for_writing(root: &Path) -> Result<File, StoreError> {
+    create_root(root)?;
+    match lock::acquire(root, Role::Writer)? {
+        Acquired::Held(lock) => Ok(lock),
+        Acquired::Busy(holder) => Err(StoreError::Busy {
+            root: root.to_path_buf(),
+            holder,
+        }),
+    }
+}
+
 /// Fails when the disk has no room to open the store at `root` for writing.
 fn check_space(root: &Path) -> Result<(), StoreError> {
     let needed = space::needed_to_open(&root.join(".store"));
@@ -285,16 +297,7 @@ impl Store {
     /// writes to it (waiting briefly for a reader) or the disk is too full to open it safely. A
     /// damaged store is moved aside and rebuilt from the disk.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        create_root(root)?;
-        let lock = match lock::acquire(root, Role::Writer)? {
-            Acquired::Held(lock) => lock,
-            Acquired::Busy(holder) => {
-                return Err(StoreError::Busy {
-                    root: root.to_path_buf(),
-                    holder,
-                })
-            }
-        };
+        let lock = lock_for_writing(root)?;
         check_space(root)?;
         Self::open_locked(root, lock)
     }
@@ -318,16 +321,7 @@ impl Store {
 
     /// Moves the store aside and rebuilds it from the disk (`splade store repair`).
     pub fn repair(root: &Path) -> Result<(Rebuilt, Option<PathBuf>), StoreError> {
-        create_root(root)?;
-        let _lock = match lock::acquire(root, Role::Writer)? {
-            Acquired::Held(lock) => lock,
-            Acquired::Busy(holder) => {
-                return Err(StoreError::Busy {
-                    root: root.to_path_buf(),
-                    holder,
-                })
-            }
-        };
+        let _lock = lock_for_writing(root)?;
         let dir = root.join(".store");
         let aside = match dir.exists() {
             true => Some(move_aside(root, &dir)?),
@@ -421,11 +415,25 @@ impl Store {
         Ok(())
     }
 
-    fn file_error(&self, path: &Path, e: std::io::Error) -> StoreError {
-        StoreError::Open {
-            path: path.to_path_buf(),
-            message: e.to_string(),
+    /// Writes (`Some`) or removes (`None`) the file `dir/name` a record is kept in before the
+    /// store is told; a view (a reader's) writes nothing.
+    fn write_file<T: Serialize>(
+        &self,
+        dir: PathBuf,
+        name: &str,
+        value: Option<&T>,
+    ) -> Result<(), StoreError> {
+        if !self.writes() {
+            return Ok(());
         }
+        let written = match value {
+            Some(v) => disk::write_json(&dir, name, v),
+            None => disk::remove(&dir, name),
+        };
+        written.map_err(|e| StoreError::Open {
+            path: dir.join(name),
+            message: e.to_string(),
+        })
     }
 
     /// Makes everything written so far durable.
@@ -471,15 +479,17 @@ impl Store {
         v: &StageStatusRecord,
     ) -> Result<(), StoreError> {
         let before = self.stage_status(pipeline, stage)?;
-        if self.writes() && before.is_none_or(|b| b.fingerprint != v.fingerprint) {
+        if before.is_none_or(|b| b.fingerprint != v.fingerprint) {
             let file = disk::StatusFile {
                 pipeline: pipeline.to_string(),
                 stage: stage.to_string(),
                 status: v.clone(),
             };
-            let dir = disk::status_dir(&self.root);
-            disk::write_json(&dir, &disk::status_file(pipeline, stage), &file)
-                .map_err(|e| self.file_error(&dir, e))?;
+            self.write_file(
+                disk::status_dir(&self.root),
+                &disk::status_file(pipeline, stage),
+                Some(&file),
+            )?;
         }
         Self::put_json(&self.trees.status, &Self::status_key(pipeline, stage), v)
     }
@@ -504,27 +514,16 @@ impl Store {
     /// Durably saves resume state: its file in `<root>/.resume/` first (the truth a rebuild
     /// reads), then the store.
     pub fn save_resume_state(&self, fingerprint: &str, v: &Value) -> Result<(), StoreError> {
-        if self.writes() {
-            disk::write_json(
-                &disk::resume_dir(&self.root),
-                &format!("{fingerprint}.json"),
-                v,
-            )
-            .map_err(|e| self.file_error(&disk::resume_dir(&self.root), e))?;
-        }
+        let name = format!("{fingerprint}.json");
+        self.write_file(disk::resume_dir(&self.root), &name, Some(v))?;
         Self::put_json(&self.trees.resume, fingerprint.as_bytes(), v)?;
         self.flush()
     }
 
     /// Drops resume state (after commit, or when the staging dir is gone).
     pub fn clear_resume_state(&self, fingerprint: &str) -> Result<(), StoreError> {
-        if self.writes() {
-            disk::remove(
-                &disk::resume_dir(&self.root),
-                &format!("{fingerprint}.json"),
-            )
-            .map_err(|e| self.file_error(&disk::resume_dir(&self.root), e))?;
-        }
+        let name = format!("{fingerprint}.json");
+        self.write_file::<Value>(disk::resume_dir(&self.root), &name, None)?;
         self.trees.resume.remove(fingerprint.as_bytes())?;
         Ok(())
     }
@@ -544,11 +543,8 @@ impl Store {
 
     /// Appends or updates a run-history record keyed by its start time.
     pub fn put_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        if self.writes() {
-            let dir = disk::runs_dir(&self.root);
-            disk::write_json(&dir, &format!("{}.json", run.started_ns), run)
-                .map_err(|e| self.file_error(&dir, e))?;
-        }
+        let name = format!("{}.json", run.started_ns);
+        self.write_file(disk::runs_dir(&self.root), &name, Some(run))?;
         Self::put_json(&self.trees.runs, &run.started_ns.to_be_bytes(), run)?;
         self.flush()
     }

@@ -21,18 +21,8 @@ pub(super) fn free_bytes(path: &Path) -> Option<u64> {
     Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
-/// Bytes of every file under `dir`.
-pub(super) fn dir_bytes(dir: &Path) -> u64 {
-    crate::fingerprint::walk_files(dir)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
-        .map(|m| m.len())
-        .sum()
-}
-
 /// What opening the store at `store_dir` for writing needs free: its size again plus headroom
 /// (sled may rewrite its snapshot and start a new log segment).
 pub(super) fn needed_to_open(store_dir: &Path) -> u64 {
-    dir_bytes(store_dir).saturating_add(HEADROOM)
+    crate::maintenance::dir_size(store_dir).saturating_add(HEADROOM)
 }

@@ -212,11 +212,20 @@ impl TypedStage for Encode {
         bar.set_position((done * shard_size).min(n) as u64);
         let started = Instant::now();
         let mut encoded = 0usize;
+        // Statistics over every shard in shard order: those encoded now as they are made, those
+        // an earlier run committed read back (not timed as encoding). Array tasks keep none.
+        let mut acc = VectorStats::new(encoder.vocab());
+        let mut reading = std::time::Duration::ZERO;
         // The collection is read a shard at a time, never held whole.
         let mut chunks = IdTextChunks::open(&input, shard_size)?;
         for s in 0..shards {
             let rows = chunks.next_chunk()?.unwrap_or_default();
             if !todo.contains(&s) {
+                if ctx.shard_slice.is_none() {
+                    let t0 = Instant::now();
+                    acc.add(&read_sparse(&out.path(s))?.1);
+                    reading += t0.elapsed();
+                }
                 continue;
             }
             let texts: Vec<&str> = rows.texts.iter().map(String::as_str).collect();
@@ -227,18 +236,14 @@ impl TypedStage for Encode {
                 }
             }
             write_sparse(&out.path(s), &rows.ids, &vectors)?;
+            acc.add(&vectors);
             out.commit(ctx, s, Map::new())?;
             encoded += rows.ids.len();
         }
         bar.finish_and_clear();
-        let secs = started.elapsed().as_secs_f64();
+        let secs = (started.elapsed() - reading).as_secs_f64();
         if let Some(slice) = ctx.shard_slice {
             return Ok(crate::sharded::task_outcome(slice, encoded, secs));
-        }
-        // Statistics over every shard (also those an earlier run wrote), one shard at a time.
-        let mut acc = VectorStats::new(encoder.vocab());
-        for s in 0..shards {
-            acc.add(&read_sparse(&out.path(s))?.1);
         }
         let mut stats = acc.finish();
         stats.insert("shards".into(), json!(shards));
