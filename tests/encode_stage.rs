@@ -548,3 +548,109 @@ fn hugging_face_names_download_into_the_cache() {
         "{err}"
     );
 }
+
+/// Spans of `SPLADE_DEVICE_TRACE` lines with `label`: `(device, start_ns, end_ns)`.
+fn traced_spans(trace: &std::path::Path, label: &str) -> Vec<(u64, u128, u128)> {
+    std::fs::read_to_string(trace)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("trace line is JSON"))
+        .filter(|v| v["label"] == label)
+        .map(|v| {
+            let n = |k: &str| v[k].as_u64().expect("integer field") as u128;
+            (v["device"].as_u64().unwrap(), n("start_ns"), n("end_ns"))
+        })
+        .collect()
+}
+
+#[test]
+fn shards_are_byte_identical_on_one_two_and_four_devices() {
+    // Top-k pruning and a weight threshold on (selected on the device), small batches so that
+    // every device gets work.
+    let mut reference: Option<Vec<(String, Vec<u8>)>> = None;
+    for devices in [1usize, 2, 4] {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path();
+        let trace = a.join("trace.jsonl");
+        let list = vec!["\"cpu\""; devices].join(",");
+        let set_devices = format!("backend.devices=[{list}]");
+        let sets = [
+            set_devices.as_str(),
+            "backend.threads=2",
+            "encode_docs.batch_size=8",
+            "encode_docs.top_k=40",
+            "encode_docs.min_weight=0.05",
+        ];
+        let with_sets = |args: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            for s in sets {
+                v.extend(["--set".to_string(), s.to_string()]);
+            }
+            v
+        };
+        let out = splade(a)
+            .env("SPLADE_DEVICE_TRACE", &trace)
+            .args(with_sets(&["run", TOY, "--until", "encode_docs"]))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = PathBuf::from(
+            String::from_utf8(
+                splade(a)
+                    .args(with_sets(&["path", TOY, "encode_docs.vectors"]))
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim(),
+        );
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 3, "300 docs in shards of 100");
+        let vectors: Vec<_> = files
+            .iter()
+            .flat_map(|(name, _)| read_sparse(&dir.join(name)).unwrap().1)
+            .collect();
+        assert_eq!(vectors.len(), 300);
+        assert!(vectors
+            .iter()
+            .all(|v| v.terms.len() <= 40 && !v.terms.is_empty()));
+        assert!(vectors.iter().flat_map(|v| &v.weights).all(|w| *w >= 0.05));
+        match &reference {
+            None => reference = Some(files),
+            Some(r) => assert!(
+                r == &files,
+                "{devices} devices wrote different shard bytes than 1 device"
+            ),
+        }
+        let spans = traced_spans(&trace, "encode");
+        let used: std::collections::BTreeSet<u64> = spans.iter().map(|s| s.0).collect();
+        assert_eq!(
+            used.len(),
+            devices,
+            "every device encoded batches: {spans:?}"
+        );
+        if devices > 1 {
+            // Concurrency, shown by the stage's own record: some batch of one device was being
+            // computed while another device was computing one.
+            let overlap = spans
+                .iter()
+                .any(|x| spans.iter().any(|y| x.0 != y.0 && x.1 < y.2 && y.1 < x.2));
+            assert!(overlap, "no two devices ever computed at once: {spans:?}");
+        }
+    }
+}

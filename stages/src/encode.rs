@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::error::Result;
-use crate::model::encoder::{prune, Pooling};
+use crate::model::encoder::{Pooling, Sparsify};
 use crate::model::text_encoder::{EncodeOptions, TextEncoder};
 use crate::model::Precision;
 use crate::params::{positive, ParamError};
@@ -70,6 +70,10 @@ impl EncodeParams {
             sort_window: self.sort_window as usize,
             vocab_chunk: self.vocab_chunk as usize,
             precision: self.precision,
+            sparsify: Sparsify {
+                top_k: self.top_k as usize,
+                min_weight: self.min_weight as f32,
+            },
         }
     }
 }
@@ -154,6 +158,24 @@ impl VectorStats {
     }
 }
 
+/// A shard whose Parquet file is being written on its own thread.
+type PendingShard<'scope> = (usize, std::thread::ScopedJoinHandle<'scope, Result<()>>);
+
+/// Waits for `pending`'s file, then commits the shard (which stops the stage when asked to).
+fn commit_written(
+    pending: Option<PendingShard<'_>>,
+    out: &mut ShardedOutput,
+    ctx: &StageContext,
+) -> Result<()> {
+    let Some((s, handle)) = pending else {
+        return Ok(());
+    };
+    handle
+        .join()
+        .map_err(|_| crate::StageError::Other(format!("writing shard {s} panicked")))??;
+    out.commit(ctx, s, Map::new())
+}
+
 impl TypedStage for Encode {
     type Params = EncodeParams;
     const KIND: &'static str = "encode";
@@ -207,7 +229,8 @@ impl TypedStage for Encode {
         let mut out = ShardedOutput::open(ctx, "vectors", shards)?;
         let todo: std::collections::BTreeSet<usize> = out.missing(ctx).into_iter().collect();
         let done = shards - todo.len();
-        let encoder = TextEncoder::load(&model_dir, p.mode, &p.options(), &ctx.backend)?;
+        let encoder =
+            TextEncoder::load(&model_dir, p.mode, &p.options(), &ctx.backend, ctx.threads)?;
         let bar = ctx.progress(n as u64, "texts");
         bar.set_position((done * shard_size).min(n) as u64);
         let started = Instant::now();
@@ -216,30 +239,37 @@ impl TypedStage for Encode {
         // an earlier run committed read back (not timed as encoding). Array tasks keep none.
         let mut acc = VectorStats::new(encoder.vocab());
         let mut reading = std::time::Duration::ZERO;
-        // The collection is read a shard at a time, never held whole.
+        // The collection is read a shard at a time, never held whole; a shard's Parquet file is
+        // written on its own thread while the next shard encodes, and committed after.
         let mut chunks = IdTextChunks::open(&input, shard_size)?;
-        for s in 0..shards {
-            let rows = chunks.next_chunk()?.unwrap_or_default();
-            if !todo.contains(&s) {
-                if ctx.shard_slice.is_none() {
-                    let t0 = Instant::now();
-                    acc.add(&read_sparse(&out.path(s))?.1);
-                    reading += t0.elapsed();
+        std::thread::scope(|scope| -> Result<()> {
+            let mut writing: Option<PendingShard<'_>> = None;
+            for s in 0..shards {
+                if ctx.cancelled() {
+                    // Stop at this boundary: commit what is written, encode nothing more.
+                    commit_written(writing.take(), &mut out, ctx)?;
                 }
-                continue;
-            }
-            let texts: Vec<&str> = rows.texts.iter().map(String::as_str).collect();
-            let mut vectors = encoder.encode(&texts, &bar)?;
-            if p.top_k > 0 || p.min_weight > 0.0 {
-                for v in vectors.iter_mut() {
-                    *v = prune(v, p.top_k as usize, p.min_weight as f32);
+                let rows = chunks.next_chunk()?.unwrap_or_default();
+                if !todo.contains(&s) {
+                    if ctx.shard_slice.is_none() {
+                        let t0 = Instant::now();
+                        acc.add(&read_sparse(&out.path(s))?.1);
+                        reading += t0.elapsed();
+                    }
+                    continue;
                 }
+                let texts: Vec<&str> = rows.texts.iter().map(String::as_str).collect();
+                let vectors = encoder.encode(&texts, &bar)?;
+                acc.add(&vectors);
+                encoded += rows.ids.len();
+                commit_written(writing.take(), &mut out, ctx)?;
+                let path = out.path(s);
+                let handle =
+                    scope.spawn(move || write_sparse(&path, &rows.ids, &vectors).map(drop));
+                writing = Some((s, handle));
             }
-            write_sparse(&out.path(s), &rows.ids, &vectors)?;
-            acc.add(&vectors);
-            out.commit(ctx, s, Map::new())?;
-            encoded += rows.ids.len();
-        }
+            commit_written(writing, &mut out, ctx)
+        })?;
         bar.finish_and_clear();
         let secs = (started.elapsed() - reading).as_secs_f64();
         if let Some(slice) = ctx.shard_slice {

@@ -10,6 +10,7 @@ pub mod network;
 pub mod precision;
 pub mod text_encoder;
 pub mod tokenize;
+pub mod workers;
 
 pub use backend::devices_from_backend;
 pub use config::{Arch, ModelConfig};
@@ -17,6 +18,7 @@ pub use encoder::{Pooling, SpladeEncoder};
 pub use network::MlmEncoder;
 pub use precision::Precision;
 pub use tokenize::TextTokenizer;
+pub use workers::DeviceWorkers;
 
 /// Vocabulary size of BERT's uncased WordPiece tokenizer (bert-base-uncased, SPLADE's models).
 pub const BERT_VOCAB_SIZE: usize = 30522;

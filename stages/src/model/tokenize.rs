@@ -17,6 +17,7 @@ use tokenizers::{
 use crate::error::{Result, StageError};
 
 /// A tokenizer that yields `[CLS] ... [SEP]` id sequences of at most `max_len` tokens.
+#[derive(Clone)]
 pub struct TextTokenizer {
     inner: Tokenizer,
     /// The same tokenizer without truncation or special tokens, for prefixes of long texts.

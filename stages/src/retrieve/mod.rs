@@ -325,8 +325,15 @@ impl QuerySource {
             sort_window: ENCODE_SORT_WINDOW,
             vocab_chunk: ENCODE_VOCAB_CHUNK,
             precision: p.precision,
+            sparsify: Default::default(),
         };
-        let encoder = TextEncoder::load(ctx.input("model")?.path(), p.mode, &opts, &ctx.backend)?;
+        let encoder = TextEncoder::load(
+            ctx.input("model")?.path(),
+            p.mode,
+            &opts,
+            &ctx.backend,
+            ctx.threads,
+        )?;
         Ok(QuerySource::Texts(rows, Box::new(encoder)))
     }
 

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use super::encoders::{EncoderPair, Encoding};
 use crate::error::Result;
 use crate::evaluate::metrics::{evaluate, EvalOptions, Measure};
-use crate::model::encoder::to_sparse;
+use crate::model::encoder::{sparse_rows, Sparsify};
 use crate::model::TextTokenizer;
 use crate::parquet_io::{IdText, Qrel, RunRow, SparseVector};
 
@@ -35,13 +35,7 @@ fn encode_all(
     for chunk in texts.chunks(32) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let rep = encode(&tokenizer.encode_batch(&refs)?);
-        let [b, v] = rep.dims();
-        let values: Vec<f32> = rep
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .map_err(|e| crate::StageError::Other(format!("reading representations: {e:?}")))?;
-        out.extend((0..b).map(|i| to_sparse(&values[i * v..(i + 1) * v])));
+        out.extend(sparse_rows(rep, Sparsify::default())?);
     }
     Ok(out)
 }
