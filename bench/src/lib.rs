@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use splade_stages::contract::run_stage as run_in_process;
 use splade_stages::encode::length_bucketed_batches;
-use splade_stages::model::encoder::{Pooling, SpladeEncoder};
+use splade_stages::encode::EncodeMode;
+use splade_stages::model::encoder::Pooling;
+use splade_stages::model::text_encoder::{EncodeOptions, TextEncoder};
 use splade_stages::model::BERT_VOCAB_SIZE;
 
 /// The `splade bench` subcommands.
@@ -165,12 +167,30 @@ pub struct EncodeBench {
     /// `flex` or `tch`.
     #[arg(long, default_value = "flex")]
     pub backend: String,
-    /// Device: `cpu` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
+    /// Devices, comma-separated, one worker each: `cpu`, `cuda:N`, `cpu,cpu`, `cuda:0,cuda:1`.
+    #[arg(long, alias = "devices", default_value = "cpu")]
     pub device: String,
+    /// CPU threads shared by the device workers (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// `f32` or `bf16` compute (the vectors stay f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
     pub precision: String,
+    /// Random token sequences of exactly --max-length tokens instead of --texts (the shape
+    /// `gpu_anchor.py` measures).
+    #[arg(long)]
+    pub fixed_length: bool,
+}
+
+/// The `[backend]` table of `--backend` and a comma-separated `--device` list.
+fn backend_table(backend: &str, devices: &str) -> serde_json::Value {
+    let devices: Vec<&str> = devices.split(',').map(str::trim).collect();
+    serde_json::json!({"kind": backend, "devices": devices})
+}
+
+/// `--threads`, or every core.
+fn threads_or_all(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The `--precision` flag (clap allows only `f32` and `bf16`).
@@ -210,37 +230,47 @@ pub fn encode(b: &EncodeBench) -> Result<()> {
         b.texts.display()
     );
     let texts: Vec<&str> = (0..b.docs).map(|i| pool[i % pool.len()]).collect();
-    let devices = splade_stages::model::devices_from_backend(
-        &serde_json::json!({"kind": b.backend, "devices": [b.device]}),
-    )?;
-    let mut enc = SpladeEncoder::load(&b.model, b.max_length, Pooling::Max, &devices[0])?;
-    enc.vocab_chunk = b.vocab_chunk;
-    enc.set_precision(precision(&b.precision));
-    let ids = enc.tokenizer.encode_batch(&texts)?;
+    let backend = backend_table(&b.backend, &b.device);
+    let threads = threads_or_all(b.threads);
+    let opts = EncodeOptions {
+        max_length: b.max_length,
+        pooling: Pooling::Max,
+        batch_size: b.batch_size,
+        sort_window: b.sort_window,
+        vocab_chunk: b.vocab_chunk,
+        precision: precision(&b.precision),
+        sparsify: Default::default(),
+    };
+    let enc = TextEncoder::load(&b.model, EncodeMode::Splade, &opts, &backend, threads)?;
+    let ids = match b.fixed_length {
+        true => random_sequences(b.docs, b.max_length, 11),
+        false => enc.tokenize(&texts)?,
+    };
     let tokens: usize = ids.iter().map(Vec::len).sum();
-    // Warm-up: one batch (allocators, kernels).
-    enc.encode_ids(&ids[..b.batch_size.min(ids.len())])?;
-    let t0 = Instant::now();
+    let hidden = indicatif::ProgressBar::hidden();
+    // Warm-up: one batch per device (allocators, kernels).
+    let devices = backend["devices"].as_array().map_or(1, Vec::len);
+    enc.encode_tokens(&ids[..(b.batch_size * devices).min(ids.len())], &hidden)?;
     let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-    let mut nnz = 0usize;
-    let mut padded = 0usize;
-    for batch in length_bucketed_batches(&lengths, b.batch_size, b.sort_window) {
-        let seqs: Vec<Vec<u32>> = batch.iter().map(|i| ids[*i].clone()).collect();
-        padded += seqs.len() * seqs.iter().map(Vec::len).max().unwrap_or(0);
-        for v in enc.encode_ids(&seqs)? {
-            nnz += v.nnz();
-        }
-    }
+    let padded: usize = length_bucketed_batches(&lengths, b.batch_size, b.sort_window)
+        .iter()
+        .map(|batch| batch.len() * batch.iter().map(|i| lengths[*i]).max().unwrap_or(0))
+        .sum();
+    let t0 = Instant::now();
+    let nnz: usize = enc
+        .encode_tokens(&ids, &hidden)?
+        .iter()
+        .map(|v| v.nnz())
+        .sum();
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "docs={} secs={secs:.3} docs_per_s={:.1} mean_tokens={:.1} padding={:.1}% mean_nnz={:.1} peak_rss_mib={:.0} threads={}",
+        "docs={} devices={devices} secs={secs:.3} docs_per_s={:.1} mean_tokens={:.1} padding={:.1}% mean_nnz={:.1} peak_rss_mib={:.0} threads={threads}",
         b.docs,
         b.docs as f64 / secs,
         tokens as f64 / b.docs as f64,
         100.0 * (1.0 - tokens as f64 / padded.max(1) as f64),
         nnz as f64 / b.docs as f64,
         peak_rss_mib(),
-        rayon::current_num_threads(),
     );
     Ok(())
 }
@@ -568,9 +598,15 @@ pub struct TrainBench {
     /// `flex` or `tch`.
     #[arg(long, default_value = "flex")]
     pub backend: String,
-    /// Device: `cpu` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
+    /// Devices, comma-separated, one worker each: `cpu`, `cuda:N`, `cpu,cpu`, `cuda:0,cuda:0`.
+    #[arg(long, alias = "devices", default_value = "cpu")]
     pub device: String,
+    /// CPU threads shared by the device workers (default: every core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Dropout probability (BERT's 0.1 by default; 0 turns it off).
+    #[arg(long, default_value_t = 0.1)]
+    pub dropout: f64,
     /// Vocabulary terms projected at a time (bounds activation memory).
     #[arg(long, default_value_t = 8192)]
     pub vocab_chunk: usize,
@@ -608,12 +644,11 @@ pub fn train(b: &TrainBench) -> Result<()> {
     };
     use splade_stages::train::step::{DataParallel, Objective, StepPosition, TokenizedBatch};
 
-    let devices: Vec<_> = splade_stages::model::devices_from_backend(
-        &serde_json::json!({"kind": b.backend, "devices": [b.device]}),
-    )?
-    .into_iter()
-    .map(|d| d.autodiff())
-    .collect();
+    let devices: Vec<_> =
+        splade_stages::model::devices_from_backend(&backend_table(&b.backend, &b.device))?
+            .into_iter()
+            .map(|d| d.autodiff())
+            .collect();
     let (cfg, model) = load_mlm(&b.model, &devices[0])?;
     let mut model = EncoderPair {
         doc: model,
@@ -642,26 +677,33 @@ pub fn train(b: &TrainBench) -> Result<()> {
         }],
         anti_zero: false,
     };
-    let parallel = DataParallel {
-        devices: devices.clone(),
-        encoding: Encoding {
+    let threads = threads_or_all(b.threads);
+    let n_devices = devices.len();
+    let parallel = DataParallel::new(
+        devices,
+        Encoding {
             pooling: PoolingKind::Max,
             vocab_chunk: b.vocab_chunk,
             pad: cfg.pad_token_id,
             queries: QueryEncoding::Shared,
             precision: precision(&b.precision),
+            dropout: b.dropout,
         },
-    };
+        threads,
+    )?;
     let mut run_step = |i: usize, model: EncoderPair| -> Result<EncoderPair> {
         let batch = TokenizedBatch {
             queries: random_sequences(b.batch_size, b.query_length, 2 * i as u64 + 1),
             docs: random_sequences(2 * b.batch_size, b.doc_length, 2 * i as u64 + 2),
             per_query: 2,
             teacher: None,
+            query_len: b.query_length,
+            doc_len: b.doc_length,
         };
         let mut acc = GradientsAccumulator::<EncoderPair>::new();
         parallel.accumulate(
             &model,
+            i as u64,
             &batch,
             &objective,
             StepPosition {
@@ -682,7 +724,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
     let _ = model.valid();
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "steps={} batch={} query_length={} doc_length={} secs={secs:.3} steps_per_s={:.3} examples_per_s={:.2} peak_rss_mib={:.0} threads={} backend={}",
+        "steps={} devices={n_devices} batch={} query_length={} doc_length={} secs={secs:.3} steps_per_s={:.3} examples_per_s={:.2} peak_rss_mib={:.0} threads={threads} backend={}",
         b.steps,
         b.batch_size,
         b.query_length,
@@ -690,7 +732,6 @@ pub fn train(b: &TrainBench) -> Result<()> {
         b.steps as f64 / secs,
         (b.steps * b.batch_size) as f64 / secs,
         peak_rss_mib(),
-        rayon::current_num_threads(),
         b.backend,
     );
     Ok(())

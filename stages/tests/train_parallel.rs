@@ -92,38 +92,65 @@ fn objective() -> Objective {
     }
 }
 
-/// Gradients (as flat vectors of a set of parameters) and stats with `n` logical CPU devices.
+/// Dropout of the tests that compare device counts: BERT's, so masks matter.
+const DROPOUT: f64 = 0.1;
+
+/// Gradients (as flat vectors of a set of parameters) and stats with `n` logical CPU devices,
+/// dropout on.
 fn gradients(base: &Device, n: usize) -> (Vec<Vec<f32>>, StepStats) {
-    gradients_in(base, n, Precision::F32)
+    gradients_in(base, n, Precision::F32, DROPOUT)
 }
 
-/// [`gradients`] with the encoders computing in `precision`.
-fn gradients_in(base: &Device, n: usize, precision: Precision) -> (Vec<Vec<f32>>, StepStats) {
-    let device = base.clone().autodiff();
-    let mut cfg = ModelConfig::from_dir(&model_dir()).unwrap();
-    cfg.dropout = 0.0;
-    let (cfg, model) = load_mlm_as(&model_dir(), cfg, &device).unwrap();
+fn tiny_pair(device: &Device) -> (ModelConfig, EncoderPair) {
+    let cfg = ModelConfig::from_dir(&model_dir()).unwrap();
+    let (cfg, model) = load_mlm_as(&model_dir(), cfg, device).unwrap();
     let pair = burn::module::Module::train(EncoderPair {
         doc: model,
         query: None,
     });
+    (cfg, pair)
+}
+
+fn parallel(
+    device: &Device,
+    n: usize,
+    cfg: &ModelConfig,
+    precision: Precision,
+    dropout: f64,
+) -> DataParallel {
+    let encoding = Encoding {
+        pooling: PoolingKind::Max,
+        vocab_chunk: 8192,
+        pad: cfg.pad_token_id,
+        queries: QueryEncoding::Shared,
+        precision,
+        dropout,
+    };
+    DataParallel::new(vec![device.clone(); n], encoding, 2).unwrap()
+}
+
+fn tokenized() -> TokenizedBatch {
     let tok_q = TextTokenizer::load(&model_dir(), 16).unwrap();
     let tok_d = TextTokenizer::load(&model_dir(), 32).unwrap();
-    let batch = TokenizedBatch::new(&examples(), &tok_q, &tok_d).unwrap();
-    let dp = DataParallel {
-        devices: vec![device.clone(); n],
-        encoding: Encoding {
-            pooling: PoolingKind::Max,
-            vocab_chunk: 8192,
-            pad: cfg.pad_token_id,
-            queries: QueryEncoding::Shared,
-            precision,
-        },
-    };
+    TokenizedBatch::new(&examples(), &tok_q, &tok_d).unwrap()
+}
+
+/// [`gradients`] with the encoders computing in `precision`, with `dropout`.
+fn gradients_in(
+    base: &Device,
+    n: usize,
+    precision: Precision,
+    dropout: f64,
+) -> (Vec<Vec<f32>>, StepStats) {
+    let device = base.clone().autodiff();
+    let (cfg, pair) = tiny_pair(&device);
+    let batch = tokenized();
+    let dp = parallel(&device, n, &cfg, precision, dropout);
     let mut acc = GradientsAccumulator::<EncoderPair>::new();
     let stats = dp
         .accumulate(
             &pair,
+            0,
             &batch,
             &objective(),
             StepPosition {
@@ -155,6 +182,14 @@ fn gradients_in(base: &Device, n: usize, precision: Precision) -> (Vec<Vec<f32>>
 
 fn devices_match_one_device(base: &Device) {
     let (one, s1) = gradients(base, 1);
+    // Dropout is really on: without it the gradients differ.
+    let (no_dropout, _) = gradients_in(base, 1, Precision::F32, 0.0);
+    let moved = one
+        .iter()
+        .zip(&no_dropout)
+        .flat_map(|(a, b)| a.iter().zip(b))
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(moved > 1e-4, "dropout changed no gradient ({moved})");
     let total = |s: &StepStats| s.terms.iter().find(|(k, _)| k == "total").unwrap().1;
     assert!(total(&s1).is_finite() && total(&s1) > 0.0);
     let scale: f32 = one.iter().flatten().fold(0f32, |m, x| m.max(x.abs()));
@@ -209,10 +244,10 @@ fn bf16_libtorch_compute_keeps_f32_gradients_close_to_full_precision() {
 }
 
 fn bf16_close_to_f32(base: &Device) {
-    let (full, s_full) = gradients_in(base, 1, Precision::F32);
+    let (full, s_full) = gradients_in(base, 1, Precision::F32, 0.0);
     let total = |s: &StepStats| s.terms.iter().find(|(k, _)| k == "total").unwrap().1;
     for n in [1, 2] {
-        let (half, s_half) = gradients_in(base, n, Precision::Bf16);
+        let (half, s_half) = gradients_in(base, n, Precision::Bf16, 0.0);
         let (a, b) = (total(&s_half), total(&s_full));
         assert!(
             (a - b).abs() <= 0.03 * b.abs(),
@@ -229,5 +264,64 @@ fn bf16_close_to_f32(base: &Device) {
         eprintln!("{n} devices: bf16 loss {a:.5} vs f32 {b:.5}, worst gradient cosine {worst:.5}");
         assert!(worst > 0.98, "{n} devices: bf16 gradient cosine {worst}");
         assert!(!identical, "bf16 gradients equal the f32 ones bit for bit");
+    }
+}
+
+/// Flat weights of a few parameters after `steps` AdamW steps on `n` devices, dropout on; the
+/// replicas persist across the two micro-batches of each step and are refreshed after it.
+fn weights_after(base: &Device, n: usize, steps: u64) -> Vec<Vec<f32>> {
+    use burn::optim::AdamWConfig;
+    let device = base.clone().autodiff();
+    let (cfg, mut pair) = tiny_pair(&device);
+    let dp = parallel(&device, n, &cfg, Precision::F32, DROPOUT);
+    let mut optim = AdamWConfig::new().with_epsilon(1e-6).init();
+    let batch = tokenized();
+    for step in 0..steps {
+        let mut acc = GradientsAccumulator::<EncoderPair>::new();
+        for micro in 0..2 {
+            let at = StepPosition {
+                t: step + 1,
+                micro: step * 2 + micro,
+                seed: 7,
+            };
+            dp.accumulate(&pair, step, &batch, &objective(), at, 0.5, &mut acc)
+                .unwrap();
+        }
+        pair = optim.step(1e-4, pair, acc.grads());
+    }
+    let flat2 = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let flat1 = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let m = &pair.doc;
+    vec![
+        flat2(m.embeddings.word_embeddings.weight.val()),
+        flat2(m.encoder.layers[0].mha.value.weight.val()),
+        flat2(m.encoder.layers[1].pwff.linear_outer.weight.val()),
+        flat1(m.head.bias.val()),
+    ]
+}
+
+/// Three optimizer steps of two micro-batches each, dropout on: 2 and 4 devices end with the
+/// weights of 1 device within 2e-6 (AdamW steps are at most lr = 1e-4 per coordinate, so a
+/// device-dependent mask or a stale replica would show as differences of order 1e-4).
+#[test]
+fn weights_after_several_steps_do_not_depend_on_the_device_count() {
+    let base = Device::flex();
+    let initial = weights_after(&base, 1, 0);
+    let one = weights_after(&base, 1, 3);
+    let moved = one
+        .iter()
+        .zip(&initial)
+        .flat_map(|(a, b)| a.iter().zip(b))
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(moved > 1e-4, "training moved no weight ({moved})");
+    for n in [2, 4] {
+        let got = weights_after(&base, n, 3);
+        let worst = got
+            .iter()
+            .zip(&one)
+            .flat_map(|(a, b)| a.iter().zip(b))
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        eprintln!("{n} devices: largest weight difference after 3 steps {worst:e}");
+        assert!(worst < 2e-6, "{n} devices: weights differ by {worst}");
     }
 }

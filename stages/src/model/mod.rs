@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod dropout;
 pub mod encoder;
 pub mod export;
 pub mod loader;

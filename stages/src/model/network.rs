@@ -3,15 +3,16 @@
 
 use burn::module::{Module, Param};
 use burn::nn::transformer::{
-    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderInput,
+    TransformerEncoder, TransformerEncoderConfig, TransformerEncoderLayer,
 };
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::activation::{gelu, relu};
+use burn::tensor::activation::{gelu, relu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use super::config::ModelConfig;
+use super::dropout::dropout;
 
 /// Word + position (+ token type) embeddings, then LayerNorm.
 #[derive(Module, Debug)]
@@ -143,9 +144,11 @@ impl MlmEncoder {
         if let Some(tt) = &self.embeddings.token_type_embeddings {
             x = x + tt.forward(Tensor::<2, Int>::zeros([b, l], &device));
         }
-        let x = self.embeddings.layer_norm.forward(x);
-        self.encoder
-            .forward(TransformerEncoderInput::new(x).mask_pad(pad))
+        let mut x = dropout(self.embeddings.layer_norm.forward(x));
+        for layer in &self.encoder.layers {
+            x = bert_layer(layer, x, pad.clone());
+        }
+        x
     }
 
     /// SPLADE representations `[B, V]`. The vocabulary projection runs in chunks of `chunk`
@@ -192,4 +195,40 @@ impl MlmEncoder {
         }
         Tensor::cat(parts, 1)
     }
+}
+
+/// One post-LN BERT layer on burn's layer parameters, with BERT's dropout sites (attention
+/// probabilities, attention output, feed-forward output) drawn by [`dropout`]:
+/// `x₁ = LN(x + drop(attn(x)))`, `out = LN(x₁ + drop(W₂ gelu(W₁ x₁)))`.
+fn bert_layer(layer: &TransformerEncoderLayer, x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
+    let attended = dropout(self_attention(layer, x.clone(), pad));
+    let x = layer.norm_1.forward(x + attended);
+    let ff = layer.pwff.linear_inner.forward(x.clone());
+    let ff = layer
+        .pwff
+        .linear_outer
+        .forward(layer.pwff.activation.forward(ff));
+    layer.norm_2.forward(x + dropout(ff))
+}
+
+/// Multi-head self-attention with padding masked out, as burn's `MultiHeadAttention` computes it
+/// (scores `q·kᵀ/√d_k`, padding set to its `min_float`), plus dropout on the probabilities.
+fn self_attention(
+    layer: &TransformerEncoderLayer,
+    x: Tensor<3>,
+    pad: Tensor<2, Bool>,
+) -> Tensor<3> {
+    let mha = &layer.mha;
+    let [b, l, d] = x.dims();
+    let heads = |t: Tensor<3>| t.reshape([b, l, mha.n_heads, mha.d_k]).swap_dims(1, 2);
+    let q = heads(mha.query.forward(x.clone()));
+    let k = heads(mha.key.forward(x.clone()));
+    let v = heads(mha.value.forward(x));
+    let scores = q
+        .matmul(k.transpose())
+        .div_scalar((mha.d_k as f32).sqrt())
+        .mask_fill(pad.reshape([b, 1, 1, l]), mha.min_float);
+    let probs = dropout(softmax(scores, 3));
+    let context = probs.matmul(v).swap_dims(1, 2).reshape([b, l, d]);
+    mha.output.forward(context)
 }

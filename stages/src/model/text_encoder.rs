@@ -95,7 +95,8 @@ impl TextEncoder {
             .unwrap_or(BERT_VOCAB_SIZE)
     }
 
-    fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    /// Token ids of `texts` (special tokens included, truncated to `max_length`).
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         match (self.encoders.first(), &self.tokenizer) {
             (Some(e), _) => e.tokenizer.encode_batch(texts),
             (_, Some(t)) => t.encode_batch(texts),
@@ -112,7 +113,16 @@ impl TextEncoder {
             .into_iter()
             .flatten()
             .collect();
-        let mut vectors = vec![SparseVector::default(); texts.len()];
+        self.encode_tokens(&token_ids, bar)
+    }
+
+    /// The vectors of tokenized texts (from this encoder's tokenizer), in input order.
+    pub fn encode_tokens(
+        &self,
+        token_ids: &[Vec<u32>],
+        bar: &ProgressBar,
+    ) -> Result<Vec<SparseVector>> {
+        let mut vectors = vec![SparseVector::default(); token_ids.len()];
         match &self.workers {
             Some(workers) => {
                 let lengths: Vec<usize> = token_ids.iter().map(Vec::len).collect();
@@ -140,7 +150,7 @@ impl TextEncoder {
                         keep.min_weight,
                     );
                 }
-                bar.inc(texts.len() as u64);
+                bar.inc(token_ids.len() as u64);
             }
         }
         Ok(vectors)

@@ -2,8 +2,8 @@
 //!
 //! Each worker runs inside its own rayon pool of `threads / devices` threads (the backends'
 //! intra-op parallelism), so two CPU "devices" on two cores really run side by side instead of
-//! fighting over one pool. With one device the job runs on the calling thread, in the stage's
-//! pool, exactly as before workers existed.
+//! fighting over one pool. With one device no thread is started; the job runs in that device's
+//! pool.
 //!
 //! `SPLADE_DEVICE_TRACE=FILE` appends one JSON line per job (`label`, `device`, `start_ns`,
 //! `end_ns`, wall-clock nanoseconds) so that overlapping per-device spans can be shown.
@@ -29,19 +29,15 @@ impl DeviceWorkers {
             return Err(StageError::Other("no device to compute on".into()));
         }
         let per_device = (threads / devices.len()).max(1);
-        let pools = if devices.len() == 1 {
-            Vec::new()
-        } else {
-            (0..devices.len())
-                .map(|i| {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(per_device)
-                        .thread_name(move |t| format!("device-{i}-{t}"))
-                        .build()
-                        .map_err(|e| StageError::Other(format!("starting device {i}'s pool: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()?
-        };
+        let pools = (0..devices.len())
+            .map(|i| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(per_device)
+                    .thread_name(move |t| format!("device-{i}-{t}"))
+                    .build()
+                    .map_err(|e| StageError::Other(format!("starting device {i}'s pool: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(DeviceWorkers { devices, pools })
     }
 
@@ -78,8 +74,8 @@ impl DeviceWorkers {
         job: impl Fn(usize) -> Result<T> + Sync,
     ) -> Result<Vec<T>> {
         let n = n.min(self.devices.len());
-        if n <= 1 || self.pools.is_empty() {
-            return (0..n).map(&job).collect();
+        if n <= 1 {
+            return (0..n).map(|i| self.pools[i].install(|| job(i))).collect();
         }
         let job = &job;
         std::thread::scope(|scope| {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::model::encoder::batch_tensors;
 use crate::model::network::{MlmEncoder, PoolingKind};
 /// Compute precision of training: with `Bf16` every micro-step runs the encoders on a bf16 cast
 /// of the f32 parameters; master weights, gradients, optimizer state and losses stay f32.
@@ -53,6 +52,8 @@ pub struct Encoding {
     pub queries: QueryEncoding,
     /// Compute precision of the encoders.
     pub precision: Precision,
+    /// Dropout probability of the encoders while training (see [`crate::model::dropout`]).
+    pub dropout: f64,
 }
 
 impl Encoding {
@@ -68,8 +69,16 @@ impl Encoding {
         }
     }
 
-    fn splade(&self, model: &MlmEncoder, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
-        let (ids, mask): (Tensor<2, Int>, Tensor<2>) = batch_tensors(seqs, self.pad, device);
+    fn splade(
+        &self,
+        model: &MlmEncoder,
+        seqs: &[Vec<u32>],
+        len: usize,
+        device: &Device,
+    ) -> Tensor<2> {
+        let ids = padded_ids(seqs, self.pad, len, device);
+        // The mask is computed where the ids are: one upload per batch, not two.
+        let mask = ids.clone().not_equal_elem(self.pad as i64).float();
         splade_in(
             model,
             self.precision,
@@ -80,17 +89,30 @@ impl Encoding {
         )
     }
 
-    /// Document representations `[n, V]` from a [`Encoding::view`].
-    pub fn docs(&self, pair: &EncoderPair, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
-        self.splade(&pair.doc, seqs, device)
+    /// Document representations `[n, V]` from a [`Encoding::view`], padded to `len` tokens
+    /// (at least the longest sequence).
+    pub fn docs(
+        &self,
+        pair: &EncoderPair,
+        seqs: &[Vec<u32>],
+        len: usize,
+        device: &Device,
+    ) -> Tensor<2> {
+        self.splade(&pair.doc, seqs, len, device)
     }
 
-    /// Query representations `[n, V]` from a [`Encoding::view`].
-    pub fn queries(&self, pair: &EncoderPair, seqs: &[Vec<u32>], device: &Device) -> Tensor<2> {
+    /// Query representations `[n, V]` from a [`Encoding::view`], padded to `len` tokens.
+    pub fn queries(
+        &self,
+        pair: &EncoderPair,
+        seqs: &[Vec<u32>],
+        len: usize,
+        device: &Device,
+    ) -> Tensor<2> {
         match &self.queries {
-            QueryEncoding::Shared => self.splade(&pair.doc, seqs, device),
+            QueryEncoding::Shared => self.splade(&pair.doc, seqs, len, device),
             QueryEncoding::Separate => {
-                self.splade(pair.query.as_ref().unwrap_or(&pair.doc), seqs, device)
+                self.splade(pair.query.as_ref().unwrap_or(&pair.doc), seqs, len, device)
             }
             QueryEncoding::BagOfWords { specials, vocab } => {
                 let mut dense = vec![0f32; seqs.len() * vocab];
@@ -105,4 +127,16 @@ impl Encoding {
             }
         }
     }
+}
+
+/// `[n, max(len, longest)]` token ids padded with `pad`, uploaded at once.
+fn padded_ids(seqs: &[Vec<u32>], pad: u32, len: usize, device: &Device) -> Tensor<2, Int> {
+    let l = seqs.iter().map(Vec::len).max().unwrap_or(1).max(len).max(1);
+    let mut ids = vec![pad as i64; seqs.len() * l];
+    for (i, s) in seqs.iter().enumerate() {
+        for (j, t) in s.iter().enumerate() {
+            ids[i * l + j] = *t as i64;
+        }
+    }
+    Tensor::from_data(TensorData::new(ids, [seqs.len(), l]), device)
 }

@@ -55,6 +55,8 @@ pub struct TrainingSet {
     teacher: Option<TeacherIndex>,
     negatives: usize,
     seed: u64,
+    /// The permutation of the epoch last sampled from, `(epoch, order)`: built once per epoch.
+    epoch_order: std::sync::Mutex<(u64, Vec<usize>)>,
     /// Which queries of the negatives artifact were used, and why the others were not.
     pub coverage: Coverage,
 }
@@ -174,6 +176,7 @@ impl TrainingSet {
             teacher,
             negatives,
             seed,
+            epoch_order: std::sync::Mutex::new((u64::MAX, Vec::new())),
             coverage,
         })
     }
@@ -190,6 +193,7 @@ impl TrainingSet {
 
     /// The position in epoch order of global example `g`: each epoch is a fresh seeded permutation.
     fn entry_of(&self, g: u64, perm: &mut (u64, Vec<usize>)) -> usize {
+        // Rebuilt only when `g` is in another epoch than the last call's.
         let n = self.entries.len() as u64;
         let epoch = g / n;
         if perm.1.len() != self.entries.len() || perm.0 != epoch {
@@ -206,7 +210,7 @@ impl TrainingSet {
 
     /// Examples `first .. first + count` of the endless, epoch-shuffled example stream.
     pub fn examples(&self, first: u64, count: usize) -> Vec<Example> {
-        let mut perm = (u64::MAX, Vec::new());
+        let mut perm = self.epoch_order.lock().unwrap_or_else(|e| e.into_inner());
         (0..count as u64)
             .map(|i| {
                 let g = first + i;

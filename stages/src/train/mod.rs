@@ -10,6 +10,7 @@ pub mod examples;
 mod files;
 pub mod losses;
 mod params;
+pub mod prefetch;
 pub mod regularizer;
 pub mod step;
 pub mod validation;
@@ -40,7 +41,7 @@ use examples::TrainingSet;
 use files::{append_line, file_len, jsonl_to_parquet, remove_dir_if_exists, RunFiles};
 pub use params::{Init, QueryEncoder, Select, TrainParams};
 use regularizer::{LearningRateSchedule, RegularizerKind, TrainClock};
-use step::{DataParallel, Objective, StepPosition, StepStats, TokenizedBatch};
+use step::{DataParallel, Objective, StepPosition, StepStats};
 use validation::ValidationSet;
 
 /// The train stage kind.
@@ -53,7 +54,7 @@ impl TypedStage for Train {
     type Params = TrainParams;
     const KIND: &'static str = "train";
     const STOPS_AT_CHECKPOINTS: bool = true;
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
     const DOC: &'static str = "negatives + texts (+ teacher scores) → a trained SPLADE model (Hugging Face directory) + train log";
 
     fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
@@ -112,7 +113,8 @@ struct Trainer {
     sources: ModelSources,
     /// The separate query encoder's config (with the run's dropout), for its export.
     query_cfg: Option<ModelConfig>,
-    set: TrainingSet,
+    set: Arc<TrainingSet>,
+    batches: prefetch::BatchSource,
     validation: Option<ValidationSet>,
     /// The devices (the first is the main one) and the encoding.
     parallel: DataParallel,
@@ -174,13 +176,16 @@ impl Trainer {
         let objective = p.objective()?;
         let devices = training_devices(ctx, p.batch_size as usize)?;
         let sources = ModelSources::load(ctx, &p)?;
-        let set = load_training_set(ctx, &p, &objective)?;
+        let set = Arc::new(load_training_set(ctx, &p, &objective)?);
+        let batches = prefetch::BatchSource::new(
+            Arc::clone(&set),
+            &sources.query_tok,
+            &sources.doc_tok,
+            p.batch_size as usize,
+        );
         let validation = load_validation_set(ctx, &p)?;
         let (model, query_cfg) = build_encoders(&p, &sources, &devices[0])?;
-        let parallel = DataParallel {
-            encoding: encoding(&p, &sources),
-            devices,
-        };
+        let parallel = DataParallel::new(devices, encoding(&p, &sources), ctx.threads)?;
         let trainer = Trainer {
             lr_schedule: p.lr_schedule(),
             files: RunFiles::new(ctx.staging_dir()),
@@ -189,6 +194,7 @@ impl Trainer {
             sources,
             query_cfg,
             set,
+            batches,
             validation,
             parallel,
         };
@@ -284,14 +290,11 @@ impl Trainer {
         t: u64,
     ) -> Result<(GradientsAccumulator<EncoderPair>, StepMeans)> {
         let gas = self.p.gradient_accumulation as u64;
-        let batch_size = self.p.batch_size as usize;
         let mut acc = GradientsAccumulator::<EncoderPair>::new();
         let mut means = StepMeans::default();
         for micro in 0..gas {
             let index = step * gas + micro;
-            let examples = self.set.examples(index * batch_size as u64, batch_size);
-            let batch =
-                TokenizedBatch::new(&examples, &self.sources.query_tok, &self.sources.doc_tok)?;
+            let batch = self.batches.batch(index)?;
             let at = StepPosition {
                 t,
                 micro: index,
@@ -299,6 +302,7 @@ impl Trainer {
             };
             let stats = self.parallel.accumulate(
                 model,
+                step,
                 &batch,
                 &self.objective,
                 at,
@@ -367,7 +371,7 @@ impl Trainer {
             &self.parallel.encoding,
             &self.sources.query_tok,
             &self.sources.doc_tok,
-            &self.parallel.devices[0],
+            &self.parallel.devices()[0],
         )?;
         append_line(
             &self.files.validation,
@@ -477,7 +481,7 @@ impl Trainer {
             ("steps", json!(steps)),
             ("resumed_at_step", json!(r.resumed_at)),
             ("log_rows", json!(r.log_rows)),
-            ("devices", json!(self.parallel.devices.len())),
+            ("devices", json!(self.parallel.devices().len())),
             ("queries_in", json!(coverage.queries_in)),
             ("queries_used", json!(coverage.queries_used)),
             ("dropped_no_positive", json!(coverage.dropped_no_positive)),
@@ -515,7 +519,7 @@ impl Trainer {
             "{}: {} steps on {} device(s) over {} queries{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
             name,
             self.p.steps,
-            self.parallel.devices.len(),
+            self.parallel.devices().len(),
             self.set.coverage.queries_used,
             resumed,
             r.last.loss,
@@ -777,6 +781,7 @@ fn encoding(p: &TrainParams, sources: &ModelSources) -> Encoding {
         pad: sources.cfg.pad_token_id,
         queries,
         precision: p.precision,
+        dropout: sources.cfg.dropout,
     }
 }
 

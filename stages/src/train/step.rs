@@ -14,12 +14,15 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use std::sync::Mutex;
+
 use super::encoders::{EncoderPair, Encoding};
 use super::examples::Example;
 use super::losses::{BatchScores, RankingLoss};
 use super::regularizer::{anti_zero, Regularizer, TrainClock};
 use crate::error::{Result, StageError};
-use crate::model::TextTokenizer;
+use crate::model::dropout::{with_scope, DropoutScope};
+use crate::model::{DeviceWorkers, TextTokenizer};
 use crate::rng::splitmix64;
 
 /// The training objective: weighted ranking losses plus regularizers.
@@ -46,14 +49,42 @@ pub struct StepStats {
     pub flops_d: f64,
 }
 
-fn scalar(t: &Tensor<1>) -> f64 {
-    t.clone()
-        .into_data()
-        .convert::<f64>()
-        .try_to_vec::<f64>()
-        .ok()
-        .and_then(|v| v.first().copied())
-        .unwrap_or(f64::NAN)
+/// A micro-step's loss terms and sparsity figures while still on the device: read with
+/// [`PendingStats::read`], one download for all of them.
+pub struct PendingStats {
+    names: Vec<String>,
+    values: Vec<Tensor<1>>,
+}
+
+impl PendingStats {
+    /// The figures on the host (one device → host transfer).
+    pub fn read(self) -> Result<StepStats> {
+        let values: Vec<f64> = Tensor::cat(self.values, 0)
+            .into_data()
+            .convert::<f64>()
+            .try_to_vec::<f64>()
+            .map_err(|e| StageError::Other(format!("reading the step's figures: {e:?}")))?;
+        let mut stats = StepStats::default();
+        for (name, value) in self.names.into_iter().zip(values) {
+            match name.as_str() {
+                "nnz_q" => stats.nnz_q = value,
+                "nnz_d" => stats.nnz_d = value,
+                "flops_d" => stats.flops_d = value,
+                _ => stats.terms.push((name, value)),
+            }
+        }
+        Ok(stats)
+    }
+
+    fn push(&mut self, name: &str, value: Tensor<1>) {
+        self.names.push(name.to_string());
+        self.values.push(
+            value
+                .detach()
+                .reshape([1])
+                .cast(burn::tensor::FloatDType::F32),
+        );
+    }
 }
 
 impl Objective {
@@ -63,7 +94,7 @@ impl Objective {
     }
 
     /// The total loss at `clock` (for the λ schedules) on global representations `q` `[B, V]`
-    /// and `d` `[B·M, V]`.
+    /// and `d` `[B·M, V]`, and the step's figures (left on the device).
     pub fn loss(
         &self,
         clock: TrainClock,
@@ -71,9 +102,12 @@ impl Objective {
         d: &Tensor<2>,
         teacher: Option<&Tensor<2>>,
         per_query: usize,
-    ) -> (Tensor<1>, StepStats) {
+    ) -> (Tensor<1>, PendingStats) {
         let scores = BatchScores::new(q.clone(), d.clone(), per_query);
-        let mut stats = StepStats::default();
+        let mut stats = PendingStats {
+            names: Vec::new(),
+            values: Vec::new(),
+        };
         let mut total: Option<Tensor<1>> = None;
         let mut add = |x: Tensor<1>| {
             total = Some(match total.take() {
@@ -83,31 +117,36 @@ impl Objective {
         };
         for (loss, weight) in &self.losses {
             let value = scores.loss(*loss, teacher);
-            stats.terms.push((loss.name().to_string(), scalar(&value)));
+            stats.push(loss.name(), value.clone());
             add(value * *weight);
         }
-        let mut reg_value = 0.0;
+        let mut reg: Option<Tensor<1>> = None;
+        let mut add_reg = |x: Tensor<1>| {
+            reg = Some(match reg.take() {
+                Some(r) => r + x.clone().detach(),
+                None => x.clone().detach(),
+            });
+            add(x);
+        };
         for r in &self.regularizers {
             if let Some(x) = r.term(clock, q, d, per_query) {
-                reg_value += scalar(&x);
-                add(x);
+                add_reg(x);
             }
         }
         if self.anti_zero {
-            let x = anti_zero(q, d);
-            reg_value += scalar(&x);
-            add(x);
+            add_reg(anti_zero(q, d));
         }
-        stats.terms.push(("reg".into(), reg_value));
+        let zero = || Tensor::<1>::zeros([1], &q.device());
+        stats.push("reg", reg.unwrap_or_else(zero));
         let total = total.unwrap_or_else(|| (q.clone().sum() * 0.0) + (d.clone().sum() * 0.0));
-        stats.terms.push(("total".into(), scalar(&total)));
+        stats.push("total", total.clone());
         let nnz = |r: &Tensor<2>| {
             let rows = r.dims()[0].max(1) as f64;
-            scalar(&r.clone().detach().greater_elem(0.0).float().sum()) / rows
+            r.clone().detach().greater_elem(0.0).float().sum() / rows
         };
-        stats.nnz_q = nnz(q);
-        stats.nnz_d = nnz(d);
-        stats.flops_d = scalar(&super::regularizer::flops(d.clone().detach()));
+        stats.push("nnz_q", nnz(q));
+        stats.push("nnz_d", nnz(d));
+        stats.push("flops_d", super::regularizer::flops(d.clone().detach()));
         (total, stats)
     }
 }
@@ -122,6 +161,10 @@ pub struct TokenizedBatch {
     pub per_query: usize,
     /// `[B·M]` teacher scores, query-major, when the objective needs them.
     pub teacher: Option<Vec<f32>>,
+    /// Tokens of the longest query: every share pads its queries to it.
+    pub query_len: usize,
+    /// Tokens of the longest document: every share pads its documents to it.
+    pub doc_len: usize,
 }
 
 impl TokenizedBatch {
@@ -152,9 +195,14 @@ impl TokenizedBatch {
         } else {
             None
         };
+        let queries = query_tokenizer.encode_batch(&queries)?;
+        let docs = doc_tokenizer.encode_batch(&docs)?;
+        let longest = |s: &[Vec<u32>]| s.iter().map(Vec::len).max().unwrap_or(1);
         Ok(TokenizedBatch {
-            queries: query_tokenizer.encode_batch(&queries)?,
-            docs: doc_tokenizer.encode_batch(&docs)?,
+            query_len: longest(&queries),
+            doc_len: longest(&docs),
+            queries,
+            docs,
             per_query,
             teacher,
         })
@@ -171,9 +219,10 @@ impl TokenizedBatch {
     }
 }
 
-/// The dropout seed of one device share of one micro-step: a pure function of the run's seed.
-pub fn share_seed(seed: u64, micro_step: u64, share: usize) -> u64 {
-    let mut s = seed ^ micro_step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((share as u64) << 48);
+/// The seed of the dropout masks of one micro-step's queries (`part` 0) or documents (`part` 1):
+/// a pure function of the run's seed, so masks repeat across passes, resumes and device counts.
+pub fn mask_seed(seed: u64, micro_step: u64, part: usize) -> u64 {
+    let mut s = seed ^ micro_step.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((part as u64) << 48);
     splitmix64(&mut s)
 }
 
@@ -203,51 +252,122 @@ pub struct StepPosition {
     pub seed: u64,
 }
 
-/// Data-parallel gradient computation over `devices` (autodiff devices; the first is the main one,
-/// where the model, the optimizer and the global loss live).
+/// Data-parallel gradient computation: one worker thread per device, each with a replica of the
+/// model that persists across the micro-steps of an optimizer step (re-copied from the main
+/// device only when the weights changed). The model, the optimizer and the global loss live on
+/// the first (main) device; parameter gradients are summed there in device order.
 pub struct DataParallel {
-    /// Autodiff devices sharing each batch; the first is the main one.
-    pub devices: Vec<Device>,
+    workers: DeviceWorkers,
     /// How representations are computed on every device.
     pub encoding: Encoding,
+    replicas: Mutex<Replicas>,
+}
+
+/// Replicas of the model on devices 1.., with the optimizer step whose weights they hold.
+#[derive(Default)]
+struct Replicas {
+    step: Option<u64>,
+    pairs: Vec<EncoderPair>,
+}
+
+/// One share's slice of a micro-batch: its queries and their documents.
+struct Share {
+    queries: std::ops::Range<usize>,
+    docs: std::ops::Range<usize>,
 }
 
 impl DataParallel {
-    /// Query and document representations of share `i` (queries `range`) on its device, under
-    /// the share's dropout seed — the same masks in both passes of a step.
+    /// Workers for the autodiff `devices` (the first is the main one), sharing `threads` CPU
+    /// threads.
+    pub fn new(devices: Vec<Device>, encoding: Encoding, threads: usize) -> Result<Self> {
+        Ok(DataParallel {
+            workers: DeviceWorkers::new(devices, threads)?,
+            encoding,
+            replicas: Mutex::new(Replicas::default()),
+        })
+    }
+
+    /// The devices, the first being the main one.
+    pub fn devices(&self) -> &[Device] {
+        self.workers.devices()
+    }
+
+    /// The model on every device: `model` itself on the main one, then the replicas, copied
+    /// again only when `weights_step` (the optimizer step `model`'s weights are from) changed.
+    fn replicas(&self, model: &EncoderPair, weights_step: u64, n: usize) -> Vec<EncoderPair> {
+        let mut held = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
+        if held.step != Some(weights_step) || held.pairs.len() + 1 < n {
+            held.pairs = self.devices()[1..n]
+                .iter()
+                .map(|d| model.clone().fork(d))
+                .collect();
+            held.step = Some(weights_step);
+        }
+        std::iter::once(model.clone())
+            .chain(held.pairs.iter().take(n - 1).cloned())
+            .collect()
+    }
+
+    /// Dropout scopes of a share's queries and documents within the global batch.
+    fn scopes(&self, batch: &TokenizedBatch, share: &Share, at: StepPosition) -> [DropoutScope; 2] {
+        let scope = |part: usize, rows: &std::ops::Range<usize>, global: usize| DropoutScope {
+            seed: mask_seed(at.seed, at.micro, part),
+            rows: rows.clone(),
+            global_rows: global,
+            prob: self.encoding.dropout,
+        };
+        [
+            scope(0, &share.queries, batch.queries.len()),
+            scope(1, &share.docs, batch.docs.len()),
+        ]
+    }
+
+    /// Query and document representations of `share` with `replica` on `device`, padded to the
+    /// global batch's lengths and under the global batch's dropout masks.
     fn encode_share(
         &self,
         replica: &EncoderPair,
         batch: &TokenizedBatch,
-        range: &std::ops::Range<usize>,
+        share: &Share,
         at: StepPosition,
-        i: usize,
+        device: &Device,
     ) -> (Tensor<2>, Tensor<2>) {
-        let dev = &self.devices[i];
-        let m = batch.per_query;
-        dev.seed(share_seed(at.seed, at.micro, i));
+        let [query_scope, doc_scope] = self.scopes(batch, share, at);
         let view = self.encoding.view(replica);
-        let q = self
-            .encoding
-            .queries(&view, &batch.queries[range.clone()], dev);
-        let d = self
-            .encoding
-            .docs(&view, &batch.docs[range.start * m..range.end * m], dev);
+        let q = with_scope(query_scope, || {
+            self.encoding.queries(
+                &view,
+                &batch.queries[share.queries.clone()],
+                batch.query_len,
+                device,
+            )
+        });
+        let d = with_scope(doc_scope, || {
+            self.encoding.docs(
+                &view,
+                &batch.docs[share.docs.clone()],
+                batch.doc_len,
+                device,
+            )
+        });
         (q, d)
     }
 
     /// Gradients of `objective` on `batch` (scaled by `scale`, e.g. 1/accumulation) for `model`
-    /// on the main device, accumulated into `acc`.
+    /// (whose weights are those of optimizer step `weights_step`) on the main device,
+    /// accumulated into `acc`.
+    #[allow(clippy::too_many_arguments)]
     pub fn accumulate(
         &self,
         model: &EncoderPair,
+        weights_step: u64,
         batch: &TokenizedBatch,
         objective: &Objective,
         at: StepPosition,
         scale: f64,
         acc: &mut GradientsAccumulator<EncoderPair>,
     ) -> Result<StepStats> {
-        let main = &self.devices[0];
+        let main = &self.devices()[0];
         let m = batch.per_query;
         let clock = TrainClock {
             step: at.t,
@@ -257,37 +377,42 @@ impl DataParallel {
             .teacher
             .as_ref()
             .map(|t| Tensor::<2>::from_data(TensorData::new(t.clone(), [batch.len(), m]), main));
-        let parts = shares(batch.len(), self.devices.len());
-        if parts.len() == 1 {
-            main.seed(share_seed(at.seed, at.micro, 0));
-            let view = self.encoding.view(model);
-            let q = self.encoding.queries(&view, &batch.queries, main);
-            let d = self.encoding.docs(&view, &batch.docs, main);
-            let (loss, stats) = objective.loss(clock, &q, &d, teacher.as_ref(), m);
-            let grads = (loss * scale).backward();
-            acc.accumulate(model, GradientsParams::from_grads(grads, model));
-            return Ok(stats);
-        }
-        let replicas: Vec<EncoderPair> = parts
-            .iter()
-            .enumerate()
-            .map(|(i, _)| {
-                if i == 0 {
-                    model.clone()
-                } else {
-                    model.clone().fork(&self.devices[i])
-                }
+        let parts: Vec<Share> = shares(batch.len(), self.workers.len())
+            .into_iter()
+            .map(|r| Share {
+                docs: r.start * m..r.end * m,
+                queries: r,
             })
             .collect();
-        let plain_main = main.clone().inner();
-        // Pass 1: representations of every share, gathered (as constants) on the main device.
-        let mut qs = Vec::with_capacity(parts.len());
-        let mut ds = Vec::with_capacity(parts.len());
-        for (i, range) in parts.iter().enumerate() {
-            let (q, d) = self.encode_share(&replicas[i], batch, range, at, i);
-            qs.push(q.detach().inner().to_device(&plain_main));
-            ds.push(d.detach().inner().to_device(&plain_main));
+        if parts.len() == 1 {
+            // One graph, in the device's own pool.
+            let mut out = self.workers.each("train_step", 1, |_| {
+                let (q, d) = self.encode_share(model, batch, &parts[0], at, main);
+                let (loss, stats) = objective.loss(clock, &q, &d, teacher.as_ref(), m);
+                let grads = (loss * scale).backward();
+                Ok((GradientsParams::from_grads(grads, model), stats.read()?))
+            })?;
+            let (params, stats) = out
+                .pop()
+                .ok_or_else(|| StageError::Other("the training step computed nothing".into()))?;
+            acc.accumulate(model, params);
+            return Ok(stats);
         }
+        let replicas = self.replicas(model, weights_step, parts.len());
+        let plain_main = main.clone().inner();
+        // Pass 1, every device at once: each share's representations with their autodiff graph
+        // (kept on the worker's device for pass 2), and a copy of them as constants on the main
+        // device.
+        let encoded = self.workers.each("train_forward", parts.len(), |i| {
+            let (q, d) = self.encode_share(&replicas[i], batch, &parts[i], at, &self.devices()[i]);
+            let gathered = (
+                q.clone().detach().inner().to_device(&plain_main),
+                d.clone().detach().inner().to_device(&plain_main),
+            );
+            Ok((gathered, (q, d)))
+        })?;
+        let (gathered, kept): (Vec<_>, Vec<_>) = encoded.into_iter().unzip();
+        let (qs, ds): (Vec<_>, Vec<_>) = gathered.into_iter().unzip();
         let q_all = Tensor::cat(qs, 0).autodiff().require_grad();
         let d_all = Tensor::cat(ds, 0).autodiff().require_grad();
         let (loss, stats) = objective.loss(clock, &q_all, &d_all, teacher.as_ref(), m);
@@ -296,27 +421,27 @@ impl DataParallel {
             || StageError::Other("no gradient reached the gathered representations".into());
         let gq = q_all.grad(&grads).ok_or_else(missing)?;
         let gd = d_all.grad(&grads).ok_or_else(missing)?;
-        // Pass 2: each share back-propagates its slice of ∂loss/∂rep through its own encoder.
-        for (i, range) in parts.iter().enumerate() {
-            let dev = &self.devices[i];
-            let (q, d) = self.encode_share(&replicas[i], batch, range, at, i);
-            let plain = dev.clone().inner();
-            let gq_i = gq
-                .clone()
-                .narrow(0, range.start, range.len())
-                .to_device(&plain)
-                .autodiff();
-            let gd_i = gd
-                .clone()
-                .narrow(0, range.start * m, range.len() * m)
-                .to_device(&plain)
-                .autodiff();
-            let surrogate = (q * gq_i).sum() + (d * gd_i).sum();
+        // Pass 2, every device at once: each share back-propagates its slice of ∂loss/∂rep
+        // through the graph pass 1 recorded (nothing is encoded twice).
+        let grads = self.workers.each("train_backward", parts.len(), |i| {
+            let plain = self.devices()[i].clone().inner();
+            let share = &parts[i];
+            let (q, d) = kept[i].clone();
+            let slice = |g: &Tensor<2>, rows: &std::ops::Range<usize>| {
+                g.clone()
+                    .narrow(0, rows.start, rows.len())
+                    .to_device(&plain)
+                    .autodiff()
+            };
+            let surrogate =
+                (q * slice(&gq, &share.queries)).sum() + (d * slice(&gd, &share.docs)).sum();
             let grads = surrogate.backward();
-            let params = GradientsParams::from_grads(grads, &replicas[i]).to_device(main, model);
+            Ok(GradientsParams::from_grads(grads, &replicas[i]).to_device(main, model))
+        })?;
+        for params in grads {
             acc.accumulate(model, params);
         }
-        Ok(stats)
+        stats.read()
     }
 }
 

@@ -53,10 +53,10 @@ impl ValidationSet {
         let plain = encoding.view(&pair.valid());
         let device = device.clone().inner();
         let docs = encode_all(doc_tokenizer, &self.docs.texts, |ids| {
-            encoding.docs(&plain, ids, &device)
+            encoding.docs(&plain, ids, 0, &device)
         })?;
         let queries = encode_all(query_tokenizer, &self.queries.texts, |ids| {
-            encoding.queries(&plain, ids, &device)
+            encoding.queries(&plain, ids, 0, &device)
         })?;
         let mut postings: HashMap<u32, Vec<(usize, f32)>> = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
