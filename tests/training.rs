@@ -64,7 +64,17 @@ fn checkpoints(artifacts: &Path) -> Vec<String> {
 
 /// One column of the train log.
 fn log_column<T: ArrowPrimitiveType>(a: &Path, pipeline: &str, name: &str) -> Vec<T::Native> {
-    let path = PathBuf::from(ok(a, &["path", pipeline, "train.train_log"]).trim());
+    output_column::<T>(a, pipeline, "train.train_log", name)
+}
+
+/// One column of a Parquet output of the pipeline.
+fn output_column<T: ArrowPrimitiveType>(
+    a: &Path,
+    pipeline: &str,
+    output: &str,
+    name: &str,
+) -> Vec<T::Native> {
+    let path = PathBuf::from(ok(a, &["path", pipeline, output]).trim());
     let mut out = Vec::new();
     for batch in parquet_batches(&path) {
         let col = batch.column_by_name(name).unwrap();
@@ -167,9 +177,17 @@ fn max_difference(a: &[serde_json::Value], b: &[serde_json::Value]) -> f64 {
 fn checkpoints_resume_across_device_counts_with_dropout_on() {
     // Dropout masks are a function of (seed, micro-step, example), not of the device split, so
     // a run killed on 4 devices and resumed on 1 (and the reverse) ends where 1 device does.
+    // Validation runs on every device too: its figures must not depend on the count either.
     let tmp = tempfile::tempdir().unwrap();
-    let one = training_pipeline(tmp.path(), "one", 1, &[]);
-    let four = training_pipeline(tmp.path(), "four", 4, &[]);
+    let validation = [
+        ("validation_queries", "\"ingest.train_queries\""),
+        ("validation_qrels", "\"ingest.train_qrels\""),
+        ("validate_every", "6"),
+    ];
+    let one = training_pipeline(tmp.path(), "one", 1, &validation);
+    let four = training_pipeline(tmp.path(), "four", 4, &validation);
+    let mrr =
+        |a: &Path, p: &str| output_column::<Float64Type>(a, p, "train.validation", "mrr_at_10");
     let reference = tmp.path().join("reference");
     ok(&reference, &["run", &one]);
     let model = |art: &Path, p: &str| ok(art, &["path", p, "train.model"]).trim().to_string();
@@ -182,6 +200,14 @@ fn checkpoints_resume_across_device_counts_with_dropout_on() {
         assert_eq!(outcome_of(&out, "train"), "resumed", "{name}: {out}");
         let got = vectors(&a, &model(&a, resumed));
         let diff = max_difference(&got, &want);
+        let (got_mrr, want_mrr) = (mrr(&a, resumed), mrr(&reference, &one));
+        assert_eq!(got_mrr.len(), 2, "validated at steps 0 and 6");
+        for (g, w) in got_mrr.iter().zip(&want_mrr) {
+            assert!(
+                (g - w).abs() < 1e-6,
+                "{name}: validation MRR {got_mrr:?} vs {want_mrr:?}"
+            );
+        }
         assert!(
             diff < 1e-3,
             "{name}-device resume drifted from 1-device training by {diff}"

@@ -366,12 +366,13 @@ impl Trainer {
         let Some(v) = &self.validation else {
             return Ok(());
         };
+        let workers = self.parallel.workers();
         let (mrr, recall) = v.measure(
-            model,
+            &self.parallel.replicas(model, t, workers.len()),
+            workers,
             &self.parallel.encoding,
             &self.sources.query_tok,
             &self.sources.doc_tok,
-            &self.parallel.devices()[0],
         )?;
         append_line(
             &self.files.validation,

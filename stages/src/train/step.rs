@@ -292,9 +292,15 @@ impl DataParallel {
         self.workers.devices()
     }
 
-    /// The model on every device: `model` itself on the main one, then the replicas, copied
-    /// again only when `weights_step` (the optimizer step `model`'s weights are from) changed.
-    fn replicas(&self, model: &EncoderPair, weights_step: u64, n: usize) -> Vec<EncoderPair> {
+    /// The workers, one per device.
+    pub fn workers(&self) -> &DeviceWorkers {
+        &self.workers
+    }
+
+    /// The model on the first `n` devices: `model` itself on the main one, then the replicas,
+    /// copied again only when `weights_step` (the optimizer step `model`'s weights are from)
+    /// changed.
+    pub fn replicas(&self, model: &EncoderPair, weights_step: u64, n: usize) -> Vec<EncoderPair> {
         let mut held = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
         if held.step != Some(weights_step) || held.pairs.len() + 1 < n {
             held.pairs = self.devices()[1..n]

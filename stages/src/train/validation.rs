@@ -11,7 +11,7 @@ use super::encoders::{EncoderPair, Encoding};
 use crate::error::Result;
 use crate::evaluate::metrics::{evaluate, EvalOptions, Measure};
 use crate::model::encoder::{sparse_rows, Sparsify};
-use crate::model::TextTokenizer;
+use crate::model::{DeviceWorkers, TextTokenizer};
 use crate::parquet_io::{IdText, Qrel, RunRow, SparseVector};
 
 /// A dev set held in memory for the whole run.
@@ -26,37 +26,46 @@ pub struct ValidationSet {
     pub recall_k: usize,
 }
 
+/// Sparse vectors of `texts` in chunks of 32, each chunk taken by whichever device is free.
 fn encode_all(
+    workers: &DeviceWorkers,
     tokenizer: &TextTokenizer,
     texts: &[String],
-    encode: impl Fn(&[Vec<u32>]) -> Tensor<2>,
+    encode: impl Fn(usize, &[Vec<u32>]) -> Tensor<2> + Sync,
 ) -> Result<Vec<SparseVector>> {
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(32) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        let rep = encode(&tokenizer.encode_batch(&refs)?);
-        out.extend(sparse_rows(rep, Sparsify::default())?);
-    }
-    Ok(out)
+    let chunks: Vec<&[String]> = texts.chunks(32).collect();
+    let vectors = workers.pull("validate", chunks.len(), |device, c| {
+        let refs: Vec<&str> = chunks[c].iter().map(String::as_str).collect();
+        sparse_rows(
+            encode(device, &tokenizer.encode_batch(&refs)?),
+            Sparsify::default(),
+        )
+    })?;
+    Ok(vectors.into_iter().flatten().collect())
 }
 
 impl ValidationSet {
-    /// `(MRR@10, Recall@recall_k)` of `pair` (its weights as they are now; dropout off).
+    /// `(MRR@10, Recall@recall_k)` of `replicas` (the model on each worker's device, its weights
+    /// as they are now; dropout off), the dev texts spread over the devices.
     pub fn measure(
         &self,
-        pair: &EncoderPair,
+        replicas: &[EncoderPair],
+        workers: &DeviceWorkers,
         encoding: &Encoding,
         query_tokenizer: &TextTokenizer,
         doc_tokenizer: &TextTokenizer,
-        device: &Device,
     ) -> Result<(f64, f64)> {
-        let plain = encoding.view(&pair.valid());
-        let device = device.clone().inner();
-        let docs = encode_all(doc_tokenizer, &self.docs.texts, |ids| {
-            encoding.docs(&plain, ids, 0, &device)
+        let views: Vec<EncoderPair> = replicas.iter().map(|r| encoding.view(&r.valid())).collect();
+        let devices: Vec<Device> = workers
+            .devices()
+            .iter()
+            .map(|d| d.clone().inner())
+            .collect();
+        let docs = encode_all(workers, doc_tokenizer, &self.docs.texts, |i, ids| {
+            encoding.docs(&views[i], ids, 0, &devices[i])
         })?;
-        let queries = encode_all(query_tokenizer, &self.queries.texts, |ids| {
-            encoding.queries(&plain, ids, 0, &device)
+        let queries = encode_all(workers, query_tokenizer, &self.queries.texts, |i, ids| {
+            encoding.queries(&views[i], ids, 0, &devices[i])
         })?;
         let mut postings: HashMap<u32, Vec<(usize, f32)>> = HashMap::new();
         for (i, d) in docs.iter().enumerate() {
