@@ -108,13 +108,31 @@ pub fn devices_from_backend(backend: &Value) -> Result<Vec<Device>> {
     names
         .into_iter()
         .map(|n| {
-            if tch {
-                tch_device(n)
-            } else {
-                Ok(Device::flex())
-            }
+            let device = if tch { tch_device(n)? } else { Device::flex() };
+            opened(n, device)
         })
         .collect()
+}
+
+/// `device` after allocating one value on it, so that a `cuda:N` this machine lacks fails here,
+/// naming it, instead of as a backend panic in the middle of a stage.
+fn opened(name: &str, device: Device) -> Result<Device> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        burn::tensor::Tensor::<1>::zeros([1], &device).into_data();
+    });
+    std::panic::set_hook(quiet);
+    probe.map(|_| device).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("the backend failed");
+        bad(format!(
+            "`devices`: device \"{name}\" cannot be used on this machine: {why}"
+        ))
+    })
 }
 
 #[cfg(feature = "tch")]
