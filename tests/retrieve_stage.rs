@@ -131,3 +131,100 @@ fn every_algorithm_writes_the_same_run() {
         }
     }
 }
+
+/// The toy pipeline plus two-step SPLADE: documents pruned to 32 terms in the index, queries to
+/// 8 terms in the index pass, 50 candidates rescored with the full vectors.
+fn two_step_pipeline(dir: &std::path::Path) -> String {
+    write_pipeline(
+        dir,
+        "two-step.toml",
+        &format!(
+            "name = \"two-step\"\ninclude = [\"{}/{TOY}\"]\n\
+             [stage.pruned_docs]\nkind = \"encode\"\ninput = \"ingest.docs\"\n\
+             model = \"conf/models/splade-tiny\"\nmax_length = 256\nshard_size = 100\ntop_k = 32\n\
+             [stage.pruned_index]\nkind = \"index\"\ninput = \"pruned_docs.vectors\"\n\
+             [stage.two_step]\nkind = \"retrieve\"\nindex = \"pruned_index.index\"\n\
+             queries = \"encode_dev_queries.vectors\"\nk = 10\nquery_top_k = 8\n\
+             rescore = \"encode_docs.vectors\"\nrescore_depth = 50\n",
+            repo().display()
+        ),
+    )
+}
+
+fn float_dot(
+    a: &splade_stages::parquet_io::SparseVector,
+    b: &splade_stages::parquet_io::SparseVector,
+) -> f64 {
+    let weights: std::collections::HashMap<u32, f32> = b
+        .terms
+        .iter()
+        .copied()
+        .zip(b.weights.iter().copied())
+        .collect();
+    a.terms
+        .iter()
+        .zip(&a.weights)
+        .filter_map(|(t, w)| weights.get(t).map(|x| *w as f64 * *x as f64))
+        .sum()
+}
+
+#[test]
+fn two_step_rescores_pruned_candidates_with_the_full_vectors() {
+    use splade_stages::parquet_io::{read_run, read_sparse};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = two_step_pipeline(tmp.path());
+    let a = tmp.path().join("art");
+    let out = ok(&a, &["run", &p]);
+    assert_eq!(outcome_of(&out, "two_step"), "executed", "{out}");
+    let path = |target: &str| std::path::PathBuf::from(ok(&a, &["path", &p, target]).trim());
+    let (doc_ids, docs) = read_sparse(&path("encode_docs.vectors")).unwrap();
+    let (qids, queries) = read_sparse(&path("encode_dev_queries.vectors")).unwrap();
+    let (_, pruned) = read_sparse(&path("pruned_docs.vectors")).unwrap();
+    assert!(pruned.iter().all(|v| v.terms.len() <= 32));
+    assert!(
+        docs.iter().any(|v| v.terms.len() > 32),
+        "pruning had nothing to prune"
+    );
+    let doc = |id: &str| &docs[doc_ids.iter().position(|d| d == id).unwrap()];
+    let query = |id: &str| &queries[qids.iter().position(|q| q == id).unwrap()];
+    let run = read_run(&path("two_step.run")).unwrap();
+    let full = read_run(&path("retrieve.run")).unwrap();
+    assert!(!run.is_empty());
+    // Every score is the exact dot product of the full vectors, ranks follow the scores.
+    for r in &run {
+        let want = float_dot(query(&r.qid), doc(&r.did));
+        assert!(
+            (r.score - want).abs() <= 1e-5 * want.max(1.0),
+            "{} {}: score {} vs full dot {want}",
+            r.qid,
+            r.did,
+            r.score
+        );
+    }
+    for w in run.windows(2).filter(|w| w[0].qid == w[1].qid) {
+        assert!(w[0].score >= w[1].score && w[1].rank == w[0].rank + 1);
+    }
+    // Quality against exhaustive retrieval over the full vectors: top-10 overlap.
+    let top10 = |rows: &[splade_stages::parquet_io::RunRow], q: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.qid == q && r.rank <= 10)
+            .map(|r| r.did.clone())
+            .collect()
+    };
+    let mut overlap = 0.0;
+    for q in &qids {
+        let exact = top10(&full, q);
+        let got = top10(&run, q);
+        overlap +=
+            got.iter().filter(|d| exact.contains(d)).count() as f64 / exact.len().max(1) as f64;
+    }
+    overlap /= qids.len() as f64;
+    eprintln!("two-step top-10 overlap with full retrieval: {overlap:.3}");
+    assert!(overlap >= 0.9, "two-step top-10 overlap {overlap}");
+    // rescore_depth means nothing without the full vectors.
+    let err = fails(&a, &["plan", &p, "--set", "retrieve.rescore_depth=100"]);
+    assert!(
+        err.contains("rescore_depth") && err.contains("needs `rescore`"),
+        "{err}"
+    );
+}

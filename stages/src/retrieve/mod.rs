@@ -4,6 +4,7 @@
 pub mod algorithms;
 pub mod block_max;
 pub mod exact;
+pub mod rescore;
 pub mod topk;
 
 use rayon::prelude::*;
@@ -13,7 +14,7 @@ use crate::contract::{StageContext, StageOutcome, TypedStage};
 use crate::encode::EncodeMode;
 use crate::error::{Result, StageError};
 use crate::index::reader::InvertedIndex;
-use crate::model::encoder::Pooling;
+use crate::model::encoder::{prune, Pooling};
 use crate::model::text_encoder::{EncodeOptions, TextEncoder};
 use crate::model::Precision;
 use crate::params::{at_most, ParamError};
@@ -21,6 +22,7 @@ use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, 
 use crate::sharded::ShardedOutput;
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
 use block_max::{block_max, BlockMaxScratch, RangeMaxima};
+use rescore::ForwardIndex;
 
 /// Text queries are encoded as the encode stage's defaults do: batches of 32 texts, length-sorted
 /// within windows of 2048, 8192 vocabulary terms projected at a time.
@@ -75,6 +77,12 @@ crate::stage_params! {
         min_score: f64 [Float] = "0.0",
         /// also write a TREC run file (output `trec`)
         trec: bool [Bool] = "false",
+        /// two-step SPLADE: search the index with each query's `query_top_k` strongest terms (0 = all)
+        query_top_k: i64 [Int] = "0",
+        /// two-step SPLADE: the index's documents as full vectors (e.g. an unpruned encode's vectors); the index pass's candidates are rescored by exact dot products with the full queries
+        rescore: Option<String> [Artifact] = "null",
+        /// with `rescore`: candidates taken from the index pass (0 = k)
+        rescore_depth: i64 [Int] = "0",
     }
 }
 
@@ -94,6 +102,7 @@ impl TypedStage for Retrieve {
             "queries" => Some(&[Holds::Vectors]),
             "query_text" => Some(&[Holds::Texts]),
             "model" => Some(&[Holds::Model]),
+            "rescore" => Some(&[Holds::Vectors]),
             _ => None,
         }
     }
@@ -111,6 +120,29 @@ impl TypedStage for Retrieve {
             if value < 1 {
                 return Err(ParamError::new(key, "must be a positive integer"));
             }
+        }
+        for (key, value) in [
+            ("query_top_k", p.query_top_k),
+            ("rescore_depth", p.rescore_depth),
+        ] {
+            if value < 0 {
+                return Err(ParamError::new(
+                    key,
+                    format!("must be >= 0 (0 = off), got {value}"),
+                ));
+            }
+        }
+        at_most(
+            "rescore_depth",
+            p.rescore_depth,
+            MAX_K,
+            "candidates per query (each search keeps them in memory)",
+        )?;
+        if p.rescore_depth > 0 && p.rescore.is_none() {
+            return Err(ParamError::new(
+                "rescore_depth",
+                "needs `rescore` (the full document vectors the candidates are rescored with)",
+            ));
         }
         at_most(
             "k",
@@ -169,6 +201,10 @@ impl TypedStage for Retrieve {
             );
             table
         });
+        let forward = match &p.rescore {
+            Some(_) => Some(ForwardIndex::open(ctx.input("rescore")?.path(), &doc_ids)?),
+            None => None,
+        };
         let source = QuerySource::open(ctx, &p)?;
         let qids = source.ids().to_vec();
         let batch = p.batch_size as usize;
@@ -180,6 +216,7 @@ impl TypedStage for Retrieve {
             p: &p,
             index: &index,
             table: table.as_ref(),
+            forward: forward.as_ref(),
             doc_ids: &doc_ids,
             qids: &qids,
         };
@@ -248,31 +285,71 @@ struct Searcher<'a> {
     p: &'a RetrieveParams,
     index: &'a InvertedIndex,
     table: Option<&'a RangeMaxima>,
+    forward: Option<&'a ForwardIndex>,
     doc_ids: &'a [String],
     qids: &'a [String],
 }
 
 impl Searcher<'_> {
+    /// Candidates the index pass returns per query: `k` (one more with `remove_self_matches`),
+    /// or `rescore_depth` when rescoring.
+    fn depth(&self) -> usize {
+        let k = self.p.k as usize + usize::from(self.p.remove_self_matches);
+        match (self.forward, self.p.rescore_depth) {
+            (Some(_), d) if d > 0 => (d as usize).max(k),
+            _ => k,
+        }
+    }
+
+    /// `(doc index, score)` of query `q` by score: the index pass (on its `query_top_k`
+    /// strongest terms), then, two-step, the candidates rescored with the full vectors.
+    fn ranked(
+        &self,
+        q: &SparseVector,
+        acc: &mut Vec<u32>,
+        scratch: &mut BlockMaxScratch,
+    ) -> Vec<(u32, f32)> {
+        let p = self.p;
+        let pruned;
+        let first = if p.query_top_k > 0 && q.terms.len() > p.query_top_k as usize {
+            pruned = prune(q, p.query_top_k as usize, 0.0);
+            &pruned
+        } else {
+            q
+        };
+        let depth = self.depth();
+        let hits = match (self.table, p.algorithm) {
+            (Some(table), _) => block_max(self.index, table, first, depth, scratch),
+            (None, Algorithm::Maxscore) => maxscore(self.index, first, depth),
+            _ => exhaustive(self.index, first, depth, acc),
+        };
+        match self.forward {
+            Some(forward) => {
+                let candidates: Vec<u32> = hits.iter().map(|h| h.doc).collect();
+                let k = p.k as usize + usize::from(p.remove_self_matches);
+                forward.rescore(q, &candidates, k)
+            }
+            None => {
+                let to_float = 1.0 / (self.index.scale * QUERY_SCALE);
+                hits.into_iter()
+                    .map(|h| (h.doc, h.score as f32 * to_float))
+                    .collect()
+            }
+        }
+    }
+
     /// The run rows of queries `lo..lo + queries.len()` (in query order, ranks from 1).
     fn search(&self, lo: usize, queries: &[SparseVector]) -> Vec<RunRow> {
         let p = self.p;
-        let k = p.k as usize + usize::from(p.remove_self_matches);
-        let to_float = 1.0 / (self.index.scale * QUERY_SCALE);
         let results: Vec<Vec<RunRow>> = (lo..lo + queries.len())
             .into_par_iter()
             .map_init(
                 || (Vec::new(), BlockMaxScratch::default()),
                 |(acc, scratch), i| {
-                    let q = &queries[i - lo];
-                    let hits = match (self.table, p.algorithm) {
-                        (Some(table), _) => block_max(self.index, table, q, k, scratch),
-                        (None, Algorithm::Maxscore) => maxscore(self.index, q, k),
-                        _ => exhaustive(self.index, q, k, acc),
-                    };
-                    let mut rows = Vec::with_capacity(hits.len());
-                    for h in hits {
-                        let did = &self.doc_ids[h.doc as usize];
-                        let score = h.score as f32 * to_float;
+                    let ranked = self.ranked(&queries[i - lo], acc, scratch);
+                    let mut rows = Vec::with_capacity(ranked.len());
+                    for (doc, score) in ranked {
+                        let did = &self.doc_ids[doc as usize];
                         if (p.remove_self_matches && *did == self.qids[i])
                             || (score as f64) < p.min_score
                         {
