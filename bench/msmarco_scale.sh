@@ -34,6 +34,8 @@ include = ["pipelines/msmarco-ensembledistil-data.toml"]
 [stage.ingest]
 queries = { train = "$QUERIES" }
 allow_empty = false
+[stage.mine_hn]
+other_queries = "$([ -n "${TRAIN_QUERIES:-}" ] && echo skip || echo error)"
 EOF
 
 row_count() { # rows of a stage's outputs, from its manifest

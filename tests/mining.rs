@@ -339,6 +339,30 @@ fn sentence_transformers_hard_negatives_are_imported_per_system() {
         err.contains("system `bm26`") && err.contains("msmarco-distilbert-base-tas-b"),
         "{err}"
     );
+    // Lines for queries outside `queries`: an error by default, skipped and counted on request
+    // (mining for a subset of the file's queries).
+    let wider = tmp.path().join("wider.jsonl.gz");
+    gz(
+        &wider,
+        &format!(
+            "{text}{}",
+            "{\"qid\": 5000, \"pos\": [1], \"neg\": {\"bm25\": [2, 3, 4, 5]}}\n\
+             {\"qid\": 5001, \"pos\": [1], \"neg\": {\"bm25\": [2, 3, 4, 5]}}\n"
+        ),
+    );
+    let p = hard_negatives_pipeline(tmp.path(), &wider, "[\"bm25\"]");
+    let err = fails(&a, &["run", &p]);
+    assert!(
+        err.contains("wider.jsonl.gz:21")
+            && err.contains("qid 5000 is not in the queries artifact")
+            && err.contains("other_queries"),
+        "{err}"
+    );
+    let skip = "mine.other_queries=\"skip\"";
+    ok(&a, &["run", &p, "--set", skip]);
+    let s = stats(&a, &p, "mine.negatives", &[skip]);
+    assert_eq!(s["queries_kept"], 20, "{s}");
+    assert_eq!(s["queries_dropped_not_in_queries"], 2, "{s}");
 }
 
 #[test]

@@ -37,6 +37,16 @@ crate::param_choice! {
 }
 
 crate::param_choice! {
+    /// What `mine` does with a hard-negatives line whose query is not in `queries`.
+    pub enum OtherQueries {
+        /// Fail, naming the line (a wrong `queries` artifact is the usual cause).
+        Error = "error",
+        /// Skip the line (counted as `queries_dropped_not_in_queries`): mining for a subset.
+        Skip = "skip",
+    }
+}
+
+crate::param_choice! {
     /// What the teacher filter does with a candidate the teacher did not score.
     pub enum Unscored {
         /// Keep it (counted as `kept_unscored`).
@@ -59,8 +69,10 @@ crate::stage_params! {
         qrels: Option<String> [Artifact] = "null",
         /// hard_negatives: the collection; every pid must be one of its ids
         docs: Option<String> [Artifact] = "null",
-        /// hard_negatives: the training queries; every qid must be one of their ids
+        /// hard_negatives: the training queries; every qid must be one of their ids (see `other_queries`)
         queries: Option<String> [Artifact] = "null",
+        /// hard_negatives: a line whose qid is not in `queries`: error, or skip it (mine for a subset of the queries)
+        other_queries: OtherQueries [Choice(OtherQueries::NAMES)] = "\"error\"",
         /// consider the top `depth` documents of each ranked list
         depth: i64 [Int] = "100",
         /// [min, max] ranks (1-based, inclusive) negatives come from
@@ -95,6 +107,9 @@ struct Stats {
     queries_dropped_not_in_run: usize,
     queries_dropped_no_candidates: usize,
     queries_dropped_no_positives: usize,
+    /// hard_negatives with `other_queries = "skip"`: lines whose query is not in `queries`.
+    #[serde(default)]
+    queries_dropped_not_in_queries: usize,
     rows: usize,
     negatives: usize,
     rank_histogram: BTreeMap<String, usize>,
@@ -525,14 +540,15 @@ impl HardNegativesFile {
     }
 
     /// Parses and checks line `no`, keeping the lists of `systems` (all when empty); every
-    /// system it names goes into `seen`.
+    /// system it names goes into `seen`. `None`: a query not in `queries`, skipped.
     fn parse(
         &self,
         no: usize,
         text: &str,
         systems: &[String],
+        other_queries: OtherQueries,
         seen: &mut BTreeSet<String>,
-    ) -> Result<HardNegativesEntry> {
+    ) -> Result<Option<HardNegativesEntry>> {
         let bad = |m: String| StageError::malformed(&self.path, no, m);
         let l: HardNegativesLine = serde_json::from_str(text).map_err(|e| {
             bad(format!(
@@ -543,7 +559,13 @@ impl HardNegativesFile {
         let qid =
             id_of(&l.qid).ok_or_else(|| bad(format!("qid {} is not an int or str id", l.qid)))?;
         if self.queries.as_ref().is_some_and(|q| !q.contains(&qid)) {
-            return Err(bad(format!("qid {qid} is not in the queries artifact")));
+            if other_queries == OtherQueries::Skip {
+                return Ok(None);
+            }
+            return Err(bad(format!(
+                "qid {qid} is not in the queries artifact (other_queries = \"skip\" mines \
+                 only the queries it has)"
+            )));
         }
         let check_doc = |v: &Value| -> Result<String> {
             let d = id_of(v)
@@ -569,7 +591,7 @@ impl HardNegativesFile {
                 lists.insert(system, ranked);
             }
         }
-        Ok(HardNegativesEntry { qid, pos, lists })
+        Ok(Some(HardNegativesEntry { qid, pos, lists }))
     }
 }
 
@@ -679,8 +701,17 @@ fn from_hard_negatives(
         if miner.limit_reached() {
             break;
         }
-        let entry = file.parse(no, text, &p.systems, &mut miner.stats.systems_seen)?;
-        miner.mine_line(&entry, &mut rows);
+        let entry = file.parse(
+            no,
+            text,
+            &p.systems,
+            p.other_queries,
+            &mut miner.stats.systems_seen,
+        )?;
+        match entry {
+            Some(entry) => miner.mine_line(&entry, &mut rows),
+            None => miner.stats.queries_dropped_not_in_queries += 1,
+        }
         in_shard += 1;
         if in_shard == shard_size {
             shards.write(ctx, &rows, &miner.stats)?;
@@ -705,8 +736,9 @@ fn outcome(
 ) -> Result<StageOutcome> {
     if stats.rows == 0 {
         return Err(StageError::Other(format!(
-            "no query got negatives ({} absent from the run, {} with no candidate left in ranks {}..={} after filtering, {} without positives)",
+            "no query got negatives ({} absent from the run, {} not in `queries`, {} with no candidate left in ranks {}..={} after filtering, {} without positives)",
             stats.queries_dropped_not_in_run,
+            stats.queries_dropped_not_in_queries,
             stats.queries_dropped_no_candidates,
             p.rank_range[0],
             p.rank_range[1],

@@ -144,6 +144,10 @@ pub fn sparse_rows(rep: Tensor<2>, keep: Sparsify) -> Result<Vec<SparseVector>> 
         kept
     };
     let counts = ints(kept.clone().int().sum_dim(1))?;
+    if counts.iter().all(|c| *c == 0) {
+        // Nothing kept (e.g. a `min_weight` above every weight): `nonzero` has no rows to give.
+        return Ok(vec![SparseVector::default(); b]);
+    }
     let coordinates = kept.nonzero();
     let (rows, cols) = match coordinates.as_slice() {
         [rows, cols] => (rows.clone(), cols.clone()),
@@ -281,7 +285,7 @@ mod tests {
         let device = Device::flex();
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         for top_k in [0usize, 1, 2, 3, 4, 7, 8, 20] {
-            for min_weight in [0.0f32, 0.05, 0.3] {
+            for min_weight in [0.0f32, 0.05, 0.3, f32::INFINITY] {
                 let rep =
                     Tensor::<2>::from_data(TensorData::new(flat.clone(), [rows.len(), 8]), &device);
                 let got = sparse_rows(rep, Sparsify { top_k, min_weight }).unwrap();
