@@ -80,35 +80,45 @@ impl TextTokenizer {
         })
     }
 
-    /// Token ids of each text, with special tokens.
+    /// Token ids of each text, with special tokens: each text cut to the words that can fit,
+    /// then all of them through the tokenizers crate's batch API (in parallel).
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        texts.iter().map(|t| self.encode_one(t)).collect()
+        let cut: Vec<&str> = texts
+            .iter()
+            .map(|t| self.fitting_prefix(t))
+            .collect::<Result<_>>()?;
+        match self.inner.encode_batch(cut.clone(), true) {
+            Ok(encodings) => Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect()),
+            // Name the text that fails: one at a time.
+            Err(_) => cut.iter().map(|t| self.encode_whole(t)).collect(),
+        }
     }
 
-    /// Token ids of one text, tokenizing no more of it than the tokens that fit need.
-    fn encode_one(&self, text: &str) -> Result<Vec<u32>> {
-        let fail = |e: tokenizers::Error| {
-            StageError::Other(format!(
-                "tokenizing {:?}: {e}",
-                crate::text_input::excerpt(text)
-            ))
-        };
+    /// The start of `text` that holds every token that fits (the whole text when it is short),
+    /// tokenizing no more of it than that needs.
+    fn fitting_prefix<'t>(&self, text: &'t str) -> Result<&'t str> {
         let mut budget = self.short_bytes;
-        let cut = loop {
+        loop {
             if budget >= text.len() {
-                break text.len();
+                return Ok(text);
             }
             let prefix = &text[..floor_char_boundary(text, budget)];
-            let enc = self.plain.encode(prefix, false).map_err(fail)?;
+            let enc = self
+                .plain
+                .encode(prefix, false)
+                .map_err(|e| tokenizing_failed(text, e))?;
             if let Some(cut) = self.end_of_last_fitting_word(&enc) {
-                break cut;
+                return Ok(&text[..cut]);
             }
             budget = budget.saturating_mul(2);
-        };
+        }
+    }
+
+    fn encode_whole(&self, text: &str) -> Result<Vec<u32>> {
         self.inner
-            .encode(&text[..cut], true)
+            .encode(text, true)
             .map(|e| e.get_ids().to_vec())
-            .map_err(fail)
+            .map_err(|e| tokenizing_failed(text, e))
     }
 
     /// Where the word holding the last token that fits ends, when the prefix `enc` was made from
@@ -147,4 +157,11 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
         at -= 1;
     }
     at
+}
+
+fn tokenizing_failed(text: &str, e: tokenizers::Error) -> StageError {
+    StageError::Other(format!(
+        "tokenizing {:?}: {e}",
+        crate::text_input::excerpt(text)
+    ))
 }
