@@ -609,17 +609,7 @@ fn shards_are_byte_identical_on_one_two_and_four_devices() {
             .unwrap()
             .trim(),
         );
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
+        let files = dir_files(&dir);
         assert_eq!(files.len(), 3, "300 docs in shards of 100");
         let vectors: Vec<_> = files
             .iter()

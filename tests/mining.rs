@@ -422,18 +422,7 @@ fn killed_mine_resumes_per_query_shard_and_rows_do_not_depend_on_shard_size() {
             )
             .trim(),
         );
-        let mut f: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    std::fs::read(e.path()).unwrap(),
-                )
-            })
-            .collect();
-        f.sort();
-        f
+        dir_files(&dir)
     };
     assert!(files(&a).len() > 2);
     assert_eq!(

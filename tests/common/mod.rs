@@ -120,8 +120,14 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 
 /// `(file name, bytes)` of every file of a directory output, sorted, for byte-for-byte comparisons.
 pub fn output_files(artifacts: &Path, pipeline: &str, target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = PathBuf::from(ok(artifacts, &["path", pipeline, target]).trim());
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
+    dir_files(&PathBuf::from(
+        ok(artifacts, &["path", pipeline, target]).trim(),
+    ))
+}
+
+/// `(file name, bytes)` of every file in `dir`, sorted by name.
+pub fn dir_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .expect("output directory")
         .flatten()
         .map(|e| {

@@ -42,30 +42,13 @@ impl ForwardIndex {
     pub fn rescore(&self, query: &SparseVector, candidates: &[u32], k: usize) -> Vec<(u32, f32)> {
         let mut scored: Vec<(u32, f32)> = candidates
             .iter()
-            .map(|d| (*d, dot(query, &self.docs[*d as usize])))
+            .map(|d| (*d, query.dot(&self.docs[*d as usize])))
             .filter(|(_, s)| *s > 0.0)
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(k);
         scored
     }
-}
-
-/// Σ over shared terms of the two weights (both vectors' terms ascending), in f32 in term order.
-pub fn dot(a: &SparseVector, b: &SparseVector) -> f32 {
-    let (mut i, mut j, mut s) = (0, 0, 0f32);
-    while i < a.terms.len() && j < b.terms.len() {
-        match a.terms[i].cmp(&b.terms[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                s += a.weights[i] * b.weights[j];
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    s
 }
 
 #[cfg(test)]
@@ -90,7 +73,7 @@ mod tests {
             ],
         };
         let q = v(&[1, 2, 5], &[1.0, 1.0, 1.0]);
-        assert_eq!(dot(&q, &forward.docs[1]), 4.0);
+        assert_eq!(q.dot(&forward.docs[1]), 4.0);
         // Doc 2 shares no term (left out); docs 0 and 1 tie at 3 vs 4; doc 3 scores 1.5.
         let got = forward.rescore(&q, &[2, 3, 0, 1], 10);
         assert_eq!(got, vec![(1, 4.0), (0, 3.0), (3, 1.5)]);
