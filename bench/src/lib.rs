@@ -93,6 +93,9 @@ pub enum BenchCommand {
         /// The tokenizer whose whole words make the texts.
         #[arg(long, default_value = "conf/models/splade-tiny/tokenizer.json")]
         tokenizer: PathBuf,
+        /// Passages of `dev_slice/raw.tsv` (every dev positive, then the lowest other ids).
+        #[arg(long, default_value_t = 100_000)]
+        slice: usize,
         /// Output directory (what pipelines call `data/msmarco`).
         dir: PathBuf,
     },
@@ -135,8 +138,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
             scale,
             seed,
             tokenizer,
+            slice,
             dir,
-        } => msmarco_synth::write(&dir, scale, seed, &tokenizer).map(|_| ()),
+        } => msmarco_synth::write(&dir, scale, seed, &tokenizer, slice).map(|_| ()),
     }
 }
 

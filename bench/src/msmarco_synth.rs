@@ -8,6 +8,9 @@
 //! (graded 0..3), `hard_negatives_scores/cross-encoder-ms-marco-MiniLM-L-6-v2-scores.pkl.gz`
 //! (a pickled `{qid: {pid: score}}` as the real file) and `msmarco-hard-negatives.jsonl.gz`
 //! (sentence-transformers' shape: `{"qid", "pos", "neg": {system: [pids]}}`).
+//! Two subsets for the end-to-end pipeline (`pipelines/msmarco-synthetic.toml`):
+//! `train_queries/queries_20k/raw.tsv` (the first 20,000 training queries, for BM25 mining) and
+//! `dev_slice/raw.tsv` (`slice` passages: every dev query's positive, then the lowest other ids).
 //!
 //! Texts are words of the BERT vocabulary drawn Zipf-like by vocabulary rank (BERT's whole-word
 //! entries are roughly in corpus-frequency order), lengths log-normal with mean ≈ 56 words. Each
@@ -56,7 +59,12 @@ pub struct Written {
     pub dev_queries: usize,
     /// Teacher scores in the pickle.
     pub scores: u64,
+    /// Passages in `dev_slice/raw.tsv`.
+    pub slice: usize,
 }
+
+/// Training queries in `train_queries/queries_20k` (fewer when the set is smaller).
+const TRAIN_SUBSET: usize = 20_000;
 
 /// The generator's state: vocabulary, Zipf table, topics.
 struct Generator {
@@ -255,7 +263,8 @@ fn scaled(n: f64, scale: f64, min: usize) -> usize {
 }
 
 /// Writes the synthetic MS MARCO under `dir` at `scale` (1.0 = full size).
-pub fn write(dir: &Path, scale: f64, seed: u64, tokenizer: &Path) -> Result<Written> {
+/// `slice` is the size of `dev_slice/raw.tsv` (capped at the collection's).
+pub fn write(dir: &Path, scale: f64, seed: u64, tokenizer: &Path, slice: usize) -> Result<Written> {
     anyhow::ensure!(scale > 0.0 && scale <= 1.0, "--scale must be in (0, 1]");
     let t0 = Instant::now();
     let passages = scaled(PASSAGES, scale, 1000);
@@ -265,12 +274,13 @@ pub fn write(dir: &Path, scale: f64, seed: u64, tokenizer: &Path) -> Result<Writ
     let scores = write_training(dir, &g, passages, train)?;
     let dev = scaled(DEV_QUERIES, scale, 20);
     write_queries(dir, &g, passages, "dev", dev)?;
+    let slice = write_dev_slice(dir, &g, passages, dev, slice)?;
     for (year, n) in DL_QUERIES {
         write_trec_dl(dir, &g, passages, year, scaled(n, scale, 10))?;
     }
     eprintln!(
         "msmarco-synth scale={scale} passages={passages} train_queries={train} dev_queries={dev} \
-         scores={scores} secs={:.1} out={}",
+         scores={scores} slice={slice} secs={:.1} out={}",
         t0.elapsed().as_secs_f64(),
         dir.display()
     );
@@ -279,7 +289,44 @@ pub fn write(dir: &Path, scale: f64, seed: u64, tokenizer: &Path) -> Result<Writ
         train_queries: train,
         dev_queries: dev,
         scores,
+        slice,
     })
+}
+
+/// `dev_slice/raw.tsv`: every dev query's positive, then the lowest other passage ids, up to
+/// `size` passages in id order (a collection small enough to encode with a real model, on which
+/// the dev queries still have their positives); returns its size.
+fn write_dev_slice(
+    dir: &Path,
+    g: &Generator,
+    passages: usize,
+    dev: usize,
+    size: usize,
+) -> Result<usize> {
+    let mut keep = vec![false; passages];
+    let mut kept = 0;
+    for i in 0..dev as u64 {
+        let pos = g.positive(stream_of("dev"), qid_base("dev") + i, passages) as usize;
+        if !keep[pos] {
+            keep[pos] = true;
+            kept += 1;
+        }
+    }
+    for flag in keep.iter_mut().filter(|k| !**k) {
+        if kept >= size {
+            break;
+        }
+        *flag = true;
+        kept += 1;
+    }
+    let path = dir.join("dev_slice/raw.tsv");
+    let mut out = create(&path)?;
+    for pid in (0..passages).filter(|p| keep[*p]) {
+        writeln!(out, "{pid}\t{}", g.text(&g.passage(pid as u32)))?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(kept)
 }
 
 fn write_collection(dir: &Path, g: &Generator, passages: usize) -> Result<()> {
@@ -315,6 +362,7 @@ fn stream_of(set: &str) -> u64 {
 /// scores written.
 fn write_training(dir: &Path, g: &Generator, passages: usize, n: usize) -> Result<u64> {
     let mut queries = create(&dir.join("train_queries/queries/raw.tsv"))?;
+    let mut subset = create(&dir.join("train_queries/queries_20k/raw.tsv"))?;
     let mut qrels = create(&dir.join("train_queries/qrels.json"))?;
     let pickle_path =
         dir.join("hard_negatives_scores/cross-encoder-ms-marco-MiniLM-L-6-v2-scores.pkl.gz");
@@ -328,11 +376,11 @@ fn write_training(dir: &Path, g: &Generator, passages: usize, n: usize) -> Resul
     for i in 0..n as u64 {
         let qid = qid_base("train") + i;
         let pos = g.positive(stream_of("train"), qid, passages);
-        writeln!(
-            queries,
-            "{qid}\t{}",
-            g.text(&g.query(stream_of("train"), qid, pos))
-        )?;
+        let line = format!("{qid}\t{}", g.text(&g.query(stream_of("train"), qid, pos)));
+        writeln!(queries, "{line}")?;
+        if i < TRAIN_SUBSET as u64 {
+            writeln!(subset, "{line}")?;
+        }
         write!(
             qrels,
             "{}\"{qid}\": {{\"{pos}\": 1}}",
@@ -345,6 +393,7 @@ fn write_training(dir: &Path, g: &Generator, passages: usize, n: usize) -> Resul
     }
     writeln!(qrels, "}}")?;
     queries.flush()?;
+    subset.flush()?;
     qrels.flush()?;
     pickle.finish()?;
     hard.finish()?.flush()?;

@@ -10,6 +10,66 @@ pub struct IdText {
     pub texts: Vec<String>,
 }
 
+/// An `id, text` table held in two contiguous buffers (one allocation each for all ids and all
+/// texts, plus an offset per row), for the millions of passages a training run may draw from:
+/// 16 bytes per row of overhead instead of two `String`s' 48 plus two allocations.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PackedIdText {
+    ids: String,
+    texts: String,
+    /// Row `i` spans `id_ends[i-1]..id_ends[i]` of `ids` (0 for the first row); same for texts.
+    id_ends: Vec<u64>,
+    text_ends: Vec<u64>,
+}
+
+impl PackedIdText {
+    /// Appends a row.
+    pub fn push(&mut self, id: &str, text: &str) {
+        self.ids.push_str(id);
+        self.texts.push_str(text);
+        self.id_ends.push(self.ids.len() as u64);
+        self.text_ends.push(self.texts.len() as u64);
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.id_ends.len()
+    }
+
+    /// True when no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.id_ends.is_empty()
+    }
+
+    /// The id of row `i` (panics when `i >= len()`, like slice indexing).
+    pub fn id(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.id_ends[i - 1] as usize
+        };
+        &self.ids[start..self.id_ends[i] as usize]
+    }
+
+    /// The text of row `i` (panics when `i >= len()`, like slice indexing).
+    pub fn text(&self, i: usize) -> &str {
+        let start = if i == 0 {
+            0
+        } else {
+            self.text_ends[i - 1] as usize
+        };
+        &self.texts[start..self.text_ends[i] as usize]
+    }
+
+    /// Gives back the capacity grown past what the rows use.
+    pub fn shrink_to_fit(&mut self) {
+        self.ids.shrink_to_fit();
+        self.texts.shrink_to_fit();
+        self.id_ends.shrink_to_fit();
+        self.text_ends.shrink_to_fit();
+    }
+}
+
 /// One relevance judgment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qrel {
@@ -81,4 +141,21 @@ pub struct NegativesRow {
     pub neg_rank: Vec<u32>,
     /// The run or system the negatives came from.
     pub source: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PackedIdText;
+
+    #[test]
+    fn packed_rows_read_back_as_pushed() {
+        let rows = [("d1", "a passage"), ("", ""), ("ü-7", "über ☃"), ("d9", "")];
+        let mut t = PackedIdText::default();
+        rows.iter().for_each(|(id, text)| t.push(id, text));
+        t.shrink_to_fit();
+        assert_eq!(t.len(), rows.len());
+        for (i, (id, text)) in rows.iter().enumerate() {
+            assert_eq!((t.id(i), t.text(i)), (*id, *text), "row {i}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
-pub use crate::domain::{IdText, NegativesRow, Qrel, RunRow, SparseVector};
+pub use crate::domain::{IdText, NegativesRow, PackedIdText, Qrel, RunRow, SparseVector};
 use crate::error::{Result, StageError};
 use crate::schema;
 
@@ -311,6 +311,26 @@ pub fn read_id_text_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Re
         }
         Ok(())
     })?;
+    Ok(out)
+}
+
+/// The rows of an `id, text` artifact whose id `keep` accepts, packed (see [`PackedIdText`]).
+pub fn read_packed_id_text_where(
+    path: &Path,
+    mut keep: impl FnMut(&str) -> bool,
+) -> Result<PackedIdText> {
+    let mut out = PackedIdText::default();
+    for_each_batch(path, &schema::id_text(), |file, batch| {
+        let ids = column::<StringArray>(file, &batch, "id")?;
+        let texts = column::<StringArray>(file, &batch, "text")?;
+        for i in 0..batch.num_rows() {
+            if keep(ids.value(i)) {
+                out.push(ids.value(i), texts.value(i));
+            }
+        }
+        Ok(())
+    })?;
+    out.shrink_to_fit();
     Ok(out)
 }
 

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{Result, StageError};
-use crate::parquet_io::{read_id_text_where, read_negatives, IdText};
+use crate::parquet_io::{read_negatives, read_packed_id_text_where, PackedIdText};
 use crate::rng::splitmix64;
 use crate::teacher::TeacherIndex;
 
@@ -49,8 +49,8 @@ pub struct Coverage {
 
 /// The examples a training run draws from.
 pub struct TrainingSet {
-    docs: IdText,
-    queries: IdText,
+    docs: PackedIdText,
+    queries: PackedIdText,
     entries: Vec<Entry>,
     teacher: Option<TeacherIndex>,
     negatives: usize,
@@ -87,20 +87,12 @@ impl TrainingSet {
             .map(String::as_str)
             .collect();
         let wanted_queries: HashSet<&str> = rows.iter().map(|r| r.qid.as_str()).collect();
-        let docs = read_id_text_where(docs_path, |id| wanted_docs.contains(id))?;
-        let queries = read_id_text_where(queries_path, |id| wanted_queries.contains(id))?;
-        let doc_index: HashMap<&str, usize> = docs
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.as_str(), i))
-            .collect();
-        let query_index: HashMap<&str, usize> = queries
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, q)| (q.as_str(), i))
-            .collect();
+        let docs = read_packed_id_text_where(docs_path, |id| wanted_docs.contains(id))?;
+        let queries = read_packed_id_text_where(queries_path, |id| wanted_queries.contains(id))?;
+        drop((wanted_docs, wanted_queries));
+        let doc_index: HashMap<&str, usize> = (0..docs.len()).map(|i| (docs.id(i), i)).collect();
+        let query_index: HashMap<&str, usize> =
+            (0..queries.len()).map(|i| (queries.id(i), i)).collect();
         let mut coverage = Coverage {
             queries_in: rows.len(),
             ..Coverage::default()
@@ -127,7 +119,7 @@ impl TrainingSet {
             let mut neg = resolve(&row.neg);
             if let Some(t) = &teacher {
                 let q = t.query(&row.qid);
-                let scored = |d: &usize| q.and_then(|q| t.score(q, &docs.ids[*d])).is_some();
+                let scored = |d: &usize| q.and_then(|q| t.score(q, docs.id(*d))).is_some();
                 let before = neg.len();
                 pos.retain(scored);
                 neg.retain(scored);
@@ -233,19 +225,22 @@ impl TrainingSet {
                         );
                     }
                 }
-                let qid = self.queries.ids[entry.query].clone();
+                let qid = self.queries.id(entry.query).to_string();
                 let teacher = self.teacher.as_ref().map(|t| {
                     let q = t.query(&qid);
                     docs.iter()
                         .map(|d| {
-                            q.and_then(|q| t.score(q, &self.docs.ids[*d]))
+                            q.and_then(|q| t.score(q, self.docs.id(*d)))
                                 .unwrap_or(f32::NAN)
                         })
                         .collect()
                 });
                 Example {
-                    query: self.queries.texts[entry.query].clone(),
-                    docs: docs.iter().map(|d| self.docs.texts[*d].clone()).collect(),
+                    query: self.queries.text(entry.query).to_string(),
+                    docs: docs
+                        .iter()
+                        .map(|d| self.docs.text(*d).to_string())
+                        .collect(),
                     qid,
                     teacher,
                 }
