@@ -109,12 +109,20 @@ fn every_algorithm_writes_the_same_run() {
         ("index.index", "encode_dev_queries.vectors", "splade"),
         ("bm25_index.index", "bow_dev_queries.vectors", "bm25"),
     ] {
-        for algo in ["exhaustive", "maxscore", "block_max"] {
+        for algo in ["exhaustive", "maxscore", "block_max", "approximate"] {
             text += &format!(
                 "[stage.{prefix}_{algo}]\nkind = \"retrieve\"\nindex = \"{index}\"\n\
                  queries = \"{queries}\"\nk = 100\nalgorithm = \"{algo}\"\n"
             );
         }
+        // Approximate with nothing pruned: every posting kept, whole summaries (upper bounds),
+        // every query term walked, blocks skipped only when they cannot reach the top k.
+        text += &format!(
+            "approx_postings = 1000000\napprox_summary_energy = 1.0\napprox_query_cut = 10000\n\
+             approx_heap_factor = 1.0\n\
+             [stage.{prefix}_approximate_default]\nkind = \"retrieve\"\nindex = \"{index}\"\n\
+             queries = \"{queries}\"\nk = 100\nalgorithm = \"approximate\"\n"
+        );
     }
     let p = write_pipeline(tmp.path(), "algorithms.toml", &text);
     let a = tmp.path().join("art");
@@ -122,13 +130,20 @@ fn every_algorithm_writes_the_same_run() {
     for prefix in ["splade", "bm25"] {
         let want = output_files(&a, &p, &format!("{prefix}_exhaustive.run"));
         assert!(!want.is_empty());
-        for algo in ["maxscore", "block_max"] {
+        for algo in ["maxscore", "block_max", "approximate"] {
             assert_eq!(
                 output_files(&a, &p, &format!("{prefix}_{algo}.run")),
                 want,
                 "{prefix}: {algo} differs from exhaustive"
             );
         }
+        // With its default knobs it prunes: a different run of the same shape.
+        let approx = output_files(&a, &p, &format!("{prefix}_approximate_default.run"));
+        assert_eq!(approx.len(), want.len());
+        assert_ne!(
+            approx, want,
+            "{prefix}: default approximate search pruned nothing"
+        );
     }
 }
 

@@ -64,6 +64,22 @@ pub enum BenchCommand {
         /// so PISA (`ciff2pisa`) indexes exactly the same integers.
         #[arg(long)]
         ciff: Option<PathBuf>,
+        /// Also time the approximate algorithm at these `query_cut:heap_factor` settings
+        /// (comma-separated), with recall@10 against exhaustive.
+        #[arg(long)]
+        approx: Option<String>,
+        /// Approximate: postings kept per term.
+        #[arg(long, default_value_t = 3500)]
+        approx_postings: usize,
+        /// Approximate: centroids per list as a fraction of its kept postings.
+        #[arg(long, default_value_t = 0.1)]
+        approx_centroid_fraction: f32,
+        /// Approximate: share of a block summary's mass kept.
+        #[arg(long, default_value_t = 0.4)]
+        approx_summary_energy: f32,
+        /// Skip the exact algorithms (only the approximate curve).
+        #[arg(long)]
+        approx_only: bool,
     },
     /// Exact float top-k against the quantized index's top-k: overlap@k and, with qrels, the
     /// metric difference.
@@ -119,14 +135,33 @@ pub fn run(command: BenchCommand) -> Result<()> {
             max_queries,
             dump,
             ciff,
+            approx,
+            approx_postings,
+            approx_centroid_fraction,
+            approx_summary_energy,
+            approx_only,
         } => {
             let inputs = RetrieveInputs::new(dir, docs, queries)?;
+            let approx = approx
+                .map(|grid| -> Result<ApproxBench> {
+                    Ok(ApproxBench {
+                        grid: parse_grid(&grid)?,
+                        build: splade_stages::retrieve::approximate::BuildKnobs {
+                            n_postings: approx_postings,
+                            centroid_fraction: approx_centroid_fraction,
+                            summary_energy: approx_summary_energy,
+                        },
+                        only: approx_only,
+                    })
+                })
+                .transpose()?;
             retrieve(
                 &inputs,
                 max_queries,
                 repeats.max(1),
                 dump.as_deref(),
                 ciff.as_deref(),
+                approx.as_ref(),
             )
         }
         BenchCommand::Quantization(b) => quantization(&b),
@@ -469,6 +504,113 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
+/// The approximate algorithm's part of `bench retrieve`.
+pub struct ApproxBench {
+    /// `(query_cut, heap_factor)` settings timed.
+    pub grid: Vec<(usize, f32)>,
+    /// How the structure is built.
+    pub build: splade_stages::retrieve::approximate::BuildKnobs,
+    /// Skip the exact algorithms' timings.
+    pub only: bool,
+}
+
+fn parse_grid(grid: &str) -> Result<Vec<(usize, f32)>> {
+    grid.split(',')
+        .map(|pair| {
+            let (cut, factor) = pair
+                .split_once(':')
+                .with_context(|| format!("--approx: `{pair}` is not query_cut:heap_factor"))?;
+            let cut: usize = cut
+                .trim()
+                .parse()
+                .with_context(|| format!("--approx: `{cut}`"))?;
+            let factor: f32 = factor
+                .trim()
+                .parse()
+                .with_context(|| format!("--approx: `{factor}`"))?;
+            anyhow::ensure!(
+                cut > 0 && factor > 0.0 && factor <= 1.0,
+                "--approx: `{pair}`: query_cut must be > 0 and heap_factor in (0, 1]"
+            );
+            Ok((cut, factor))
+        })
+        .collect()
+}
+
+/// Approximate search at each setting of `a.grid`: single-thread ms/query (median of `repeats`
+/// after a warm-up) and recall@10 against exhaustive's top 10.
+fn approximate_curve(
+    index: &splade_stages::index::reader::InvertedIndex,
+    queries: &[splade_stages::parquet_io::SparseVector],
+    repeats: usize,
+    a: &ApproxBench,
+) -> Result<()> {
+    use splade_stages::retrieve::algorithms::exhaustive;
+    use splade_stages::retrieve::approximate::{ApproximateIndex, ApproximateScratch, SearchKnobs};
+    let t0 = Instant::now();
+    let approx = ApproximateIndex::build(index, a.build)
+        .context("the index has more terms than the approximate structure holds")?;
+    println!(
+        "approximate index n_postings={} centroid_fraction={} summary_energy={} blocks={} mib={:.1} build_s={:.2}",
+        a.build.n_postings,
+        a.build.centroid_fraction,
+        a.build.summary_energy,
+        approx.blocks(),
+        approx.bytes() as f64 / (1 << 20) as f64,
+        t0.elapsed().as_secs_f64()
+    );
+    let mut acc = Vec::new();
+    let exact: Vec<Vec<u32>> = queries
+        .iter()
+        .map(|q| {
+            exhaustive(index, q, 10, &mut acc)
+                .iter()
+                .map(|h| h.doc)
+                .collect()
+        })
+        .collect();
+    let n = queries.len().max(1) as f64;
+    for (query_cut, heap_factor) in &a.grid {
+        let knobs = SearchKnobs {
+            query_cut: *query_cut,
+            heap_factor: *heap_factor,
+        };
+        let mut s = ApproximateScratch::default();
+        let got: Vec<Vec<u32>> = queries
+            .iter()
+            .map(|q| {
+                approx
+                    .search(q, 10, knobs, &mut s)
+                    .iter()
+                    .map(|h| h.doc)
+                    .collect()
+            })
+            .collect();
+        let recall = exact
+            .iter()
+            .zip(&got)
+            .map(|(e, g)| splade_stages::retrieve::exact::overlap_at(e, g, 10))
+            .sum::<f64>()
+            / n;
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let t0 = Instant::now();
+            let hits: usize = queries
+                .iter()
+                .map(|q| approx.search(q, 10, knobs, &mut s).len())
+                .sum();
+            times.push(t0.elapsed().as_secs_f64() * 1e3 / n);
+            std::hint::black_box(hits);
+        }
+        let (ms, lo, hi) = spread(times);
+        println!(
+            "retrieve algo=approximate query_cut={query_cut} heap_factor={heap_factor} k=10 \
+             ms_per_query_1thread={ms:.3} (min {lo:.3} max {hi:.3}) recall_at_10={recall:.4} repeats={repeats}"
+        );
+    }
+    Ok(())
+}
+
 /// Builds an index over the documents and times every algorithm at k = 10 and 1000 (see
 /// [`BenchCommand::Retrieve`]).
 pub fn retrieve(
@@ -477,6 +619,7 @@ pub fn retrieve(
     repeats: usize,
     dump: Option<&std::path::Path>,
     ciff: Option<&std::path::Path>,
+    approx: Option<&ApproxBench>,
 ) -> Result<()> {
     use rayon::prelude::*;
     use splade_stages::index::reader::InvertedIndex;
@@ -520,6 +663,12 @@ pub fn retrieve(
             }
         }
         std::fs::write(path, out)?;
+    }
+    if let Some(a) = approx {
+        approximate_curve(&index, &queries, repeats, a)?;
+        if a.only {
+            return Ok(());
+        }
     }
     let t0 = Instant::now();
     let table = RangeMaxima::build(&index);

@@ -2,6 +2,7 @@
 //! with rayon and resumable per batch.
 
 pub mod algorithms;
+pub mod approximate;
 pub mod block_max;
 pub mod exact;
 pub mod rescore;
@@ -21,6 +22,7 @@ use crate::params::{at_most, ParamError};
 use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, SparseVector};
 use crate::sharded::ShardedOutput;
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
+use approximate::{ApproximateIndex, ApproximateScratch, BuildKnobs, SearchKnobs};
 use block_max::{block_max, BlockMaxScratch, RangeMaxima};
 use rescore::ForwardIndex;
 
@@ -45,6 +47,9 @@ crate::param_choice! {
         Maxscore = "maxscore",
         /// Safe block-max pruning over doc ranges.
         BlockMax = "block_max",
+        /// Seismic-style approximate search (pruned, clustered, summarised lists; see the
+        /// `approx_*` knobs): faster, not exact.
+        Approximate = "approximate",
     }
 }
 
@@ -67,7 +72,7 @@ crate::stage_params! {
         precision: Precision [Choice(Precision::NAMES)] = "\"f32\"",
         /// documents per query
         k: i64 [Int] = "1000",
-        /// exhaustive term-at-a-time, or safe dynamic pruning with the same top-k: maxscore, block_max (doc-range bounds)
+        /// exhaustive term-at-a-time, safe dynamic pruning with the same top-k (maxscore, block_max: doc-range bounds), or approximate (Seismic-style, see `approx_*`)
         algorithm: Algorithm [Choice(Algorithm::NAMES)] = "\"exhaustive\"",
         /// queries per output shard (the resume unit)
         batch_size: i64 [Int] = "10000",
@@ -83,6 +88,16 @@ crate::stage_params! {
         rescore: Option<String> [Artifact] = "null",
         /// with `rescore`: candidates taken from the index pass (0 = k)
         rescore_depth: i64 [Int] = "0",
+        /// approximate: postings kept per term (its highest impacts)
+        approx_postings: i64 [Int] = "3500",
+        /// approximate: centroids per list, as a fraction of its kept postings (block count)
+        approx_centroid_fraction: f64 [Float] = "0.1",
+        /// approximate: share of a block summary's impact mass kept
+        approx_summary_energy: f64 [Float] = "0.4",
+        /// approximate: the query's strongest terms whose lists are walked
+        approx_query_cut: i64 [Int] = "10",
+        /// approximate: read a block when its summary score is at least this × the k-th score (lower: more recall, slower)
+        approx_heap_factor: f64 [Float] = "0.7",
     }
 }
 
@@ -129,6 +144,26 @@ impl TypedStage for Retrieve {
                 return Err(ParamError::new(
                     key,
                     format!("must be >= 0 (0 = off), got {value}"),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("approx_postings", p.approx_postings),
+            ("approx_query_cut", p.approx_query_cut),
+        ] {
+            if value < 1 {
+                return Err(ParamError::new(key, "must be a positive integer"));
+            }
+        }
+        for (key, value) in [
+            ("approx_centroid_fraction", p.approx_centroid_fraction),
+            ("approx_summary_energy", p.approx_summary_energy),
+            ("approx_heap_factor", p.approx_heap_factor),
+        ] {
+            if !(value > 0.0 && value <= 1.0) {
+                return Err(ParamError::new(
+                    key,
+                    format!("must be in (0, 1], got {value}"),
                 ));
             }
         }
@@ -201,6 +236,10 @@ impl TypedStage for Retrieve {
             );
             table
         });
+        let approx = match p.algorithm {
+            Algorithm::Approximate => Some(build_approximate(&index, &p)?),
+            _ => None,
+        };
         let forward = match &p.rescore {
             Some(_) => Some(ForwardIndex::open(ctx.input("rescore")?.path(), &doc_ids)?),
             None => None,
@@ -216,6 +255,7 @@ impl TypedStage for Retrieve {
             p: &p,
             index: &index,
             table: table.as_ref(),
+            approx: approx.as_ref(),
             forward: forward.as_ref(),
             doc_ids: &doc_ids,
             qids: &qids,
@@ -280,11 +320,49 @@ fn open_index(ctx: &StageContext) -> Result<(InvertedIndex, Vec<String>)> {
     Ok((index, doc_ids))
 }
 
+/// The approximate algorithm's structure over `index`.
+fn build_approximate(index: &InvertedIndex, p: &RetrieveParams) -> Result<ApproximateIndex> {
+    let t0 = std::time::Instant::now();
+    let approx = ApproximateIndex::build(index, p.build_knobs()).ok_or_else(|| {
+        StageError::Other(format!(
+            "algorithm = \"approximate\" holds terms in 16 bits: the index has {} terms (at \
+             most {}); use another algorithm",
+            index.n_terms(),
+            approximate::MAX_TERMS
+        ))
+    })?;
+    tracing::info!(
+        blocks = approx.blocks(),
+        bytes = approx.bytes(),
+        "approximate index built in {:.2}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(approx)
+}
+
+impl RetrieveParams {
+    fn build_knobs(&self) -> BuildKnobs {
+        BuildKnobs {
+            n_postings: self.approx_postings as usize,
+            centroid_fraction: self.approx_centroid_fraction as f32,
+            summary_energy: self.approx_summary_energy as f32,
+        }
+    }
+
+    fn search_knobs(&self) -> SearchKnobs {
+        SearchKnobs {
+            query_cut: self.approx_query_cut as usize,
+            heap_factor: self.approx_heap_factor as f32,
+        }
+    }
+}
+
 /// One batch of queries against the index, as run rows.
 struct Searcher<'a> {
     p: &'a RetrieveParams,
     index: &'a InvertedIndex,
     table: Option<&'a RangeMaxima>,
+    approx: Option<&'a ApproximateIndex>,
     forward: Option<&'a ForwardIndex>,
     doc_ids: &'a [String],
     qids: &'a [String],
@@ -307,7 +385,7 @@ impl Searcher<'_> {
         &self,
         q: &SparseVector,
         acc: &mut Vec<u32>,
-        scratch: &mut BlockMaxScratch,
+        scratch: &mut (BlockMaxScratch, ApproximateScratch),
     ) -> Vec<(u32, f32)> {
         let p = self.p;
         let pruned;
@@ -318,9 +396,10 @@ impl Searcher<'_> {
             q
         };
         let depth = self.depth();
-        let hits = match (self.table, p.algorithm) {
-            (Some(table), _) => block_max(self.index, table, first, depth, scratch),
-            (None, Algorithm::Maxscore) => maxscore(self.index, first, depth),
+        let hits = match (self.table, self.approx, p.algorithm) {
+            (_, Some(approx), _) => approx.search(first, depth, p.search_knobs(), &mut scratch.1),
+            (Some(table), _, _) => block_max(self.index, table, first, depth, &mut scratch.0),
+            (None, None, Algorithm::Maxscore) => maxscore(self.index, first, depth),
             _ => exhaustive(self.index, first, depth, acc),
         };
         match self.forward {
@@ -344,7 +423,7 @@ impl Searcher<'_> {
         let results: Vec<Vec<RunRow>> = (lo..lo + queries.len())
             .into_par_iter()
             .map_init(
-                || (Vec::new(), BlockMaxScratch::default()),
+                || (Vec::new(), Default::default()),
                 |(acc, scratch), i| {
                     let ranked = self.ranked(&queries[i - lo], acc, scratch);
                     let mut rows = Vec::with_capacity(ranked.len());
