@@ -5,6 +5,7 @@
 //! builder) on purpose; that is why they live in their own crate and not in the engine.
 
 pub mod msmarco_synth;
+pub mod profile;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -36,7 +37,35 @@ pub enum BenchCommand {
         /// 300 terms, so queries match a few documents strongly, as real queries do.
         #[arg(long, default_value_t = 0)]
         topics: usize,
+        /// Draw the vectors from a profile (`splade bench profile`) instead of the uniform
+        /// generator: its nnz, term frequencies and weights by frequency rank (with `--topics`,
+        /// a `--topic-share` of each vector's terms comes from its topic's terms).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// With `--profile` and `--topics`: the share of a vector's terms drawn from its topic.
+        #[arg(long, default_value_t = 0.5)]
+        topic_share: f64,
+        /// With `--profile`: the share of each query's terms taken from a random document's
+        /// strongest terms (0 = queries independent of the documents).
+        #[arg(long, default_value_t = 0.0)]
+        query_overlap: f64,
         /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Estimate a collection profile (term frequencies, nnz, weights by frequency rank) from
+    /// real document and query vectors, for `bench synth --profile`.
+    Profile {
+        /// Document vectors (a Parquet file or shard directory).
+        #[arg(long)]
+        docs: PathBuf,
+        /// Query vectors.
+        #[arg(long)]
+        queries: PathBuf,
+        /// At most this many documents are read into the estimate.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_docs: usize,
+        /// Where the profile (JSON) is written.
         #[arg(long)]
         out: PathBuf,
     },
@@ -125,8 +154,37 @@ pub fn run(command: BenchCommand) -> Result<()> {
             queries,
             seed,
             topics,
+            profile: None,
             out,
+            ..
         } => synth(&out, docs, queries, seed, topics),
+        BenchCommand::Synth {
+            docs,
+            queries,
+            seed,
+            profile: Some(profile),
+            topics,
+            topic_share,
+            query_overlap,
+            out,
+        } => synth_from_profile(
+            &out,
+            &profile,
+            docs,
+            queries,
+            seed,
+            profile::Topics {
+                count: topics,
+                share: topic_share,
+            },
+            query_overlap,
+        ),
+        BenchCommand::Profile {
+            docs,
+            queries,
+            max_docs,
+            out,
+        } => profile::write(&docs, &queries, &out, max_docs),
         BenchCommand::Retrieve {
             dir,
             docs,
@@ -361,6 +419,49 @@ fn synth_vector(
         .map(|_| (3.0 * rng.unit().powf(1.6)).clamp(0.01, 3.0) as f32)
         .collect();
     splade_stages::parquet_io::SparseVector { terms, weights }
+}
+
+/// `bench synth --profile`: `docs` and `queries` vectors drawn from a profile.
+fn synth_from_profile(
+    out: &std::path::Path,
+    profile: &std::path::Path,
+    docs: usize,
+    queries: usize,
+    seed: u64,
+    topics: profile::Topics,
+    query_overlap: f64,
+) -> Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&topics.share) && (0.0..=1.0).contains(&query_overlap),
+        "--topic-share and --query-overlap must be in [0, 1]"
+    );
+    let p = profile::Profile::read(profile)?;
+    std::fs::create_dir_all(out)?;
+    let t0 = Instant::now();
+    let write =
+        |name: &str, prefix: &str, vectors: Vec<splade_stages::parquet_io::SparseVector>| {
+            let ids: Vec<String> = (0..vectors.len()).map(|i| format!("{prefix}{i}")).collect();
+            splade_stages::parquet_io::write_sparse(&out.join(name), &ids, &vectors).map(|_| {
+                vectors.iter().map(|v| v.nnz()).sum::<usize>() as f64 / vectors.len().max(1) as f64
+            })
+        };
+    let doc_vectors = p.generate(false, docs, seed, topics);
+    let mut query_vectors = p.generate(true, queries, seed ^ 0x9E37, topics);
+    profile::anchor_queries(
+        &mut query_vectors,
+        &doc_vectors,
+        query_overlap,
+        seed ^ 0xA4C1,
+    );
+    let doc_nnz = write("docs.parquet", "d", doc_vectors)?;
+    let query_nnz = write("queries.parquet", "q", query_vectors)?;
+    println!(
+        "synth profile={} docs={docs} queries={queries} doc_nnz_mean={doc_nnz:.1} query_nnz_mean={query_nnz:.1} secs={:.1} out={}",
+        profile.display(),
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// With topics, the share of a vector's terms drawn from its topic's terms.
