@@ -85,12 +85,14 @@ impl TypedStage for Train {
     }
 
     fn run(&self, p: TrainParams, ctx: &mut StageContext) -> Result<StageOutcome> {
+        let stage_started = Instant::now();
         let (trainer, model) = Trainer::prepare(p, ctx)?;
         let mut progress = trainer.restore_checkpoint(ctx, model)?;
         let resumed_at = progress.state.step;
         if progress.state.step == 0 {
             trainer.validate(0, &progress.model, &mut progress.state)?;
         }
+        let startup_seconds = stage_started.elapsed().as_secs_f64();
         let started = Instant::now();
         let (progress, last) = trainer.training_loop(ctx, progress)?;
         let (log_rows, validation_log) = trainer.export_result(ctx, &progress.model)?;
@@ -100,6 +102,7 @@ impl TypedStage for Train {
             last,
             best: progress.state.best,
             seconds: started.elapsed().as_secs_f64(),
+            startup_seconds,
             validation_log,
         };
         Ok(trainer.outcome(&ctx.name, &report))
@@ -154,6 +157,9 @@ struct Report {
     best: Option<(f64, u64)>,
     /// From the first optimizer step of this attempt to the written outputs.
     seconds: f64,
+    /// From the stage's start to its first optimizer step: loading the examples, texts, teacher
+    /// scores and model, restoring a checkpoint, the step-0 validation.
+    startup_seconds: f64,
     /// The validation log's text (its first line is the step-0 validation, if any).
     validation_log: String,
 }
@@ -481,6 +487,7 @@ impl Trainer {
         for (key, value) in [
             ("steps", json!(steps)),
             ("resumed_at_step", json!(r.resumed_at)),
+            ("startup_s", json!(r.startup_seconds)),
             ("log_rows", json!(r.log_rows)),
             ("devices", json!(self.parallel.devices().len())),
             ("queries_in", json!(coverage.queries_in)),
