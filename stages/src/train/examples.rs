@@ -2,7 +2,7 @@
 //! drawn from the `negatives` artifact as a pure function of `(seed, step)` so a resumed run
 //! sees exactly the batches an uninterrupted run would have seen.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Result, StageError};
@@ -61,6 +61,50 @@ pub struct TrainingSet {
     pub coverage: Coverage,
 }
 
+/// A row of the negatives artifact with its ids interned.
+struct InternedRow {
+    query: u32,
+    pos: Vec<u32>,
+    neg: Vec<u32>,
+}
+
+/// Marks an interned id whose text is not in the docs/queries artifact.
+const MISSING: u32 = u32::MAX;
+
+/// The rows with every id replaced by a dense index, and the two id → index maps; the rows'
+/// strings are freed as they are consumed.
+fn intern(
+    rows: Vec<crate::parquet_io::NegativesRow>,
+) -> (Vec<InternedRow>, HashMap<String, u32>, HashMap<String, u32>) {
+    let mut docs: HashMap<String, u32> = HashMap::new();
+    let mut queries: HashMap<String, u32> = HashMap::new();
+    let id = |map: &mut HashMap<String, u32>, key: String| {
+        let next = map.len() as u32;
+        *map.entry(key).or_insert(next)
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(InternedRow {
+            query: id(&mut queries, row.qid),
+            pos: row.pos.into_iter().map(|d| id(&mut docs, d)).collect(),
+            neg: row.neg.into_iter().map(|d| id(&mut docs, d)).collect(),
+        });
+    }
+    (out, docs, queries)
+}
+
+/// For each interned id, its row in `table` ([`MISSING`] when the table lacks it; the last row
+/// when the table repeats it).
+fn rows_of(ids: &HashMap<String, u32>, table: &PackedIdText) -> Vec<u32> {
+    let mut row = vec![MISSING; ids.len()];
+    for r in 0..table.len() {
+        if let Some(i) = ids.get(table.id(r)) {
+            row[*i as usize] = r as u32;
+        }
+    }
+    row
+}
+
 fn mix(a: u64, b: u64) -> u64 {
     let mut s = a ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
     splitmix64(&mut s)
@@ -79,47 +123,49 @@ impl TrainingSet {
         seed: u64,
     ) -> Result<Self> {
         let rows = read_negatives(negatives_path)?;
-        // Only the texts the negatives name are held (not the whole collection); sampling works
-        // on positions within each row's lists, so what is held does not change the examples.
-        let wanted_docs: HashSet<&str> = rows
-            .iter()
-            .flat_map(|r| r.pos.iter().chain(&r.neg))
-            .map(String::as_str)
-            .collect();
-        let wanted_queries: HashSet<&str> = rows.iter().map(|r| r.qid.as_str()).collect();
-        let docs = read_packed_id_text_where(docs_path, |id| wanted_docs.contains(id))?;
-        let queries = read_packed_id_text_where(queries_path, |id| wanted_queries.contains(id))?;
-        drop((wanted_docs, wanted_queries));
-        let doc_index: HashMap<&str, usize> = (0..docs.len()).map(|i| (docs.id(i), i)).collect();
-        let query_index: HashMap<&str, usize> =
-            (0..queries.len()).map(|i| (queries.id(i), i)).collect();
         let mut coverage = Coverage {
             queries_in: rows.len(),
             ..Coverage::default()
         };
-        let mut entries = Vec::with_capacity(rows.len());
-        let mut unknown: Vec<String> = Vec::new();
-        for row in rows {
-            let Some(&q) = query_index.get(row.qid.as_str()) else {
-                unknown.push(format!("query {}", row.qid));
+        // Ids interned once each, and the rows' strings freed, before any text is read: only the
+        // texts the negatives name are held (sampling works on positions within each row's
+        // lists, so what is held does not change the examples).
+        let (raw, doc_ids, query_ids) = intern(rows);
+        let docs = read_packed_id_text_where(docs_path, |id| doc_ids.contains_key(id))?;
+        let queries = read_packed_id_text_where(queries_path, |id| query_ids.contains_key(id))?;
+        let doc_row = rows_of(&doc_ids, &docs);
+        let query_row = rows_of(&query_ids, &queries);
+        let missing = |ids: &HashMap<String, u32>, row: &[u32], what: &str| -> Vec<String> {
+            let mut m: Vec<String> = ids
+                .iter()
+                .filter(|(_, i)| row[**i as usize] == MISSING)
+                .map(|(id, _)| format!("{what} {id}"))
+                .collect();
+            m.sort();
+            m
+        };
+        let mut unknown = missing(&query_ids, &query_row, "query");
+        unknown.extend(missing(&doc_ids, &doc_row, "document"));
+        drop((doc_ids, query_ids));
+        let mut entries = Vec::with_capacity(raw.len());
+        let resolve = |ids: &[u32]| -> Vec<usize> {
+            ids.iter()
+                .map(|d| doc_row[*d as usize])
+                .filter(|r| *r != MISSING)
+                .map(|r| r as usize)
+                .collect()
+        };
+        for row in raw {
+            let q = query_row[row.query as usize];
+            if q == MISSING {
                 continue;
-            };
-            let mut resolve = |ids: &[String]| -> Vec<usize> {
-                ids.iter()
-                    .filter_map(|d| match doc_index.get(d.as_str()) {
-                        Some(&i) => Some(i),
-                        None => {
-                            unknown.push(format!("document {d}"));
-                            None
-                        }
-                    })
-                    .collect()
-            };
+            }
+            let q = q as usize;
             let mut pos = resolve(&row.pos);
             let mut neg = resolve(&row.neg);
             if let Some(t) = &teacher {
-                let q = t.query(&row.qid);
-                let scored = |d: &usize| q.and_then(|q| t.score(q, docs.id(*d))).is_some();
+                let tq = t.query(queries.id(q));
+                let scored = |d: &usize| tq.and_then(|tq| t.score(tq, docs.id(*d))).is_some();
                 let before = neg.len();
                 pos.retain(scored);
                 neg.retain(scored);
@@ -144,7 +190,7 @@ impl TrainingSet {
                 negatives_path,
                 0,
                 format!(
-                    "{} ids are not in the docs/queries artifacts (e.g. {})",
+                    "{} distinct ids are not in the docs/queries artifacts (e.g. {})",
                     unknown.len(),
                     unknown[..unknown.len().min(5)].join(", ")
                 ),
