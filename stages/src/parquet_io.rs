@@ -296,20 +296,25 @@ pub fn read_id_text(path: &Path) -> Result<IdText> {
     Ok(out)
 }
 
+/// Calls `row(id, text)` for every row of an `id, text` artifact, a batch at a time.
+fn for_each_id_text(path: &Path, mut row: impl FnMut(&str, &str)) -> Result<()> {
+    for_each_batch(path, &schema::id_text(), |file, batch| {
+        let ids = column::<StringArray>(file, &batch, "id")?;
+        let texts = column::<StringArray>(file, &batch, "text")?;
+        (0..batch.num_rows()).for_each(|i| row(ids.value(i), texts.value(i)));
+        Ok(())
+    })
+}
+
 /// The rows of an `id, text` artifact whose id `keep` accepts, streaming (only kept rows are
 /// held).
 pub fn read_id_text_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<IdText> {
     let mut out = IdText::default();
-    for_each_batch(path, &schema::id_text(), |file, batch| {
-        let ids = column::<StringArray>(file, &batch, "id")?;
-        let texts = column::<StringArray>(file, &batch, "text")?;
-        for i in 0..batch.num_rows() {
-            if keep(ids.value(i)) {
-                out.ids.push(ids.value(i).to_string());
-                out.texts.push(texts.value(i).to_string());
-            }
+    for_each_id_text(path, |id, text| {
+        if keep(id) {
+            out.ids.push(id.to_string());
+            out.texts.push(text.to_string());
         }
-        Ok(())
     })?;
     Ok(out)
 }
@@ -320,15 +325,10 @@ pub fn read_packed_id_text_where(
     mut keep: impl FnMut(&str) -> bool,
 ) -> Result<PackedIdText> {
     let mut out = PackedIdText::default();
-    for_each_batch(path, &schema::id_text(), |file, batch| {
-        let ids = column::<StringArray>(file, &batch, "id")?;
-        let texts = column::<StringArray>(file, &batch, "text")?;
-        for i in 0..batch.num_rows() {
-            if keep(ids.value(i)) {
-                out.push(ids.value(i), texts.value(i));
-            }
+    for_each_id_text(path, |id, text| {
+        if keep(id) {
+            out.push(id, text);
         }
-        Ok(())
     })?;
     out.shrink_to_fit();
     Ok(out)

@@ -11,19 +11,20 @@ use super::topk::{Hit, TopK};
 /// Query weights are quantized as `round(w · QUERY_SCALE)` (Anserini's ×100 convention).
 pub const QUERY_SCALE: f32 = 100.0;
 
+/// A query weight as the integer every algorithm scores with (`None` when it rounds below 1).
+pub fn quantized_query_weight(w: f32) -> Option<u32> {
+    let qw = (w * QUERY_SCALE).round();
+    (qw >= 1.0).then(|| qw.min(u32::MAX as f32 / 256.0) as u32)
+}
+
 /// A query's terms that have postings: `(term id, postings, integer weight)`.
 pub fn prepare_terms(index: &InvertedIndex, q: &SparseVector) -> Vec<(u32, TermMeta, u32)> {
     q.terms
         .iter()
         .zip(&q.weights)
         .filter_map(|(t, w)| {
-            let qw = (w * QUERY_SCALE).round();
-            if qw < 1.0 {
-                return None;
-            }
-            index
-                .term(*t)
-                .map(|m| (*t, m, qw.min(u32::MAX as f32 / 256.0) as u32))
+            let qw = quantized_query_weight(*w)?;
+            index.term(*t).map(|m| (*t, m, qw))
         })
         .collect()
 }

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::index::reader::{InvertedIndex, END};
 use crate::parquet_io::SparseVector;
 
-use super::algorithms::QUERY_SCALE;
+use super::algorithms::quantized_query_weight;
 use super::topk::{Hit, TopK};
 
 /// How the approximate structure is built.
@@ -261,11 +261,8 @@ impl ApproximateIndex {
             .terms
             .iter()
             .zip(&q.weights)
-            .filter_map(|(t, w)| {
-                let qw = (w * QUERY_SCALE).round();
-                ((*t as usize) < self.n_terms && qw >= 1.0)
-                    .then(|| (*t, qw.min(u32::MAX as f32 / 256.0) as u32))
-            })
+            .filter(|(t, _)| (**t as usize) < self.n_terms)
+            .filter_map(|(t, w)| Some((*t, quantized_query_weight(*w)?)))
             .collect();
         for (t, qw) in &terms {
             s.query[*t as usize] = *qw;
@@ -452,7 +449,8 @@ mod tests {
                         q.terms
                             .iter()
                             .position(|x| *x == u32::from(e.term))
-                            .map_or(0, |p| (q.weights[p] * QUERY_SCALE).round() as u32)
+                            .and_then(|p| quantized_query_weight(q.weights[p]))
+                            .unwrap_or(0)
                             * u32::from(e.impact)
                     })
                     .sum();
