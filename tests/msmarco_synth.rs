@@ -124,6 +124,8 @@ fn synthetic_msmarco_runs_through_the_msmarco_pipelines() {
         "fine-tuned splade-tiny on the dev slice: R@1000 {recall}, MRR@10 {mrr}"
     );
     assert!(stdout.contains("train: 4 steps"), "{stdout}");
+    // The imported hard negatives hold a row per (query, system): the summary says both.
+    assert!(stdout.contains("negatives rows of 503 queries"), "{stdout}");
     // Every score of the pickle made it into the teacher scores.
     let scores: u64 = stderr
         .split("scores=")

@@ -131,6 +131,13 @@ fn killed_training_resumes_bit_identically_and_is_never_retrained() {
         output_files(&reference, &pipeline, "train.model"),
         "resumed weights differ from the uninterrupted run"
     );
+    let model = PathBuf::from(ok(&a, &["path", &pipeline, "train.model"]).trim());
+    let outputs = model.parent().unwrap();
+    assert!(outputs.join("train_log.parquet").exists(), "{outputs:?}");
+    assert!(
+        !outputs.join("doc_texts.bin").exists(),
+        "the memory-mapped texts outlive the run in {outputs:?}"
+    );
     assert_eq!(logged_steps(&a, &pipeline), (1..=6).collect::<Vec<_>>());
     assert_eq!(
         logged_steps(&reference, &pipeline),

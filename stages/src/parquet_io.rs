@@ -298,11 +298,21 @@ pub fn read_id_text(path: &Path) -> Result<IdText> {
 
 /// Calls `row(id, text)` for every row of an `id, text` artifact, a batch at a time.
 fn for_each_id_text(path: &Path, mut row: impl FnMut(&str, &str)) -> Result<()> {
+    try_for_each_id_text(path, |id, text| {
+        row(id, text);
+        Ok(())
+    })
+}
+
+/// Calls `row(id, text)` for every row of an `id, text` artifact until it returns an error.
+pub(crate) fn try_for_each_id_text(
+    path: &Path,
+    mut row: impl FnMut(&str, &str) -> Result<()>,
+) -> Result<()> {
     for_each_batch(path, &schema::id_text(), |file, batch| {
         let ids = column::<StringArray>(file, &batch, "id")?;
         let texts = column::<StringArray>(file, &batch, "text")?;
-        (0..batch.num_rows()).for_each(|i| row(ids.value(i), texts.value(i)));
-        Ok(())
+        (0..batch.num_rows()).try_for_each(|i| row(ids.value(i), texts.value(i)))
     })
 }
 

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::texts::MappedTexts;
 use crate::error::{Result, StageError};
 use crate::parquet_io::{read_negatives, read_packed_id_text_where, PackedIdText};
 use crate::rng::splitmix64;
-use crate::teacher::TeacherIndex;
+use crate::teacher::{read_teacher_scores_as, ScoreLists};
 
 /// One training example: query text and `1 + N` document texts (positive first).
 #[derive(Debug, Clone, PartialEq)]
@@ -23,11 +24,25 @@ pub struct Example {
     pub teacher: Option<Vec<f32>>,
 }
 
-/// A query usable for training: its positives and candidate negatives (indices into `docs`).
+/// A query usable for training: its positives and candidate negatives (rows of `docs`).
 struct Entry {
-    query: usize,
-    pos: Vec<usize>,
-    neg: Vec<usize>,
+    query: u32,
+    pos: Vec<u32>,
+    neg: Vec<u32>,
+}
+
+/// The files a training set is read from.
+pub struct TrainingInputs<'a> {
+    /// The `negatives` artifact.
+    pub negatives: &'a Path,
+    /// The documents' `id, text` artifact.
+    pub docs: &'a Path,
+    /// The queries' `id, text` artifact.
+    pub queries: &'a Path,
+    /// Teacher scores, when a loss needs them.
+    pub teacher: Option<&'a Path>,
+    /// Where the documents' texts are copied to be memory-mapped (a scratch file).
+    pub texts_scratch: &'a Path,
 }
 
 /// Why queries of the negatives artifact were not used, for the manifest.
@@ -35,8 +50,11 @@ struct Entry {
 pub struct Coverage {
     /// Rows (queries) in the negatives artifact.
     pub queries_in: usize,
-    /// Queries kept for training.
+    /// Rows (queries) kept for training.
     pub queries_used: usize,
+    /// Distinct query ids among the kept rows (fewer than `queries_used` when the negatives
+    /// hold one row per query and retrieval system, as an imported hard-negatives file does).
+    pub distinct_queries_used: usize,
     /// Queries dropped for having no positive.
     pub dropped_no_positive: usize,
     /// Queries dropped for having no negative (only when negatives are drawn).
@@ -49,10 +67,11 @@ pub struct Coverage {
 
 /// The examples a training run draws from.
 pub struct TrainingSet {
-    docs: PackedIdText,
+    docs: MappedTexts,
     queries: PackedIdText,
     entries: Vec<Entry>,
-    teacher: Option<TeacherIndex>,
+    /// Teacher scores by (query row, document row), only for each query's own candidates.
+    teacher: Option<ScoreLists>,
     negatives: usize,
     seed: u64,
     /// The permutation of the epoch last sampled from, `(epoch, order)`: built once per epoch.
@@ -105,6 +124,36 @@ fn rows_of(ids: &HashMap<String, u32>, table: &PackedIdText) -> Vec<u32> {
     row
 }
 
+/// Each query row's candidate documents (positives and negatives of all its rows; sorted,
+/// distinct), so that only their teacher scores are kept.
+fn candidates_by_query(
+    rows: &[InternedRow],
+    query_row: &[u32],
+    queries: usize,
+    resolve: impl Fn(&[u32]) -> Vec<u32>,
+) -> Vec<Vec<u32>> {
+    let mut out = vec![Vec::new(); queries];
+    for row in rows {
+        let list: &mut Vec<u32> = &mut out[query_row[row.query as usize] as usize];
+        list.extend(resolve(&row.pos));
+        list.extend(resolve(&row.neg));
+    }
+    for list in &mut out {
+        list.sort_unstable();
+        list.dedup();
+        list.shrink_to_fit();
+    }
+    out
+}
+
+/// How many distinct values below `bound` `values` holds.
+fn distinct(values: impl Iterator<Item = u32>, bound: usize) -> usize {
+    let mut seen = vec![false; bound];
+    values
+        .filter(|v| !std::mem::replace(&mut seen[*v as usize], true))
+        .count()
+}
+
 fn mix(a: u64, b: u64) -> u64 {
     let mut s = a ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);
     splitmix64(&mut s)
@@ -114,15 +163,8 @@ impl TrainingSet {
     /// Joins the negatives artifact with the texts (and teacher scores). Ids that the texts do not
     /// know are an error naming the file; queries left without a positive or a negative (or, with
     /// a teacher, without scores) are dropped and counted.
-    pub fn load(
-        negatives_path: &Path,
-        docs_path: &Path,
-        queries_path: &Path,
-        teacher: Option<TeacherIndex>,
-        negatives: usize,
-        seed: u64,
-    ) -> Result<Self> {
-        let rows = read_negatives(negatives_path)?;
+    pub fn load(inputs: &TrainingInputs<'_>, negatives: usize, seed: u64) -> Result<Self> {
+        let rows = read_negatives(inputs.negatives)?;
         let mut coverage = Coverage {
             queries_in: rows.len(),
             ..Coverage::default()
@@ -131,9 +173,15 @@ impl TrainingSet {
         // texts the negatives name are held (sampling works on positions within each row's
         // lists, so what is held does not change the examples).
         let (raw, doc_ids, query_ids) = intern(rows);
-        let docs = read_packed_id_text_where(docs_path, |id| doc_ids.contains_key(id))?;
-        let queries = read_packed_id_text_where(queries_path, |id| query_ids.contains_key(id))?;
-        let doc_row = rows_of(&doc_ids, &docs);
+        let mut doc_row = vec![MISSING; doc_ids.len()];
+        let docs = MappedTexts::build(inputs.docs, inputs.texts_scratch, |id, row| {
+            let interned = doc_ids.get(id);
+            if let Some(i) = interned {
+                doc_row[*i as usize] = row; // the last row wins when the table repeats an id
+            }
+            interned.is_some()
+        })?;
+        let queries = read_packed_id_text_where(inputs.queries, |id| query_ids.contains_key(id))?;
         let query_row = rows_of(&query_ids, &queries);
         let missing = |ids: &HashMap<String, u32>, row: &[u32], what: &str| -> Vec<String> {
             let mut m: Vec<String> = ids
@@ -146,26 +194,39 @@ impl TrainingSet {
         };
         let mut unknown = missing(&query_ids, &query_row, "query");
         unknown.extend(missing(&doc_ids, &doc_row, "document"));
+        if !unknown.is_empty() {
+            return Err(StageError::malformed(
+                inputs.negatives,
+                0,
+                format!(
+                    "{} distinct ids are not in the docs/queries artifacts (e.g. {})",
+                    unknown.len(),
+                    unknown[..unknown.len().min(5)].join(", ")
+                ),
+            ));
+        }
+        let resolve =
+            |ids: &[u32]| -> Vec<u32> { ids.iter().map(|d| doc_row[*d as usize]).collect() };
+        let teacher = match inputs.teacher {
+            Some(path) => {
+                let candidates = candidates_by_query(&raw, &query_row, queries.len(), resolve);
+                Some(read_teacher_scores_as(path, |qid, did| {
+                    let q = query_row[*query_ids.get(qid)? as usize];
+                    let d = doc_row[*doc_ids.get(did)? as usize];
+                    candidates[q as usize].binary_search(&d).ok()?;
+                    Some((q, d))
+                })?)
+            }
+            None => None,
+        };
         drop((doc_ids, query_ids));
         let mut entries = Vec::with_capacity(raw.len());
-        let resolve = |ids: &[u32]| -> Vec<usize> {
-            ids.iter()
-                .map(|d| doc_row[*d as usize])
-                .filter(|r| *r != MISSING)
-                .map(|r| r as usize)
-                .collect()
-        };
         for row in raw {
             let q = query_row[row.query as usize];
-            if q == MISSING {
-                continue;
-            }
-            let q = q as usize;
             let mut pos = resolve(&row.pos);
             let mut neg = resolve(&row.neg);
             if let Some(t) = &teacher {
-                let tq = t.query(queries.id(q));
-                let scored = |d: &usize| tq.and_then(|tq| t.score(tq, docs.id(*d))).is_some();
+                let scored = |d: &u32| t.get(q, *d).is_some();
                 let before = neg.len();
                 pos.retain(scored);
                 neg.retain(scored);
@@ -185,20 +246,9 @@ impl TrainingSet {
             }
             entries.push(Entry { query: q, pos, neg });
         }
-        if !unknown.is_empty() {
-            return Err(StageError::malformed(
-                negatives_path,
-                0,
-                format!(
-                    "{} distinct ids are not in the docs/queries artifacts (e.g. {})",
-                    unknown.len(),
-                    unknown[..unknown.len().min(5)].join(", ")
-                ),
-            ));
-        }
         if entries.is_empty() {
             return Err(StageError::malformed(
-                negatives_path,
+                inputs.negatives,
                 0,
                 format!(
                     "no usable training query (of {}): {coverage:?}",
@@ -206,7 +256,9 @@ impl TrainingSet {
                 ),
             ));
         }
+        entries.shrink_to_fit();
         coverage.queries_used = entries.len();
+        coverage.distinct_queries_used = distinct(entries.iter().map(|e| e.query), queries.len());
         Ok(TrainingSet {
             docs,
             queries,
@@ -271,23 +323,18 @@ impl TrainingSet {
                         );
                     }
                 }
-                let qid = self.queries.id(entry.query).to_string();
                 let teacher = self.teacher.as_ref().map(|t| {
-                    let q = t.query(&qid);
                     docs.iter()
-                        .map(|d| {
-                            q.and_then(|q| t.score(q, self.docs.id(*d)))
-                                .unwrap_or(f32::NAN)
-                        })
+                        .map(|d| t.get(entry.query, *d).unwrap_or(f32::NAN))
                         .collect()
                 });
                 Example {
-                    query: self.queries.text(entry.query).to_string(),
+                    qid: self.queries.id(entry.query as usize).to_string(),
+                    query: self.queries.text(entry.query as usize).to_string(),
                     docs: docs
                         .iter()
-                        .map(|d| self.docs.text(*d).to_string())
+                        .map(|d| self.docs.text(*d as usize).into_owned())
                         .collect(),
-                    qid,
                     teacher,
                 }
             })

@@ -25,6 +25,8 @@ pub(super) struct RunFiles {
     pub validation: PathBuf,
     /// The best weights so far (`model`, `query_model`), exported as Hugging Face directories.
     pub best: PathBuf,
+    /// The documents' texts, copied to be memory-mapped (rewritten at every start).
+    pub texts: PathBuf,
 }
 
 impl RunFiles {
@@ -36,6 +38,7 @@ impl RunFiles {
             log: staging.join("train_log.jsonl"),
             validation: staging.join("validation.jsonl"),
             best: staging.join("best"),
+            texts: staging.join("doc_texts.bin"),
         }
     }
 
@@ -56,7 +59,7 @@ impl RunFiles {
     pub fn remove(&self) -> Result<()> {
         remove_dir_if_exists(&self.checkpoints)?;
         remove_dir_if_exists(&self.best)?;
-        for f in [&self.log, &self.validation] {
+        for f in [&self.log, &self.validation, &self.texts] {
             if f.exists() {
                 std::fs::remove_file(f).map_err(|e| StageError::io(f, e))?;
             }

@@ -13,6 +13,7 @@ mod params;
 pub mod prefetch;
 pub mod regularizer;
 pub mod step;
+mod texts;
 pub mod validation;
 
 use std::collections::{BTreeMap, HashSet};
@@ -34,10 +35,9 @@ use crate::model::network::MlmEncoder;
 use crate::model::{devices_from_backend, ModelConfig, TextTokenizer};
 use crate::params::ParamError;
 use crate::parquet_io::{read_id_text, read_qrels};
-use crate::teacher::read_teacher_scores;
 use checkpoint::TrainState;
 use encoders::{EncoderPair, Encoding, QueryEncoding};
-use examples::TrainingSet;
+use examples::{TrainingInputs, TrainingSet};
 use files::{append_line, file_len, jsonl_to_parquet, remove_dir_if_exists, RunFiles};
 pub use params::{Init, QueryEncoder, Select, TrainParams};
 use regularizer::{LearningRateSchedule, RegularizerKind, TrainClock};
@@ -492,6 +492,10 @@ impl Trainer {
             ("devices", json!(self.parallel.devices().len())),
             ("queries_in", json!(coverage.queries_in)),
             ("queries_used", json!(coverage.queries_used)),
+            (
+                "distinct_queries_used",
+                json!(coverage.distinct_queries_used),
+            ),
             ("dropped_no_positive", json!(coverage.dropped_no_positive)),
             ("dropped_no_negative", json!(coverage.dropped_no_negative)),
             ("dropped_no_teacher", json!(coverage.dropped_no_teacher)),
@@ -516,19 +520,29 @@ impl Trainer {
         stats
     }
 
-    /// `NAME: N steps on D device(s) over Q queries: final loss, nnz q/d[; dev MRR@10 ...]`.
+    /// `NAME: N steps on D device(s) over Q queries: final loss, nnz q/d[; dev MRR@10 ...]`
+    /// (`over R rows of Q queries` when queries have several negatives rows).
     fn summary(&self, name: &str, r: &Report) -> String {
+        let coverage = &self.set.coverage;
+        let over = if coverage.queries_used == coverage.distinct_queries_used {
+            format!("{} queries", coverage.queries_used)
+        } else {
+            format!(
+                "{} negatives rows of {} queries",
+                coverage.queries_used, coverage.distinct_queries_used
+            )
+        };
         let resumed = if r.resumed_at > 0 {
             format!(" (resumed at step {})", r.resumed_at)
         } else {
             String::new()
         };
         let mut summary = format!(
-            "{}: {} steps on {} device(s) over {} queries{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
+            "{}: {} steps on {} device(s) over {}{}: final loss {:.4}, nnz q/d {:.1}/{:.1}",
             name,
             self.p.steps,
             self.parallel.devices().len(),
-            self.set.coverage.queries_used,
+            over,
             resumed,
             r.last.loss,
             r.last.nnz_q,
@@ -651,19 +665,20 @@ fn load_training_set(
     p: &TrainParams,
     objective: &Objective,
 ) -> Result<TrainingSet> {
-    // Read only when a loss uses them: 160M MS MARCO scores are gigabytes.
+    // Teacher scores are read only when a loss uses them (160M MS MARCO scores are gigabytes),
+    // and then only those of each query's own candidates.
     let teacher = match ctx.inputs.get("teacher_scores") {
-        Some(t) if objective.needs_teacher() => Some(read_teacher_scores(t.path(), None)?),
+        Some(t) if objective.needs_teacher() => Some(t.path()),
         _ => None,
     };
-    TrainingSet::load(
-        ctx.input("negatives")?.path(),
-        ctx.input("docs")?.path(),
-        ctx.input("queries")?.path(),
+    let inputs = TrainingInputs {
+        negatives: ctx.input("negatives")?.path(),
+        docs: ctx.input("docs")?.path(),
+        queries: ctx.input("queries")?.path(),
         teacher,
-        p.negatives_per_query as usize,
-        p.seed,
-    )
+        texts_scratch: &RunFiles::new(ctx.staging_dir()).texts,
+    };
+    TrainingSet::load(&inputs, p.negatives_per_query as usize, p.seed)
 }
 
 /// The dev set (its documents default to `docs`) when validation is on.
