@@ -148,6 +148,33 @@ fn killed_training_resumes_bit_identically_and_is_never_retrained() {
     assert_eq!(outcome_of(&again, "train"), "cached", "{again}");
 }
 
+#[test]
+fn figures_read_from_the_device_every_few_steps_log_the_same_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let no_checkpoint = ("checkpoint_every", "100");
+    let every = training_pipeline(tmp.path(), "every", 1, &[("log_every", "1"), no_checkpoint]);
+    let batched = training_pipeline(
+        tmp.path(),
+        "batched",
+        1,
+        &[("log_every", "4"), no_checkpoint],
+    );
+    ok(&a, &["run", &every]);
+    // Read at steps 4 and 6 (the end): each line must still carry its own step's figures.
+    ok(&a, &["run", &batched]);
+    assert_eq!(logged_steps(&a, &batched), (1..=6).collect::<Vec<_>>());
+    for column in ["lr", "loss_total", "loss_reg", "nnz_q", "nnz_d"] {
+        let one = log_column::<Float64Type>(&a, &every, column);
+        assert_eq!(one.len(), 6, "{column}");
+        assert_eq!(
+            one,
+            log_column::<Float64Type>(&a, &batched, column),
+            "{column}"
+        );
+    }
+}
+
 /// SPLADE vectors of a few texts under the model directory `model`.
 fn vectors(a: &Path, model: &str) -> Vec<serde_json::Value> {
     let out = ok(

@@ -896,7 +896,9 @@ pub fn train(b: &TrainBench) -> Result<()> {
     use splade_stages::train::regularizer::{
         LambdaSchedule, LambdaWarmup, Regularizer, RegularizerKind,
     };
-    use splade_stages::train::step::{DataParallel, Objective, StepPosition, TokenizedBatch};
+    use splade_stages::train::step::{
+        DataParallel, Objective, PendingStats, StepPosition, TokenizedBatch,
+    };
 
     let devices: Vec<_> =
         splade_stages::model::devices_from_backend(&backend_table(&b.backend, &b.device))?
@@ -904,7 +906,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
             .map(|d| d.autodiff())
             .collect();
     let (cfg, model) = load_mlm(&b.model, &devices[0])?;
-    let mut model = EncoderPair {
+    let model = EncoderPair {
         doc: model,
         query: None,
     }
@@ -945,7 +947,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
         },
         threads,
     )?;
-    let mut run_step = |i: usize, model: EncoderPair| -> Result<EncoderPair> {
+    let mut run_step = |i: usize, model: EncoderPair| -> Result<(EncoderPair, PendingStats)> {
         let batch = TokenizedBatch {
             queries: random_sequences(b.batch_size, b.query_length, 2 * i as u64 + 1),
             docs: random_sequences(2 * b.batch_size, b.doc_length, 2 * i as u64 + 2),
@@ -955,7 +957,7 @@ pub fn train(b: &TrainBench) -> Result<()> {
             doc_len: b.doc_length,
         };
         let mut acc = GradientsAccumulator::<EncoderPair>::new();
-        parallel.accumulate(
+        let figures = parallel.accumulate(
             &model,
             i as u64,
             &batch,
@@ -968,12 +970,21 @@ pub fn train(b: &TrainBench) -> Result<()> {
             1.0,
             &mut acc,
         )?;
-        Ok(optim.step(2e-5, model, acc.grads()))
+        Ok((optim.step(2e-5, model, acc.grads()), figures))
     };
-    model = run_step(0, model)?;
+    // The figures are read as the stage reads them: not every step; the last read waits for the
+    // device (asynchronous on a GPU) so the timing covers all the work.
+    let (mut model, warm_up) = run_step(0, model)?;
+    warm_up.read()?;
     let t0 = Instant::now();
+    let mut last = None;
     for i in 1..=b.steps {
-        model = run_step(i, model)?;
+        let figures;
+        (model, figures) = run_step(i, model)?;
+        last = Some(figures);
+    }
+    if let Some(figures) = last {
+        figures.read()?;
     }
     let _ = model.valid();
     let secs = t0.elapsed().as_secs_f64();

@@ -161,6 +161,8 @@ fn gradients_in(
             1.0,
             &mut acc,
         )
+        .unwrap()
+        .read()
         .unwrap();
     let grads: GradientsParams = acc.grads();
     let flat2 = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();

@@ -1,7 +1,7 @@
 //! One worker thread per device: the stages' way to compute on several devices at once.
 //!
-//! Each worker runs inside its own rayon pool of `threads / devices` threads (the backends'
-//! intra-op parallelism), so two CPU "devices" on two cores really run side by side instead of
+//! Each worker runs inside its own rayon pool of `threads / devices` threads (flex's intra-op
+//! parallelism; libtorch's is set to the same count on each pool thread), so two CPU "devices" on two cores really run side by side instead of
 //! fighting over one pool. With one device no thread is started; the job runs in that device's
 //! pool.
 //!
@@ -15,6 +15,15 @@ use std::sync::Mutex;
 use burn::tensor::Device;
 
 use crate::error::{Result, StageError};
+
+/// Gives libtorch `n` intra-op threads on the calling thread (its OpenMP count is per thread, so
+/// every worker thread sets its own); flex computes in the worker's rayon pool and needs nothing.
+fn limit_backend_threads(n: usize) {
+    #[cfg(feature = "tch")]
+    tch::set_num_threads(n.min(i32::MAX as usize) as i32);
+    #[cfg(not(feature = "tch"))]
+    let _ = n;
+}
 
 /// Devices, each with the thread pool its worker computes in.
 pub struct DeviceWorkers {
@@ -34,6 +43,7 @@ impl DeviceWorkers {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(per_device)
                     .thread_name(move |t| format!("device-{i}-{t}"))
+                    .start_handler(move |_| limit_backend_threads(per_device))
                     .build()
                     .map_err(|e| StageError::Other(format!("starting device {i}'s pool: {e}")))
             })

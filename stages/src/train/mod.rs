@@ -41,7 +41,7 @@ use examples::{TrainingInputs, TrainingSet};
 use files::{append_line, file_len, jsonl_to_parquet, remove_dir_if_exists, RunFiles};
 pub use params::{Init, QueryEncoder, Select, TrainParams};
 use regularizer::{LearningRateSchedule, RegularizerKind, TrainClock};
-use step::{DataParallel, Objective, StepPosition, StepStats};
+use step::{DataParallel, Objective, PendingStats, StepPosition, StepStats};
 use validation::ValidationSet;
 
 /// The train stage kind.
@@ -130,6 +130,15 @@ struct Progress {
     state: TrainState,
     model: EncoderPair,
     optim: ModuleOptimizer,
+}
+
+/// An optimizer step whose figures are still on the device; its train-log line is written when
+/// they are read (every `log_every` steps, before a checkpoint, at the end).
+struct PendingRow {
+    t: u64,
+    lr: f64,
+    seconds: f64,
+    micro: Vec<PendingStats>,
 }
 
 /// Loss and sparsity of an optimizer step, for the final stats and summary.
@@ -260,11 +269,19 @@ impl Trainer {
         let bar = ctx.progress(steps, "steps");
         bar.set_position(progress.state.step);
         let mut last = StepSummary::default();
+        let mut pending = Vec::new();
         while progress.state.step < steps {
-            (progress, last) = self.optimizer_step(progress)?;
+            let row;
+            (progress, row) = self.optimizer_step(progress)?;
+            pending.push(row);
+            let t = progress.state.step;
+            let cancelled = ctx.cancelled() && t < steps;
+            if cancelled || self.log_due(t) {
+                last = self.write_log(&mut pending)?.unwrap_or(last);
+            }
             self.on_schedule(ctx, &mut progress)?;
-            bar.set_position(progress.state.step);
-            if ctx.cancelled() && progress.state.step < steps {
+            bar.set_position(t);
+            if cancelled {
                 return Err(self.stop_at_checkpoint(ctx, &mut progress)?);
             }
         }
@@ -272,32 +289,70 @@ impl Trainer {
         Ok((progress, last))
     }
 
-    /// One optimizer step: the micro-batches' gradients (an error if a loss term is not finite),
-    /// the AdamW update, and the step's train-log line.
-    fn optimizer_step(&self, mut progress: Progress) -> Result<(Progress, StepSummary)> {
+    /// One optimizer step: the micro-batches' gradients and the AdamW update; its figures stay
+    /// on the device (see [`PendingRow`]).
+    fn optimizer_step(&self, mut progress: Progress) -> Result<(Progress, PendingRow)> {
         let started = Instant::now();
         let step = progress.state.step;
         let t = step + 1;
         let lr = self.lr_schedule.at(step);
-        let (mut acc, means) = self.accumulate(&progress.model, step, t)?;
-        means.check_finite(t)?;
+        let (mut acc, micro) = self.accumulate(&progress.model, step, t)?;
         progress.model = progress.optim.step(lr, progress.model, acc.grads());
         progress.state.step = t;
-        append_line(&self.files.log, &self.log_row(t, lr, &means, started))?;
-        Ok((progress, means.summary()))
+        let seconds = started.elapsed().as_secs_f64();
+        Ok((
+            progress,
+            PendingRow {
+                t,
+                lr,
+                seconds,
+                micro,
+            },
+        ))
+    }
+
+    /// Whether step `t`'s figures are read now: every `log_every` steps, at a checkpoint (whose
+    /// recorded log length must cover its steps) and at the end.
+    fn log_due(&self, t: u64) -> bool {
+        t.is_multiple_of(self.p.log_every as u64)
+            || t.is_multiple_of(self.p.checkpoint_every as u64)
+            || t == self.p.steps as u64
+    }
+
+    /// Reads the pending steps' figures in one download, checks that every loss term is finite
+    /// (an error naming the first step that diverged) and appends their train-log lines; the
+    /// last step's summary, if any was pending.
+    fn write_log(&self, pending: &mut Vec<PendingRow>) -> Result<Option<StepSummary>> {
+        let gas = self.p.gradient_accumulation as u64;
+        let mut rows = std::mem::take(pending);
+        let counts: Vec<usize> = rows.iter().map(|r| r.micro.len()).collect();
+        let all = rows.iter_mut().flat_map(|r| r.micro.drain(..)).collect();
+        let mut stats = PendingStats::read_all(all)?.into_iter();
+        let mut last = None;
+        for (row, count) in rows.iter().zip(counts) {
+            let mut means = StepMeans::default();
+            stats.by_ref().take(count).for_each(|s| means.add(s, gas));
+            means.check_finite(row.t)?;
+            append_line(
+                &self.files.log,
+                &self.log_row(row.t, row.lr, &means, row.seconds),
+            )?;
+            last = Some(means.summary());
+        }
+        Ok(last)
     }
 
     /// The gradients of step `t`'s micro-batches, each scaled by 1/accumulation, and their
-    /// averaged figures.
+    /// figures (on the device).
     fn accumulate(
         &self,
         model: &EncoderPair,
         step: u64,
         t: u64,
-    ) -> Result<(GradientsAccumulator<EncoderPair>, StepMeans)> {
+    ) -> Result<(GradientsAccumulator<EncoderPair>, Vec<PendingStats>)> {
         let gas = self.p.gradient_accumulation as u64;
         let mut acc = GradientsAccumulator::<EncoderPair>::new();
-        let mut means = StepMeans::default();
+        let mut figures = Vec::with_capacity(gas as usize);
         for micro in 0..gas {
             let index = step * gas + micro;
             let batch = self.batches.batch(index)?;
@@ -315,13 +370,13 @@ impl Trainer {
                 1.0 / gas as f64,
                 &mut acc,
             )?;
-            means.add(stats, gas);
+            figures.push(stats);
         }
-        Ok((acc, means))
+        Ok((acc, figures))
     }
 
     /// The train-log line of step `t`: lr, λs, loss terms, sparsity and throughput.
-    fn log_row(&self, t: u64, lr: f64, means: &StepMeans, started: Instant) -> Value {
+    fn log_row(&self, t: u64, lr: f64, means: &StepMeans, seconds: f64) -> Value {
         let mut row = Map::new();
         row.insert("step".into(), json!(t));
         row.insert("lr".into(), json!(lr));
@@ -344,7 +399,7 @@ impl Trainer {
         row.insert("nnz_q".into(), json!(means.nnz_q));
         row.insert("nnz_d".into(), json!(means.nnz_d));
         row.insert("flops_d".into(), json!(means.flops_d));
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        let secs = seconds.max(1e-9);
         let examples = (self.p.batch_size as u64 * self.p.gradient_accumulation as u64) as f64;
         row.insert("examples_per_s".into(), json!(examples / secs));
         Value::Object(row)

@@ -129,6 +129,8 @@ crate::stage_params! {
         seed: u64 [Int] = "123",
         /// optimizer steps between resumable checkpoints
         checkpoint_every: i64 [Int] = "1000",
+        /// optimizer steps between reads of the loss and sparsity figures from the device (one transfer for all of them; the train log keeps a line per step, and a diverged loss is caught at the next read)
+        log_every: i64 [Int] = "10",
         /// optimizer steps between validations (and at the end); 0 = off
         validate_every: i64 [Int] = "0",
         /// dev queries (id, text)
@@ -171,6 +173,7 @@ impl TrainParams {
             ("gradient_accumulation", self.gradient_accumulation),
             ("max_length", self.max_length),
             ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
             ("vocab_chunk", self.vocab_chunk),
         ] {
             if v < 1 {

@@ -50,7 +50,7 @@ pub struct StepStats {
 }
 
 /// A micro-step's loss terms and sparsity figures while still on the device: read with
-/// [`PendingStats::read`], one download for all of them.
+/// [`PendingStats::read_all`], one download for the figures of many micro-steps.
 pub struct PendingStats {
     names: Vec<String>,
     values: Vec<Tensor<1>>,
@@ -59,21 +59,39 @@ pub struct PendingStats {
 impl PendingStats {
     /// The figures on the host (one device → host transfer).
     pub fn read(self) -> Result<StepStats> {
-        let values: Vec<f64> = Tensor::cat(self.values, 0)
+        let mut all = Self::read_all(vec![self])?;
+        all.pop()
+            .ok_or_else(|| StageError::Other("no figures to read".into()))
+    }
+
+    /// The figures of several micro-steps, in order, with one device → host transfer (all of
+    /// them sit on the main device).
+    pub fn read_all(pending: Vec<PendingStats>) -> Result<Vec<StepStats>> {
+        let tensors: Vec<Tensor<1>> = pending.iter().flat_map(|p| p.values.clone()).collect();
+        if tensors.is_empty() {
+            return Ok(pending.iter().map(|_| StepStats::default()).collect());
+        }
+        let values: Vec<f64> = Tensor::cat(tensors, 0)
             .into_data()
             .convert::<f64>()
             .try_to_vec::<f64>()
-            .map_err(|e| StageError::Other(format!("reading the step's figures: {e:?}")))?;
-        let mut stats = StepStats::default();
-        for (name, value) in self.names.into_iter().zip(values) {
-            match name.as_str() {
-                "nnz_q" => stats.nnz_q = value,
-                "nnz_d" => stats.nnz_d = value,
-                "flops_d" => stats.flops_d = value,
-                _ => stats.terms.push((name, value)),
-            }
-        }
-        Ok(stats)
+            .map_err(|e| StageError::Other(format!("reading the steps' figures: {e:?}")))?;
+        let mut values = values.into_iter();
+        Ok(pending
+            .into_iter()
+            .map(|p| {
+                let mut stats = StepStats::default();
+                for (name, value) in p.names.into_iter().zip(values.by_ref()) {
+                    match name.as_str() {
+                        "nnz_q" => stats.nnz_q = value,
+                        "nnz_d" => stats.nnz_d = value,
+                        "flops_d" => stats.flops_d = value,
+                        _ => stats.terms.push((name, value)),
+                    }
+                }
+                stats
+            })
+            .collect())
     }
 
     fn push(&mut self, name: &str, value: Tensor<1>) {
@@ -361,7 +379,7 @@ impl DataParallel {
 
     /// Gradients of `objective` on `batch` (scaled by `scale`, e.g. 1/accumulation) for `model`
     /// (whose weights are those of optimizer step `weights_step`) on the main device,
-    /// accumulated into `acc`.
+    /// accumulated into `acc`; the figures stay on the main device until read.
     #[allow(clippy::too_many_arguments)]
     pub fn accumulate(
         &self,
@@ -372,7 +390,7 @@ impl DataParallel {
         at: StepPosition,
         scale: f64,
         acc: &mut GradientsAccumulator<EncoderPair>,
-    ) -> Result<StepStats> {
+    ) -> Result<PendingStats> {
         let main = &self.devices()[0];
         let m = batch.per_query;
         let clock = TrainClock {
@@ -396,7 +414,7 @@ impl DataParallel {
                 let (q, d) = self.encode_share(model, batch, &parts[0], at, main);
                 let (loss, stats) = objective.loss(clock, &q, &d, teacher.as_ref(), m);
                 let grads = (loss * scale).backward();
-                Ok((GradientsParams::from_grads(grads, model), stats.read()?))
+                Ok((GradientsParams::from_grads(grads, model), stats))
             })?;
             let (params, stats) = out
                 .pop()
@@ -447,7 +465,7 @@ impl DataParallel {
         for params in grads {
             acc.accumulate(model, params);
         }
-        stats.read()
+        Ok(stats)
     }
 }
 
