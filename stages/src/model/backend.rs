@@ -130,9 +130,24 @@ fn opened(name: &str, device: Device) -> Result<Device> {
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("the backend failed");
         bad(format!(
-            "`devices`: device \"{name}\" cannot be used on this machine: {why}"
+            "`devices`: device \"{name}\" cannot be used on this machine: {}",
+            backend_reason(why)
         ))
     })
+}
+
+/// The first line of a backend panic's message, without the `unwrap` wording around it:
+/// libtorch's errors carry a C++ backtrace of dozens of frames after it.
+fn backend_reason(panic: &str) -> &str {
+    let reason = panic
+        .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+        .unwrap_or(panic);
+    let end = [reason.find("\\n"), reason.find('\n')]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(reason.len());
+    reason[..end].trim_end()
 }
 
 #[cfg(feature = "tch")]
@@ -158,4 +173,22 @@ fn tch_device(_name: &str) -> Result<Device> {
         "this build has no libtorch backend; rebuild with `--features tch` (see docs/backends.md)"
             .into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backend_reason;
+
+    #[test]
+    fn a_libtorch_panic_is_cut_to_its_first_line() {
+        let panic = "called `Result::unwrap()` on an `Err` value: Torch(\"Found no NVIDIA driver on \
+                     your system.\\nException raised from device_count_impl at CUDAFunctions.cpp:40\\n\
+                     frame #0: c10::Error::Error\")";
+        assert_eq!(
+            backend_reason(panic),
+            "Torch(\"Found no NVIDIA driver on your system."
+        );
+        assert_eq!(backend_reason("out of memory\nframe #0"), "out of memory");
+        assert_eq!(backend_reason("plain"), "plain");
+    }
 }
