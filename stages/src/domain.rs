@@ -43,22 +43,12 @@ impl PackedIdText {
 
     /// The id of row `i` (panics when `i >= len()`, like slice indexing).
     pub fn id(&self, i: usize) -> &str {
-        let start = if i == 0 {
-            0
-        } else {
-            self.id_ends[i - 1] as usize
-        };
-        &self.ids[start..self.id_ends[i] as usize]
+        &self.ids[packed_span(&self.id_ends, i)]
     }
 
     /// The text of row `i` (panics when `i >= len()`, like slice indexing).
     pub fn text(&self, i: usize) -> &str {
-        let start = if i == 0 {
-            0
-        } else {
-            self.text_ends[i - 1] as usize
-        };
-        &self.texts[start..self.text_ends[i] as usize]
+        &self.texts[packed_span(&self.text_ends, i)]
     }
 
     /// Gives back the capacity grown past what the rows use.
@@ -68,6 +58,13 @@ impl PackedIdText {
         self.id_ends.shrink_to_fit();
         self.text_ends.shrink_to_fit();
     }
+}
+
+/// Where row `i` of a packed buffer lies, given each row's end offset: `ends[i-1]..ends[i]`
+/// (from 0 for the first row). Panics when `i >= ends.len()`, like slice indexing.
+pub(crate) fn packed_span(ends: &[u64], i: usize) -> std::ops::Range<usize> {
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    start..ends[i] as usize
 }
 
 /// One relevance judgment.

@@ -1,8 +1,8 @@
 //! One worker thread per device: the stages' way to compute on several devices at once.
 //!
 //! Each worker runs inside its own rayon pool of `threads / devices` threads (flex's intra-op
-//! parallelism; libtorch's is set to the same count on each pool thread), so two CPU "devices" on two cores really run side by side instead of
-//! fighting over one pool. With one device no thread is started; the job runs in that device's
+//! parallelism; libtorch's is set to the same count on each pool thread), so two CPU "devices"
+//! on two cores really run side by side instead of fighting over one pool. With one device no thread is started; the job runs in that device's
 //! pool.
 //!
 //! `SPLADE_DEVICE_TRACE=FILE` appends one JSON line per job (`label`, `device`, `start_ns`,

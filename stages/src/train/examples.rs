@@ -126,17 +126,12 @@ fn rows_of(ids: &HashMap<String, u32>, table: &PackedIdText) -> Vec<u32> {
 
 /// Each query row's candidate documents (positives and negatives of all its rows; sorted,
 /// distinct), so that only their teacher scores are kept.
-fn candidates_by_query(
-    rows: &[InternedRow],
-    query_row: &[u32],
-    queries: usize,
-    resolve: impl Fn(&[u32]) -> Vec<u32>,
-) -> Vec<Vec<u32>> {
+fn candidates_by_query(rows: &[Entry], queries: usize) -> Vec<Vec<u32>> {
     let mut out = vec![Vec::new(); queries];
     for row in rows {
-        let list: &mut Vec<u32> = &mut out[query_row[row.query as usize] as usize];
-        list.extend(resolve(&row.pos));
-        list.extend(resolve(&row.neg));
+        let list: &mut Vec<u32> = &mut out[row.query as usize];
+        list.extend(&row.pos);
+        list.extend(&row.neg);
     }
     for list in &mut out {
         list.sort_unstable();
@@ -205,11 +200,20 @@ impl TrainingSet {
                 ),
             ));
         }
+        // Every id is known from here on: the rows in query and document rows, resolved once.
         let resolve =
             |ids: &[u32]| -> Vec<u32> { ids.iter().map(|d| doc_row[*d as usize]).collect() };
+        let rows: Vec<Entry> = raw
+            .into_iter()
+            .map(|row| Entry {
+                query: query_row[row.query as usize],
+                pos: resolve(&row.pos),
+                neg: resolve(&row.neg),
+            })
+            .collect();
         let teacher = match inputs.teacher {
             Some(path) => {
-                let candidates = candidates_by_query(&raw, &query_row, queries.len(), resolve);
+                let candidates = candidates_by_query(&rows, queries.len());
                 Some(read_teacher_scores_as(path, |qid, did| {
                     let q = query_row[*query_ids.get(qid)? as usize];
                     let d = doc_row[*doc_ids.get(did)? as usize];
@@ -220,18 +224,21 @@ impl TrainingSet {
             None => None,
         };
         drop((doc_ids, query_ids));
-        let mut entries = Vec::with_capacity(raw.len());
-        for row in raw {
-            let q = query_row[row.query as usize];
-            let mut pos = resolve(&row.pos);
-            let mut neg = resolve(&row.neg);
+        let mut entries = Vec::with_capacity(rows.len());
+        for Entry {
+            query: q,
+            mut pos,
+            mut neg,
+        } in rows
+        {
             if let Some(t) = &teacher {
                 let scored = |d: &u32| t.get(q, *d).is_some();
+                let had_positives = !pos.is_empty();
                 let before = neg.len();
                 pos.retain(scored);
                 neg.retain(scored);
                 coverage.negatives_without_teacher += before - neg.len();
-                if pos.is_empty() && !row.pos.is_empty() {
+                if pos.is_empty() && had_positives {
                     coverage.dropped_no_teacher += 1;
                     continue;
                 }

@@ -191,7 +191,8 @@ impl Trainer {
         let objective = p.objective()?;
         let devices = training_devices(ctx, p.batch_size as usize)?;
         let sources = ModelSources::load(ctx, &p)?;
-        let set = Arc::new(load_training_set(ctx, &p, &objective)?);
+        let files = RunFiles::new(ctx.staging_dir());
+        let set = Arc::new(load_training_set(ctx, &p, &objective, &files.texts)?);
         let batches = prefetch::BatchSource::new(
             Arc::clone(&set),
             &sources.query_tok,
@@ -203,7 +204,7 @@ impl Trainer {
         let parallel = DataParallel::new(devices, encoding(&p, &sources), ctx.threads)?;
         let trainer = Trainer {
             lr_schedule: p.lr_schedule(),
-            files: RunFiles::new(ctx.staging_dir()),
+            files,
             p,
             objective,
             sources,
@@ -719,6 +720,7 @@ fn load_training_set(
     ctx: &StageContext,
     p: &TrainParams,
     objective: &Objective,
+    texts_scratch: &Path,
 ) -> Result<TrainingSet> {
     // Teacher scores are read only when a loss uses them (160M MS MARCO scores are gigabytes),
     // and then only those of each query's own candidates.
@@ -731,7 +733,7 @@ fn load_training_set(
         docs: ctx.input("docs")?.path(),
         queries: ctx.input("queries")?.path(),
         teacher,
-        texts_scratch: &RunFiles::new(ctx.staging_dir()).texts,
+        texts_scratch,
     };
     TrainingSet::load(&inputs, p.negatives_per_query as usize, p.seed)
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use memmap2::Mmap;
 
+use crate::domain::packed_span;
 use crate::error::{Result, StageError};
 use crate::parquet_io::try_for_each_id_text;
 
@@ -62,13 +63,12 @@ impl MappedTexts {
         Ok(MappedTexts { map, ends })
     }
 
-    /// The text of row `i` (panics when `i >= len()`, like slice indexing). Bytes that are not
-    /// UTF-8, possible only if the file was changed under the run, come back replaced.
+    /// The text of row `i` (panics when `i` is not a kept row, like slice indexing). Bytes that
+    /// are not UTF-8, possible only if the file was changed under the run, come back replaced.
     pub fn text(&self, i: usize) -> Cow<'_, str> {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] } as usize;
-        let end = self.ends[i] as usize;
+        let span = packed_span(&self.ends, i);
         match &self.map {
-            Some(map) => String::from_utf8_lossy(&map[start..end]),
+            Some(map) => String::from_utf8_lossy(&map[span]),
             None => Cow::Borrowed(""),
         }
     }
