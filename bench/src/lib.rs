@@ -33,20 +33,24 @@ pub enum BenchCommand {
         /// Generator seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Topics (0 = independent vectors): each vector draws half its terms from its topic's
-        /// 300 terms, so queries match a few documents strongly, as real queries do.
+        /// Topics (0 = independent vectors): without `--profile` each vector draws half its
+        /// terms from its topic's 300 terms, so queries match a few documents strongly, as real
+        /// queries do; with `--profile`, see `--topic-share`.
         #[arg(long, default_value_t = 0)]
         topics: usize,
         /// Draw the vectors from a profile (`splade bench profile`) instead of the uniform
-        /// generator: its nnz, term frequencies and weights by frequency rank (with `--topics`,
-        /// a `--topic-share` of each vector's terms comes from its topic's terms).
+        /// generator: its nnz, term frequencies and weights by frequency rank, for strong and
+        /// weak terms (with `--topics`, a `--topic-share` of each vector's strong terms comes
+        /// from its topic's 40 terms).
         #[arg(long)]
         profile: Option<PathBuf>,
-        /// With `--profile` and `--topics`: the share of a vector's terms drawn from its topic.
+        /// With `--profile` and `--topics`: the share of a vector's strong terms drawn from its
+        /// topic.
         #[arg(long, default_value_t = 0.5)]
         topic_share: f64,
         /// With `--profile`: the share of each query's terms taken from a random document's
-        /// strongest terms (0 = queries independent of the documents).
+        /// strongest terms; the query also takes that document's topic (0 = queries
+        /// independent of the documents).
         #[arg(long, default_value_t = 0.0)]
         query_overlap: f64,
         /// Output directory.
@@ -109,6 +113,13 @@ pub enum BenchCommand {
         /// Skip the exact algorithms (only the approximate curve).
         #[arg(long)]
         approx_only: bool,
+        /// Reorder the documents by recursive graph bisection before indexing (`bp`), as the
+        /// index stage's `reorder = "bp"`.
+        #[arg(long, value_parser = ["none", "bp"], default_value = "none")]
+        reorder: String,
+        /// The exact algorithms timed (comma-separated).
+        #[arg(long, default_value = "exhaustive,one_pass,maxscore,block_max")]
+        algorithms: String,
     },
     /// Exact float top-k against the quantized index's top-k: overlap@k and, with qrels, the
     /// metric difference.
@@ -198,8 +209,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
             approx_centroid_fraction,
             approx_summary_energy,
             approx_only,
+            reorder,
+            algorithms,
         } => {
-            let inputs = RetrieveInputs::new(dir, docs, queries)?;
+            let mut inputs = RetrieveInputs::new(dir, docs, queries)?;
+            inputs.reorder = reorder == "bp";
             let approx = approx
                 .map(|grid| -> Result<ApproxBench> {
                     Ok(ApproxBench {
@@ -220,6 +234,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 dump.as_deref(),
                 ciff.as_deref(),
                 approx.as_ref(),
+                &algorithms,
             )
         }
         BenchCommand::Quantization(b) => quantization(&b),
@@ -445,14 +460,22 @@ fn synth_from_profile(
                 vectors.iter().map(|v| v.nnz()).sum::<usize>() as f64 / vectors.len().max(1) as f64
             })
         };
-    let doc_vectors = p.generate(false, docs, seed, topics);
-    let mut query_vectors = p.generate(true, queries, seed ^ 0x9E37, topics);
-    profile::anchor_queries(
-        &mut query_vectors,
-        &doc_vectors,
-        query_overlap,
-        seed ^ 0xA4C1,
+    let (doc_vectors, doc_topics) = p.generate(false, docs, seed, topics, None);
+    // Queries tied to documents are about their document's topic.
+    let anchors = profile::query_anchors(queries, docs, seed ^ 0xA4C1);
+    let query_topics: Vec<usize> = anchors
+        .iter()
+        .map(|&d| doc_topics.get(d).copied().unwrap_or(0))
+        .collect();
+    let tied = query_overlap > 0.0;
+    let (mut query_vectors, _) = p.generate(
+        true,
+        queries,
+        seed ^ 0x9E37,
+        topics,
+        tied.then_some(query_topics.as_slice()),
     );
+    profile::anchor_queries(&mut query_vectors, &doc_vectors, query_overlap, &anchors);
     let doc_nnz = write("docs.parquet", "d", doc_vectors)?;
     let query_nnz = write("queries.parquet", "q", query_vectors)?;
     println!(
@@ -552,6 +575,8 @@ pub struct RetrieveInputs {
     pub index_dir: PathBuf,
     /// A temporary index directory to remove at the end.
     temporary: bool,
+    /// Reorder the documents by graph bisection before indexing.
+    pub reorder: bool,
 }
 
 impl RetrieveInputs {
@@ -567,6 +592,7 @@ impl RetrieveInputs {
                 queries: dir.join("queries.parquet"),
                 index_dir: dir.join("index"),
                 temporary: false,
+                reorder: false,
             }),
             (None, Some(docs), Some(queries)) => Ok(RetrieveInputs {
                 docs,
@@ -574,6 +600,7 @@ impl RetrieveInputs {
                 index_dir: std::env::temp_dir()
                     .join(format!("splade-bench-index-{}", std::process::id())),
                 temporary: true,
+                reorder: false,
             }),
             _ => anyhow::bail!("give a `bench synth` directory, or both --docs and --queries"),
         }
@@ -721,15 +748,27 @@ pub fn retrieve(
     dump: Option<&std::path::Path>,
     ciff: Option<&std::path::Path>,
     approx: Option<&ApproxBench>,
+    algorithms: &str,
 ) -> Result<()> {
     use rayon::prelude::*;
     use splade_stages::index::reader::InvertedIndex;
     use splade_stages::retrieve::algorithms::{exhaustive, exhaustive_in_slices, maxscore};
     use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
-    let (_, docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
+    let (_, mut docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
     let (_, mut queries) = splade_stages::parquet_io::read_sparse(&inputs.queries)?;
     queries.truncate(max_queries);
     let index_dir = inputs.index_dir.clone();
+    if inputs.reorder {
+        use splade_stages::index::reorder::{bisection_order, permute};
+        let t0 = Instant::now();
+        let order = bisection_order(&docs);
+        docs = permute(docs, &order);
+        println!(
+            "reorder bp docs={} seconds={:.1}",
+            docs.len(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
     let t0 = Instant::now();
     let stats = splade_stages::index::build::build(&index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
     let build_s = t0.elapsed().as_secs_f64();
@@ -772,18 +811,22 @@ pub fn retrieve(
         }
     }
     let t0 = Instant::now();
-    let table = RangeMaxima::build(&index);
+    let table = RangeMaxima::load(&index, &index_dir)?;
     println!(
-        "block_max bound table entries={} mib={:.1} build_ms={:.0}",
+        "block_max bound table entries={} mib={:.1} open_ms={:.0}",
         table.entries(),
-        table.entries() as f64 * 5.0 / (1 << 20) as f64,
+        table.bytes() as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64() * 1e3
     );
     type Scratch = (Vec<u32>, BlockMaxScratch);
     for k in [10usize, 1000] {
         // `one_pass`: exhaustive with a single collection-wide accumulator (no slicing), to show
         // what the L2-sized slices buy.
-        for algo in ["exhaustive", "one_pass", "maxscore", "block_max"] {
+        for algo in algorithms.split(',').map(str::trim) {
+            anyhow::ensure!(
+                ["exhaustive", "one_pass", "maxscore", "block_max"].contains(&algo),
+                "--algorithms: unknown `{algo}` (exhaustive, one_pass, maxscore, block_max)"
+            );
             let run = |q: &splade_stages::parquet_io::SparseVector, s: &mut Scratch| match algo {
                 "exhaustive" => exhaustive(&index, q, k, &mut s.0),
                 "one_pass" => exhaustive_in_slices(&index, q, k, &mut s.0, u32::MAX),

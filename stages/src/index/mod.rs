@@ -2,7 +2,9 @@
 
 pub mod build;
 pub mod format;
+pub mod ranges;
 pub mod reader;
+pub mod reorder;
 pub mod spill;
 pub mod writer;
 
@@ -19,6 +21,17 @@ pub struct Index;
 /// The largest `vocab` accepted: the index holds per-term tables of this length.
 const MAX_VOCAB: i64 = 1 << 24;
 
+crate::param_choice! {
+    /// The order documents get their doc indexes in.
+    pub enum Reorder {
+        /// Input order.
+        None = "none",
+        /// Recursive graph bisection: documents sharing terms get nearby indexes (tighter
+        /// block-max bounds); the collection is held in memory whatever `memory_budget` says.
+        Bp = "bp",
+    }
+}
+
 crate::stage_params! {
     /// Params of [`Index`].
     pub struct IndexParams {
@@ -30,6 +43,8 @@ crate::stage_params! {
         max_weight: f64 [Float] = "0.0",
         /// vocabulary size (term ids below it)
         vocab: i64 [Int] = "30522",
+        /// none, or bp (recursive graph bisection: similar documents get nearby doc indexes, so block_max bounds are tighter; runs still name the input ids)
+        reorder: Reorder [Choice(Reorder::NAMES)] = "\"none\"",
     }
 }
 
@@ -38,7 +53,7 @@ impl TypedStage for Index {
     const KIND: &'static str = "index";
     const VERSION: u32 = 2;
     const DOC: &'static str =
-        "sparse vectors → inverted index: u8 impacts, 128-doc bit-packed blocks, block maxima";
+        "sparse vectors → inverted index: u8 impacts, 128-doc bit-packed blocks, block and range maxima";
 
     fn accepts(&self, param: &str) -> Option<&'static [crate::contract::Holds]> {
         use crate::contract::Holds;
@@ -87,7 +102,8 @@ impl TypedStage for Index {
         let dir = ctx.output_dir("index")?;
         let budget = (budget_mib * (1u64 << 20) as f64) as usize;
         let doc_ids = ctx.output_file("doc_ids");
-        let scan = if budget > 0 {
+        let bp = p.reorder == Reorder::Bp;
+        let scan = if budget > 0 && !bp {
             Some(spill::scan(&input, &doc_ids)?)
         } else {
             None
@@ -122,7 +138,17 @@ impl TypedStage for Index {
                 (stats, None)
             }
             _ => {
-                let (ids, vectors) = read_sparse(&input)?;
+                let (mut ids, mut vectors) = read_sparse(&input)?;
+                if bp {
+                    let t0 = std::time::Instant::now();
+                    let order = reorder::bisection_order(&vectors);
+                    (ids, vectors) = (
+                        reorder::permute(ids, &order),
+                        reorder::permute(vectors, &order),
+                    );
+                    m.insert("reorder".into(), json!("bp"));
+                    m.insert("reorder_s".into(), json!(t0.elapsed().as_secs_f64()));
+                }
                 let stats = build::build(&dir, &vectors, vocab.max(0) as usize, max_weight as f32)?;
                 (stats, Some(ids).filter(|_| !ids_written))
             }

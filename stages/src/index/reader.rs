@@ -177,6 +177,11 @@ impl PostingCursor<'_> {
     /// with no per-posting cursor bookkeeping. `acc` must cover `base..end`.
     pub fn accumulate_until(&mut self, end: u32, base: u32, weight: u32, acc: &mut [u32]) {
         while self.block < self.blocks.len() {
+            if self.docs[self.pos] >= end {
+                // Nothing of this list in the window (the common case when pruning picks
+                // scattered ranges): no search over the block.
+                return;
+            }
             let meta = &self.blocks[self.block];
             let len = meta.len as usize;
             let whole = meta.last_doc < end;

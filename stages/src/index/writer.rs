@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::build::BuildStats;
 use super::format::{encode_block, TermMeta, BLOCK};
+use super::ranges::{RangeWriter, RANGE_DOCS};
 use crate::error::{Result, StageError};
 
 /// Streams posting lists (terms in id order, docs ascending within a term) into `postings.bin`,
@@ -28,6 +29,7 @@ pub struct IndexWriter {
     docs: Vec<u32>,
     impacts: Vec<u8>,
     payload: Vec<u8>,
+    ranges: RangeWriter,
 }
 
 fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
@@ -56,6 +58,7 @@ impl IndexWriter {
             docs: Vec::with_capacity(BLOCK),
             impacts: Vec::with_capacity(BLOCK),
             payload: Vec::with_capacity(BLOCK * 8),
+            ranges: RangeWriter::default(),
         })
     }
 
@@ -64,6 +67,7 @@ impl IndexWriter {
     pub fn push(&mut self, doc: u32, impact: u8) -> Result<()> {
         self.docs.push(doc);
         self.impacts.push(impact);
+        self.ranges.push(doc, impact);
         if self.docs.len() == BLOCK {
             self.flush_block()?;
         }
@@ -103,6 +107,7 @@ impl IndexWriter {
     /// Ends the current term (the next [`IndexWriter::push`] starts the next term id).
     pub fn end_term(&mut self) -> Result<()> {
         self.flush_block()?;
+        self.ranges.end_term();
         if self.term.df > 0 {
             self.n_terms += 1;
         }
@@ -137,6 +142,7 @@ impl IndexWriter {
             w.flush()
                 .map_err(|e| StageError::io(self.dir.join(name), e))?;
         }
+        self.ranges.write(&self.dir)?;
         let stats = BuildStats {
             n_docs,
             n_terms: self.n_terms,
@@ -153,6 +159,8 @@ impl IndexWriter {
             "max_weight": max_weight,
             "n_postings": stats.n_postings,
             "block": BLOCK,
+            "range_docs": RANGE_DOCS,
+            "range_entries": self.ranges.entries(),
         });
         let p = self.dir.join("meta.json");
         std::fs::write(

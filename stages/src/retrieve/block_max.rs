@@ -6,85 +6,13 @@
 //! ties included, because a range is skipped only when its best conceivable hit (its bound at its
 //! lowest doc index) loses to the current k-th.
 
-use rayon::prelude::*;
-
-use crate::index::reader::{InvertedIndex, END};
+use crate::index::reader::InvertedIndex;
 use crate::parquet_io::SparseVector;
 
 use super::algorithms::prepare_terms;
 use super::topk::{Hit, TopK};
 
-/// log2 of the docs per range.
-const RANGE_BITS: u32 = 6;
-/// Docs per range: small enough for tight bounds, large enough that the bound table stays a
-/// fraction of the postings.
-pub const RANGE_DOCS: usize = 1 << RANGE_BITS;
-
-/// Per-term maxima of impacts over doc ranges: the bound table, built from the postings once
-/// per opened index (one decoding pass, parallel over terms).
-pub struct RangeMaxima {
-    /// Row `t` is `ranges[offsets[t]..offsets[t + 1]]` (ascending) with `maxima` beside it.
-    offsets: Vec<usize>,
-    ranges: Vec<u32>,
-    maxima: Vec<u8>,
-    n_ranges: usize,
-}
-
-impl RangeMaxima {
-    /// Scans every posting list of `index`.
-    pub fn build(index: &InvertedIndex) -> Self {
-        let rows: Vec<(Vec<u32>, Vec<u8>)> = (0..index.n_terms())
-            .into_par_iter()
-            .map(|t| {
-                let (mut ranges, mut maxima): (Vec<u32>, Vec<u8>) = (Vec::new(), Vec::new());
-                if let Some(meta) = index.term(t) {
-                    let mut c = index.cursor(meta);
-                    while c.doc() != END {
-                        let r = c.doc() >> RANGE_BITS;
-                        let imp = c.impact().min(255) as u8;
-                        if ranges.last() == Some(&r) {
-                            let last = maxima.len() - 1;
-                            maxima[last] = maxima[last].max(imp);
-                        } else {
-                            ranges.push(r);
-                            maxima.push(imp);
-                        }
-                        c.next();
-                    }
-                }
-                (ranges, maxima)
-            })
-            .collect();
-        let mut offsets = Vec::with_capacity(rows.len() + 1);
-        offsets.push(0);
-        let total: usize = rows.iter().map(|r| r.0.len()).sum();
-        let (mut ranges, mut maxima) = (Vec::with_capacity(total), Vec::with_capacity(total));
-        for (r, m) in rows {
-            ranges.extend_from_slice(&r);
-            maxima.extend_from_slice(&m);
-            offsets.push(ranges.len());
-        }
-        RangeMaxima {
-            offsets,
-            ranges,
-            maxima,
-            n_ranges: (index.n_docs as usize).div_ceil(RANGE_DOCS),
-        }
-    }
-
-    /// Entries in the table (one per term and range it occurs in).
-    pub fn entries(&self) -> usize {
-        self.ranges.len()
-    }
-
-    fn row(&self, term: u32) -> (&[u32], &[u8]) {
-        let t = term as usize;
-        match (self.offsets.get(t), self.offsets.get(t + 1)) {
-            (Some(&lo), Some(&hi)) => (&self.ranges[lo..hi], &self.maxima[lo..hi]),
-            _ => (&[], &[]),
-        }
-    }
-}
+pub use crate::index::ranges::{RangeTable as RangeMaxima, RANGE_BITS, RANGE_DOCS};
 
 /// Reusable per-thread buffers of [`block_max`].
 #[derive(Default)]
@@ -122,12 +50,9 @@ pub fn block_max(
     let terms = prepare_terms(index, q);
     let bounds = &mut scratch.bounds;
     bounds.clear();
-    bounds.resize(table.n_ranges, 0);
+    bounds.resize(table.n_ranges(), 0);
     for (t, _, qw) in &terms {
-        let (ranges, maxima) = table.row(*t);
-        for (r, m) in ranges.iter().zip(maxima) {
-            bounds[*r as usize] += qw * *m as u32;
-        }
+        table.for_each(*t, |r, m| bounds[r] += qw * m as u32);
     }
     let order = &mut scratch.order;
     order.clear();

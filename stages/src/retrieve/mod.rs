@@ -226,16 +226,18 @@ impl TypedStage for Retrieve {
 
     fn run(&self, p: RetrieveParams, ctx: &mut StageContext) -> Result<StageOutcome> {
         let (index, doc_ids) = open_index(ctx)?;
-        let table = (p.algorithm == Algorithm::BlockMax).then(|| {
+        let table = if p.algorithm == Algorithm::BlockMax {
             let t0 = std::time::Instant::now();
-            let table = RangeMaxima::build(&index);
+            let table = RangeMaxima::load(&index, ctx.input("index")?.path())?;
             tracing::info!(
                 entries = table.entries(),
-                "block-max bound table built in {:.2}s",
+                "block-max bound table opened in {:.2}s",
                 t0.elapsed().as_secs_f64()
             );
-            table
-        });
+            Some(table)
+        } else {
+            None
+        };
         let approx = match p.algorithm {
             Algorithm::Approximate => Some(build_approximate(&index, &p)?),
             _ => None,
