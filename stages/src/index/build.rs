@@ -93,7 +93,7 @@ pub fn build(
             }
         }
     }
-    let mut w = IndexWriter::create(dir)?;
+    let mut w = IndexWriter::create(dir, vectors.len() as u32)?;
     for t in 0..vocab {
         for i in start[t] as usize..start[t + 1] as usize {
             w.push(docs[i], imps[i])?;

@@ -2,11 +2,14 @@
 //! [`RANGE_DOCS`] documents it occurs in and its largest impact in each, so `block_max` opens it
 //! instead of deriving it from every posting list.
 //!
-//! Files: `ranges.bin` holds, term after term, one entry per range the term occurs in: the gap
-//! from the previous entry's range + 1 (LEB128 varint; 0 for consecutive ranges, one byte for
-//! gaps under 128) then the max impact (u8). `range_offsets.bin` holds `vocab + 1` little-endian
-//! u64 byte offsets: term `t`'s entries are `ranges.bin[offsets[t]..offsets[t + 1]]`. About two
-//! bytes per entry, where an in-memory `(u32 range, u8 max)` table takes five.
+//! Files: `ranges.bin` holds one row per term with postings, term after term. A row is a tag
+//! byte, then either (tag 0, sparse) one entry per range the term occurs in — the gap from the
+//! previous entry's range + 1 as a LEB128 varint (0 for consecutive ranges), then the max
+//! impact (u8) — or (tag 1, dense, when the term occurs in at least half of the ranges) one max
+//! impact per range of the collection, 0 where it is absent, which a query adds to its bounds
+//! in one vectorised pass. `range_offsets.bin` holds `vocab + 1` little-endian u64 byte
+//! offsets: term `t`'s row is `ranges.bin[offsets[t]..offsets[t + 1]]` (empty: no postings).
+//! At most two bytes per (term, range) entry, where an in-memory `(u32, u8)` table takes five.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,52 +20,80 @@ use super::reader::{InvertedIndex, END};
 use crate::error::{Result, StageError};
 
 /// log2 of the docs per range.
-pub const RANGE_BITS: u32 = 6;
+pub const RANGE_BITS: u32 = 4;
 /// Docs per range: small enough for tight bounds, large enough that the table stays a fraction
 /// of the postings.
 pub const RANGE_DOCS: usize = 1 << RANGE_BITS;
 
-/// Builds the table's bytes term after term from postings in doc order.
-#[derive(Default)]
+/// Row tags.
+const SPARSE: u8 = 0;
+const DENSE: u8 = 1;
+
+/// Builds the table row by row from postings in doc order, writing each finished row to a sink
+/// (the index's `ranges.bin`, or memory), so only one term's row is ever held.
 pub struct RangeWriter {
-    bytes: Vec<u8>,
-    /// Where each finished term's entries end.
+    n_ranges: usize,
+    /// The current term's `(range, max impact)` entries.
+    row: Vec<(u32, u8)>,
+    /// Where each finished term's row ends.
     ends: Vec<u64>,
-    /// The current range and its max impact (`None` before a term's first posting).
-    open: Option<(u32, u8)>,
-    /// The range after the term's last written entry.
-    next: u32,
+    written: u64,
     entries: u64,
+    encoded: Vec<u8>,
 }
 
 impl RangeWriter {
+    /// A writer for a collection of `n_docs` documents.
+    pub fn new(n_docs: u32) -> Self {
+        RangeWriter {
+            n_ranges: (n_docs as usize).div_ceil(RANGE_DOCS),
+            row: Vec::new(),
+            ends: Vec::new(),
+            written: 0,
+            entries: 0,
+            encoded: Vec::new(),
+        }
+    }
+
     /// A posting of the current term (docs ascending).
     #[inline]
     pub fn push(&mut self, doc: u32, impact: u8) {
         let r = doc >> RANGE_BITS;
-        match &mut self.open {
+        match self.row.last_mut() {
             Some((range, max)) if *range == r => *max = (*max).max(impact),
-            _ => {
-                self.close_range();
-                self.open = Some((r, impact));
+            _ => self.row.push((r, impact)),
+        }
+    }
+
+    /// Ends the current term: encodes its row into `out` (the next posting starts the next
+    /// term id).
+    pub fn end_term(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        self.encoded.clear();
+        if !self.row.is_empty() {
+            if self.row.len() * 2 >= self.n_ranges {
+                self.encoded.push(DENSE);
+                self.encoded.resize(1 + self.n_ranges, 0);
+                for &(r, m) in &self.row {
+                    if let Some(slot) = self.encoded.get_mut(1 + r as usize) {
+                        *slot = m;
+                    }
+                }
+            } else {
+                self.encoded.push(SPARSE);
+                let mut next = 0;
+                for &(r, m) in &self.row {
+                    write_varint(&mut self.encoded, r - next);
+                    self.encoded.push(m);
+                    next = r + 1;
+                }
             }
         }
-    }
-
-    fn close_range(&mut self) {
-        if let Some((range, max)) = self.open.take() {
-            write_varint(&mut self.bytes, range - self.next);
-            self.bytes.push(max);
-            self.next = range + 1;
-            self.entries += 1;
-        }
-    }
-
-    /// Ends the current term (the next posting starts the next term id).
-    pub fn end_term(&mut self) {
-        self.close_range();
-        self.ends.push(self.bytes.len() as u64);
-        self.next = 0;
+        out.write_all(&self.encoded)?;
+        self.written += self.encoded.len() as u64;
+        self.entries += self.row.len() as u64;
+        self.ends.push(self.written);
+        self.row.clear();
+        Ok(())
     }
 
     /// Entries written so far.
@@ -70,31 +101,22 @@ impl RangeWriter {
         self.entries
     }
 
-    fn finish_offsets(&self) -> Vec<u64> {
+    /// The row offsets (`range_offsets.bin`'s values).
+    fn offsets(&self) -> Vec<u64> {
         std::iter::once(0)
             .chain(self.ends.iter().copied())
             .collect()
     }
 
-    /// Writes `ranges.bin` and `range_offsets.bin` into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        let offsets: Vec<u8> = self
-            .finish_offsets()
+    /// Writes `range_offsets.bin` into `dir` (the rows went to `ranges.bin` as they ended).
+    pub fn write_offsets(&self, dir: &Path) -> Result<()> {
+        let bytes: Vec<u8> = self
+            .offsets()
             .iter()
             .flat_map(|o| o.to_le_bytes())
             .collect();
-        for (name, bytes) in [("ranges.bin", &self.bytes), ("range_offsets.bin", &offsets)] {
-            let p = dir.join(name);
-            let mut f = std::fs::File::create(&p).map_err(|e| StageError::io(&p, e))?;
-            f.write_all(bytes).map_err(|e| StageError::io(&p, e))?;
-        }
-        Ok(())
-    }
-
-    /// The table in memory (for indexes written before the table was stored).
-    pub fn into_table(self, n_ranges: usize) -> std::result::Result<RangeTable, String> {
-        let offsets = self.finish_offsets();
-        RangeTable::new(Bytes::Owned(self.bytes), offsets, n_ranges)
+        let p = dir.join("range_offsets.bin");
+        std::fs::write(&p, bytes).map_err(|e| StageError::io(&p, e))
     }
 }
 
@@ -154,18 +176,28 @@ impl RangeTable {
         }
         let mut entries = 0u64;
         for w in offsets.windows(2) {
-            let (mut at, end, mut r) = (w[0] as usize, w[1] as usize, 0u64);
-            while at < end {
-                let gap = read_varint(data, &mut at).ok_or("a truncated range entry")?;
-                r += u64::from(gap);
-                if r >= n_ranges as u64 || at >= end {
-                    return Err(format!(
-                        "a range entry past the collection's {n_ranges} ranges"
-                    ));
+            let (start, end) = (w[0] as usize, w[1] as usize);
+            match data.get(start..end) {
+                None | Some([]) => {}
+                Some([DENSE, row @ ..]) if row.len() == n_ranges => {
+                    entries += row.iter().filter(|m| **m > 0).count() as u64;
                 }
-                at += 1;
-                r += 1;
-                entries += 1;
+                Some([SPARSE, ..]) => {
+                    let (mut at, mut r) = (start + 1, 0u64);
+                    while at < end {
+                        let gap = read_varint(data, &mut at).ok_or("a truncated range entry")?;
+                        r += u64::from(gap);
+                        if r >= n_ranges as u64 || at >= end {
+                            return Err(format!(
+                                "a range entry past the collection's {n_ranges} ranges"
+                            ));
+                        }
+                        at += 1;
+                        r += 1;
+                        entries += 1;
+                    }
+                }
+                Some(_) => return Err("a row with an unknown tag or the wrong length".into()),
             }
         }
         Ok(RangeTable {
@@ -206,7 +238,8 @@ impl RangeTable {
     /// The table derived from the postings (one decoding pass over every list), for indexes
     /// written before the table was stored.
     pub fn derive(index: &InvertedIndex) -> Self {
-        let mut w = RangeWriter::default();
+        let mut w = RangeWriter::new(index.n_docs);
+        let mut bytes = Vec::new();
         for t in 0..index.n_terms() {
             if let Some(meta) = index.term(t) {
                 let mut c = index.cursor(meta);
@@ -215,19 +248,17 @@ impl RangeTable {
                     c.next();
                 }
             }
-            w.end_term();
+            // Writing to memory cannot fail.
+            let _ = w.end_term(&mut bytes);
         }
-        let n_ranges = (index.n_docs as usize).div_ceil(RANGE_DOCS);
+        let n_ranges = w.n_ranges;
         // Postings come from the index itself, so every range lies inside the collection.
-        match w.into_table(n_ranges) {
-            Ok(t) => t,
-            Err(_) => RangeTable {
-                bytes: Bytes::Owned(Vec::new()),
-                offsets: vec![0],
-                n_ranges,
-                entries: 0,
-            },
-        }
+        RangeTable::new(Bytes::Owned(bytes), w.offsets(), n_ranges).unwrap_or(RangeTable {
+            bytes: Bytes::Owned(Vec::new()),
+            offsets: vec![0],
+            n_ranges,
+            entries: 0,
+        })
     }
 
     /// The stored table of the index in `dir`, or one derived from its postings when the index
@@ -255,22 +286,65 @@ impl RangeTable {
         self.n_ranges
     }
 
+    fn row(&self, term: u32) -> &[u8] {
+        let t = term as usize;
+        match (self.offsets.get(t), self.offsets.get(t + 1)) {
+            (Some(&lo), Some(&hi)) => &self.bytes.as_slice()[lo as usize..hi as usize],
+            _ => &[],
+        }
+    }
+
     /// Calls `f(range, max impact)` for each range `term` occurs in, ascending.
     #[inline]
     pub fn for_each(&self, term: u32, mut f: impl FnMut(usize, u8)) {
-        let t = term as usize;
-        let (Some(&lo), Some(&hi)) = (self.offsets.get(t), self.offsets.get(t + 1)) else {
-            return;
-        };
-        let data = self.bytes.as_slice();
-        let (mut at, end, mut r) = (lo as usize, hi as usize, 0usize);
-        while at < end {
-            // Checked at open: every entry is whole and inside the collection.
-            let gap = read_varint(data, &mut at).unwrap_or(0);
-            r += gap as usize;
-            f(r, data[at]);
-            at += 1;
-            r += 1;
+        match self.row(term) {
+            [DENSE, row @ ..] => row
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| **m > 0)
+                .for_each(|(r, m)| f(r, *m)),
+            [_, row @ ..] => {
+                let (mut at, mut r) = (0usize, 0usize);
+                while at < row.len() {
+                    // Checked at open: every entry is whole and inside the collection.
+                    let gap = read_varint(row, &mut at).unwrap_or(0);
+                    r += gap as usize;
+                    f(r, row[at]);
+                    at += 1;
+                    r += 1;
+                }
+            }
+            [] => {}
+        }
+    }
+
+    /// Adds `weight × max impact` of `term` into `bounds` (one slot per range) and, with
+    /// `present = (flags, bit)`, sets `bit` in the flags of every range the term occurs in.
+    #[inline]
+    pub fn add_bounds(
+        &self,
+        term: u32,
+        weight: u32,
+        bounds: &mut [u32],
+        present: Option<(&mut [u64], u32)>,
+    ) {
+        match (self.row(term), present) {
+            ([DENSE, row @ ..], None) => {
+                for (b, m) in bounds.iter_mut().zip(row) {
+                    *b += weight * u32::from(*m);
+                }
+            }
+            ([DENSE, row @ ..], Some((flags, bit))) => {
+                for ((b, f), m) in bounds.iter_mut().zip(flags.iter_mut()).zip(row) {
+                    *b += weight * u32::from(*m);
+                    *f |= u64::from(*m > 0) << bit;
+                }
+            }
+            (_, None) => self.for_each(term, |r, m| bounds[r] += weight * u32::from(m)),
+            (_, Some((flags, bit))) => self.for_each(term, |r, m| {
+                bounds[r] += weight * u32::from(m);
+                flags[r] |= 1 << bit;
+            }),
         }
     }
 }
@@ -281,17 +355,26 @@ mod tests {
 
     #[test]
     fn entries_come_back_as_written() {
-        let mut w = RangeWriter::default();
+        let n_docs = (301 * RANGE_DOCS) as u32;
+        let mut w = RangeWriter::new(n_docs);
+        let mut bytes = Vec::new();
         // Term 0: docs in ranges 0, 0, 1, 300 (a gap of 298: two varint bytes).
-        for (d, i) in [(3, 5), (60, 9), (64, 2), (300 * 64 + 1, 7)] {
-            w.push(d, i);
+        let d = |range: usize, off: usize| (range * RANGE_DOCS + off) as u32;
+        for (doc, i) in [(d(0, 3), 5), (d(0, 9), 9), (d(1, 0), 2), (d(300, 1), 7)] {
+            w.push(doc, i);
         }
-        w.end_term();
-        w.end_term(); // term 1: empty
+        w.end_term(&mut bytes).unwrap();
+        w.end_term(&mut bytes).unwrap(); // term 1: empty
         w.push(5, 1);
-        w.end_term();
+        w.end_term(&mut bytes).unwrap();
+        // Term 3: in every other range and more: stored dense.
+        for r in (0..301).step_by(2) {
+            w.push(d(r, 0), (r % 250 + 1) as u8);
+        }
+        w.end_term(&mut bytes).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        w.write(dir.path()).unwrap();
+        std::fs::write(dir.path().join("ranges.bin"), &bytes).unwrap();
+        w.write_offsets(dir.path()).unwrap();
         let t = RangeTable::open(dir.path(), 301).unwrap().unwrap();
         let row = |term| {
             let mut v = Vec::new();
@@ -301,8 +384,22 @@ mod tests {
         assert_eq!(row(0), vec![(0, 9), (1, 2), (300, 7)]);
         assert_eq!(row(1), vec![]);
         assert_eq!(row(2), vec![(0, 1)]);
-        assert_eq!(row(3), vec![], "past the vocabulary");
-        assert_eq!(t.entries(), 4);
+        let every_other: Vec<(usize, u8)> = (0..301)
+            .step_by(2)
+            .map(|r| (r, (r % 250 + 1) as u8))
+            .collect();
+        assert_eq!(row(3), every_other);
+        assert_eq!(row(4), vec![], "past the vocabulary");
+        assert_eq!(t.entries(), 4 + every_other.len() as u64);
+        // Bounds and presence flags, sparse and dense rows alike.
+        let mut bounds = vec![0u32; 301];
+        let mut flags = vec![0u64; 301];
+        t.add_bounds(0, 2, &mut bounds, Some((&mut flags, 0)));
+        t.add_bounds(3, 3, &mut bounds, Some((&mut flags, 5)));
+        assert_eq!((bounds[0], flags[0]), (2 * 9 + 3, 1 | 1 << 5));
+        assert_eq!((bounds[1], flags[1]), (2 * 2, 1));
+        assert_eq!((bounds[2], flags[2]), (3 * 3, 1 << 5));
+        assert_eq!((bounds[3], flags[3]), (0, 0));
         // A collection too small for the entries is refused at open.
         assert!(RangeTable::open(dir.path(), 300).is_err());
         // So is a truncated table.

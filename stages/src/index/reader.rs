@@ -157,10 +157,15 @@ impl PostingCursor<'_> {
         if self.block >= self.blocks.len() || self.doc() >= target {
             return;
         }
+        // Galloping: the next few blocks linearly (the usual case), then a binary search.
         let mut b = self.block;
-        while b < self.blocks.len() && self.blocks[b].last_doc < target {
-            b += 1;
+        let mut step = 1;
+        while b + step < self.blocks.len() && self.blocks[b + step].last_doc < target {
+            b += step;
+            step *= 2;
         }
+        let end = (b + step + 1).min(self.blocks.len());
+        b += self.blocks[b..end].partition_point(|m| m.last_doc < target);
         if b != self.block {
             self.load(b);
             if b >= self.blocks.len() {

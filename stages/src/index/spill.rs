@@ -288,7 +288,7 @@ pub fn build_external(
     let mut runs = (0..st.runs)
         .map(|i| RunReader::open(run_file(runs_dir, i), buffer))
         .collect::<Result<Vec<_>>>()?;
-    let mut w = IndexWriter::create(dir)?;
+    let mut w = IndexWriter::create(dir, scan.docs as u32)?;
     let mut scratch = Vec::new();
     for t in 0..vocab as u32 {
         for r in runs.iter_mut() {

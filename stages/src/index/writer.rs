@@ -30,6 +30,7 @@ pub struct IndexWriter {
     impacts: Vec<u8>,
     payload: Vec<u8>,
     ranges: RangeWriter,
+    ranges_out: BufWriter<File>,
 }
 
 fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
@@ -41,8 +42,8 @@ fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
 }
 
 impl IndexWriter {
-    /// Creates (truncates) the index files in `dir`.
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// Creates (truncates) the index files in `dir` for a collection of `n_docs` documents.
+    pub fn create(dir: &Path, n_docs: u32) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir, e))?;
         Ok(IndexWriter {
             dir: dir.to_path_buf(),
@@ -58,7 +59,8 @@ impl IndexWriter {
             docs: Vec::with_capacity(BLOCK),
             impacts: Vec::with_capacity(BLOCK),
             payload: Vec::with_capacity(BLOCK * 8),
-            ranges: RangeWriter::default(),
+            ranges: RangeWriter::new(n_docs),
+            ranges_out: create(dir, "ranges.bin")?,
         })
     }
 
@@ -107,7 +109,9 @@ impl IndexWriter {
     /// Ends the current term (the next [`IndexWriter::push`] starts the next term id).
     pub fn end_term(&mut self) -> Result<()> {
         self.flush_block()?;
-        self.ranges.end_term();
+        self.ranges
+            .end_term(&mut self.ranges_out)
+            .map_err(|e| StageError::io(self.dir.join("ranges.bin"), e))?;
         if self.term.df > 0 {
             self.n_terms += 1;
         }
@@ -138,11 +142,12 @@ impl IndexWriter {
             (&mut self.postings, "postings.bin"),
             (&mut self.blocks, "blocks.bin"),
             (&mut self.terms, "terms.bin"),
+            (&mut self.ranges_out, "ranges.bin"),
         ] {
             w.flush()
                 .map_err(|e| StageError::io(self.dir.join(name), e))?;
         }
-        self.ranges.write(&self.dir)?;
+        self.ranges.write_offsets(&self.dir)?;
         let stats = BuildStats {
             n_docs,
             n_terms: self.n_terms,

@@ -18,6 +18,8 @@ pub use crate::index::ranges::{RangeTable as RangeMaxima, RANGE_BITS, RANGE_DOCS
 #[derive(Default)]
 pub struct BlockMaxScratch {
     bounds: Vec<u32>,
+    /// Per range, which of the query's first 64 terms occur in it (bit i = term i).
+    present: Vec<u64>,
     order: Vec<(u32, u32)>,
     /// Ranges scored, summed over the queries run with this scratch (against `ranges_bounded`:
     /// how much work pruning saved).
@@ -51,8 +53,17 @@ pub fn block_max(
     let bounds = &mut scratch.bounds;
     bounds.clear();
     bounds.resize(table.n_ranges(), 0);
-    for (t, _, qw) in &terms {
-        table.for_each(*t, |r, m| bounds[r] += qw * m as u32);
+    // With at most 64 terms, each range also notes which terms occur in it, so scoring a range
+    // visits only those (most of a query's terms are absent from most small ranges).
+    let masked = terms.len() <= 64;
+    let present = &mut scratch.present;
+    present.clear();
+    if masked {
+        present.resize(table.n_ranges(), 0);
+    }
+    for (i, (t, _, qw)) in terms.iter().enumerate() {
+        let flags = masked.then(|| (&mut present[..], i as u32));
+        table.add_bounds(*t, *qw, bounds, flags);
     }
     let order = &mut scratch.order;
     order.clear();
@@ -112,9 +123,19 @@ pub fn block_max(
             let hi = lo + RANGE_DOCS as u32;
             scratch.ranges_scored += 1;
             acc.fill(0);
-            for (c, qw) in cursors.iter_mut() {
-                c.next_geq(lo);
-                c.accumulate_until(hi, lo, *qw, &mut acc);
+            if masked {
+                let mut bits = present[r as usize];
+                while bits != 0 {
+                    let (c, qw) = &mut cursors[bits.trailing_zeros() as usize];
+                    bits &= bits - 1;
+                    c.next_geq(lo);
+                    c.accumulate_until(hi, lo, *qw, &mut acc);
+                }
+            } else {
+                for (c, qw) in cursors.iter_mut() {
+                    c.next_geq(lo);
+                    c.accumulate_until(hi, lo, *qw, &mut acc);
+                }
             }
             for (i, s) in acc.iter().enumerate() {
                 if *s > 0 {
