@@ -9,7 +9,8 @@
 //! impact per range of the collection, 0 where it is absent, which a query adds to its bounds
 //! in one vectorised pass. `range_offsets.bin` holds `vocab + 1` little-endian u64 byte
 //! offsets: term `t`'s row is `ranges.bin[offsets[t]..offsets[t + 1]]` (empty: no postings).
-//! At most two bytes per (term, range) entry, where an in-memory `(u32, u8)` table takes five.
+//! About two bytes per (term, range) entry (1.8 at 1M documents), where an in-memory `(u32, u8)`
+//! table takes five.
 
 use std::io::Write;
 use std::path::Path;
