@@ -149,8 +149,13 @@ fn shares(count: &[u64], n: usize) -> Vec<(u32, f64)> {
         .filter(|t| count[*t] > 0)
         .map(|t| (t as u32, count[t] as f64 / n))
         .collect();
-    df.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    most_frequent_first(&mut df);
     df
+}
+
+/// Sorts `(term, share)` pairs by share, largest first (ties to the lower term id).
+fn most_frequent_first(shares: &mut [(u32, f64)]) {
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
 fn side(vectors: &[SparseVector], df: Vec<(u32, f64)>, rank: &[usize]) -> Side {
@@ -423,7 +428,7 @@ fn weak_shares(s: &Side) -> Vec<(u32, f64)> {
             .map(|(t, f)| (*t, f - strong.get(t).copied().unwrap_or(0.0)))
             .filter(|(_, f)| *f > 1e-12)
             .collect();
-    weak.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    most_frequent_first(&mut weak);
     weak
 }
 

@@ -26,6 +26,11 @@ pub const RANGE_BITS: u32 = 4;
 /// of the postings.
 pub const RANGE_DOCS: usize = 1 << RANGE_BITS;
 
+/// Ranges of a collection of `n_docs` documents.
+pub fn ranges_for(n_docs: u32) -> usize {
+    (n_docs as usize).div_ceil(RANGE_DOCS)
+}
+
 /// Row tags.
 const SPARSE: u8 = 0;
 const DENSE: u8 = 1;
@@ -47,7 +52,7 @@ impl RangeWriter {
     /// A writer for a collection of `n_docs` documents.
     pub fn new(n_docs: u32) -> Self {
         RangeWriter {
-            n_ranges: (n_docs as usize).div_ceil(RANGE_DOCS),
+            n_ranges: ranges_for(n_docs),
             row: Vec::new(),
             ends: Vec::new(),
             written: 0,
@@ -144,6 +149,52 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
     None
 }
 
+/// The `(range, max impact)` entries of a sparse row (its bytes after the tag). Stops early on
+/// a malformed entry and says so in `malformed`.
+struct SparseEntries<'a> {
+    row: &'a [u8],
+    at: usize,
+    next: usize,
+    malformed: bool,
+}
+
+impl<'a> SparseEntries<'a> {
+    fn new(row: &'a [u8]) -> Self {
+        SparseEntries {
+            row,
+            at: 0,
+            next: 0,
+            malformed: false,
+        }
+    }
+}
+
+impl Iterator for SparseEntries<'_> {
+    type Item = (usize, u8);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, u8)> {
+        if self.at >= self.row.len() {
+            return None;
+        }
+        let entry = read_varint(self.row, &mut self.at).and_then(|gap| {
+            let max = *self.row.get(self.at)?;
+            Some((self.next + gap as usize, max))
+        });
+        match entry {
+            Some((range, max)) => {
+                self.at += 1;
+                self.next = range + 1;
+                Some((range, max))
+            }
+            None => {
+                self.malformed = true;
+                None
+            }
+        }
+    }
+}
+
 /// Where the table's bytes live.
 enum Bytes {
     Mapped(Mmap),
@@ -183,19 +234,18 @@ impl RangeTable {
                 Some([DENSE, row @ ..]) if row.len() == n_ranges => {
                     entries += row.iter().filter(|m| **m > 0).count() as u64;
                 }
-                Some([SPARSE, ..]) => {
-                    let (mut at, mut r) = (start + 1, 0u64);
-                    while at < end {
-                        let gap = read_varint(data, &mut at).ok_or("a truncated range entry")?;
-                        r += u64::from(gap);
-                        if r >= n_ranges as u64 || at >= end {
+                Some([SPARSE, row @ ..]) => {
+                    let mut it = SparseEntries::new(row);
+                    for (range, _) in &mut it {
+                        if range >= n_ranges {
                             return Err(format!(
                                 "a range entry past the collection's {n_ranges} ranges"
                             ));
                         }
-                        at += 1;
-                        r += 1;
                         entries += 1;
+                    }
+                    if it.malformed {
+                        return Err("a truncated range entry".into());
                     }
                 }
                 Some(_) => return Err("a row with an unknown tag or the wrong length".into()),
@@ -265,8 +315,7 @@ impl RangeTable {
     /// The stored table of the index in `dir`, or one derived from its postings when the index
     /// has none.
     pub fn load(index: &InvertedIndex, dir: &Path) -> Result<Self> {
-        let n_ranges = (index.n_docs as usize).div_ceil(RANGE_DOCS);
-        Ok(match RangeTable::open(dir, n_ranges)? {
+        Ok(match RangeTable::open(dir, ranges_for(index.n_docs))? {
             Some(t) => t,
             None => RangeTable::derive(index),
         })
@@ -304,17 +353,8 @@ impl RangeTable {
                 .enumerate()
                 .filter(|(_, m)| **m > 0)
                 .for_each(|(r, m)| f(r, *m)),
-            [_, row @ ..] => {
-                let (mut at, mut r) = (0usize, 0usize);
-                while at < row.len() {
-                    // Checked at open: every entry is whole and inside the collection.
-                    let gap = read_varint(row, &mut at).unwrap_or(0);
-                    r += gap as usize;
-                    f(r, row[at]);
-                    at += 1;
-                    r += 1;
-                }
-            }
+            // Checked at open: every entry is whole and inside the collection.
+            [_, row @ ..] => SparseEntries::new(row).for_each(|(r, m)| f(r, m)),
             [] => {}
         }
     }
