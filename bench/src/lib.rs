@@ -818,11 +818,12 @@ pub fn retrieve(
         table.bytes() as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64() * 1e3
     );
+    let wanted: Vec<&str> = algorithms.split(',').map(str::trim).collect();
     type Scratch = (Vec<u32>, BlockMaxScratch);
     for k in [10usize, 1000] {
         // `one_pass`: exhaustive with a single collection-wide accumulator (no slicing), to show
         // what the L2-sized slices buy.
-        for algo in algorithms.split(',').map(str::trim) {
+        for &algo in &wanted {
             anyhow::ensure!(
                 ["exhaustive", "one_pass", "maxscore", "block_max"].contains(&algo),
                 "--algorithms: unknown `{algo}` (exhaustive, one_pass, maxscore, block_max)"
@@ -857,8 +858,10 @@ pub fn retrieve(
             let (qps, qps_min, qps_max) = spread(parallel);
             let pruning = if algo == "block_max" {
                 format!(
-                    " ranges_scored={:.3}",
-                    scratch.1.ranges_scored as f64 / scratch.1.ranges_bounded.max(1) as f64
+                    " ranges_scored={:.3} terms_per_scored_range={:.1} bounds_ms_per_query={:.3}",
+                    scratch.1.ranges_scored as f64 / scratch.1.ranges_bounded.max(1) as f64,
+                    scratch.1.range_terms_scored as f64 / scratch.1.ranges_scored.max(1) as f64,
+                    scratch.1.bounds_s * 1e3 / (n * repeats as f64)
                 )
             } else {
                 String::new()

@@ -9,7 +9,7 @@
 //! impact per range of the collection, 0 where it is absent, which a query adds to its bounds
 //! in one vectorised pass. `range_offsets.bin` holds `vocab + 1` little-endian u64 byte
 //! offsets: term `t`'s row is `ranges.bin[offsets[t]..offsets[t + 1]]` (empty: no postings).
-//! About two bytes per (term, range) entry (1.8 at 1M documents), where an in-memory `(u32, u8)`
+//! About two bytes per (term, range) entry (1.9 at 1M documents), where an in-memory `(u32, u8)`
 //! table takes five.
 
 use std::io::Write;
@@ -21,7 +21,7 @@ use super::reader::{InvertedIndex, END};
 use crate::error::{Result, StageError};
 
 /// log2 of the docs per range.
-pub const RANGE_BITS: u32 = 4;
+pub const RANGE_BITS: u32 = 3;
 /// Docs per range: small enough for tight bounds, large enough that the table stays a fraction
 /// of the postings.
 pub const RANGE_DOCS: usize = 1 << RANGE_BITS;
@@ -195,6 +195,13 @@ impl Iterator for SparseEntries<'_> {
     }
 }
 
+/// The range size the index in `dir` stored its table for (`meta.json`'s `range_docs`); a
+/// table of another size is derived again rather than read.
+fn stored_range_docs(dir: &Path) -> Option<u64> {
+    let meta = std::fs::read(dir.join("meta.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&meta).ok()?["range_docs"].as_u64()
+}
+
 /// Where the table's bytes live.
 enum Bytes {
     Mapped(Mmap),
@@ -260,10 +267,10 @@ impl RangeTable {
     }
 
     /// Opens `ranges.bin` and `range_offsets.bin` in `dir`; `None` when the index has none
-    /// (written before the table was stored).
+    /// (written before the table was stored) or stored it for another range size.
     pub fn open(dir: &Path, n_ranges: usize) -> Result<Option<Self>> {
         let (data_path, offsets_path) = (dir.join("ranges.bin"), dir.join("range_offsets.bin"));
-        if !data_path.is_file() {
+        if !data_path.is_file() || stored_range_docs(dir) != Some(RANGE_DOCS as u64) {
             return Ok(None);
         }
         let raw = std::fs::read(&offsets_path).map_err(|e| StageError::io(&offsets_path, e))?;
@@ -313,7 +320,7 @@ impl RangeTable {
     }
 
     /// The stored table of the index in `dir`, or one derived from its postings when the index
-    /// has none.
+    /// has none (or stored it for another range size).
     pub fn load(index: &InvertedIndex, dir: &Path) -> Result<Self> {
         Ok(match RangeTable::open(dir, ranges_for(index.n_docs))? {
             Some(t) => t,
@@ -359,32 +366,22 @@ impl RangeTable {
         }
     }
 
-    /// Adds `weight × max impact` of `term` into `bounds` (one slot per range) and, with
-    /// `present = (flags, bit)`, sets `bit` in the flags of every range the term occurs in.
+    /// Adds `weight × max impact` of `term` into the bound half (high 32 bits) of `slots` (one
+    /// per range) and `flag` into the low half of every range the term occurs in: with a
+    /// distinct single bit per term, the low halves say which terms occur in each range. One
+    /// add per entry (each term lists a range once, so adding the bit sets it).
     #[inline]
-    pub fn add_bounds(
-        &self,
-        term: u32,
-        weight: u32,
-        bounds: &mut [u32],
-        present: Option<(&mut [u64], u32)>,
-    ) {
-        match (self.row(term), present) {
-            ([DENSE, row @ ..], None) => {
-                for (b, m) in bounds.iter_mut().zip(row) {
-                    *b += weight * u32::from(*m);
+    pub fn add_bounds(&self, term: u32, weight: u32, flag: u32, slots: &mut [u64]) {
+        match self.row(term) {
+            [DENSE, row @ ..] => {
+                // Branch-free, so it vectorises: absent ranges (max 0) add nothing.
+                for (s, m) in slots.iter_mut().zip(row) {
+                    let m = u32::from(*m);
+                    *s += u64::from(weight * m) << 32 | u64::from(flag * u32::from(m > 0));
                 }
             }
-            ([DENSE, row @ ..], Some((flags, bit))) => {
-                for ((b, f), m) in bounds.iter_mut().zip(flags.iter_mut()).zip(row) {
-                    *b += weight * u32::from(*m);
-                    *f |= u64::from(*m > 0) << bit;
-                }
-            }
-            (_, None) => self.for_each(term, |r, m| bounds[r] += weight * u32::from(m)),
-            (_, Some((flags, bit))) => self.for_each(term, |r, m| {
-                bounds[r] += weight * u32::from(m);
-                flags[r] |= 1 << bit;
+            _ => self.for_each(term, |r, m| {
+                slots[r] += u64::from(weight * u32::from(m)) << 32 | u64::from(flag)
             }),
         }
     }
@@ -401,7 +398,7 @@ mod tests {
         let mut bytes = Vec::new();
         // Term 0: docs in ranges 0, 0, 1, 300 (a gap of 298: two varint bytes).
         let d = |range: usize, off: usize| (range * RANGE_DOCS + off) as u32;
-        for (doc, i) in [(d(0, 3), 5), (d(0, 9), 9), (d(1, 0), 2), (d(300, 1), 7)] {
+        for (doc, i) in [(d(0, 3), 5), (d(0, 7), 9), (d(1, 0), 2), (d(300, 1), 7)] {
             w.push(doc, i);
         }
         w.end_term(&mut bytes).unwrap();
@@ -416,6 +413,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ranges.bin"), &bytes).unwrap();
         w.write_offsets(dir.path()).unwrap();
+        let meta = |docs: usize| format!("{{\"range_docs\": {docs}}}");
+        std::fs::write(dir.path().join("meta.json"), meta(RANGE_DOCS)).unwrap();
         let t = RangeTable::open(dir.path(), 301).unwrap().unwrap();
         let row = |term| {
             let mut v = Vec::new();
@@ -433,14 +432,18 @@ mod tests {
         assert_eq!(row(4), vec![], "past the vocabulary");
         assert_eq!(t.entries(), 4 + every_other.len() as u64);
         // Bounds and presence flags, sparse and dense rows alike.
-        let mut bounds = vec![0u32; 301];
-        let mut flags = vec![0u64; 301];
-        t.add_bounds(0, 2, &mut bounds, Some((&mut flags, 0)));
-        t.add_bounds(3, 3, &mut bounds, Some((&mut flags, 5)));
-        assert_eq!((bounds[0], flags[0]), (2 * 9 + 3, 1 | 1 << 5));
-        assert_eq!((bounds[1], flags[1]), (2 * 2, 1));
-        assert_eq!((bounds[2], flags[2]), (3 * 3, 1 << 5));
-        assert_eq!((bounds[3], flags[3]), (0, 0));
+        let mut slots = vec![0u64; 301];
+        t.add_bounds(0, 2, 1, &mut slots);
+        t.add_bounds(3, 3, 1 << 5, &mut slots);
+        let split = |s: u64| (s >> 32, s as u32);
+        assert_eq!(split(slots[0]), (2 * 9 + 3, 1 | 1 << 5));
+        assert_eq!(split(slots[1]), (2 * 2, 1));
+        assert_eq!(split(slots[2]), (3 * 3, 1 << 5));
+        assert_eq!(split(slots[3]), (0, 0));
+        // A table stored for another range size is not read (it is derived again).
+        std::fs::write(dir.path().join("meta.json"), meta(2 * RANGE_DOCS)).unwrap();
+        assert!(RangeTable::open(dir.path(), 301).unwrap().is_none());
+        std::fs::write(dir.path().join("meta.json"), meta(RANGE_DOCS)).unwrap();
         // A collection too small for the entries is refused at open.
         assert!(RangeTable::open(dir.path(), 300).is_err());
         // So is a truncated table.

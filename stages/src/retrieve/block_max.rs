@@ -1,11 +1,13 @@
 //! Block-max pruning over doc-id ranges (after Mallia, Suel & Tonellotto, SIGIR 2024): the
 //! collection is cut into ranges of [`RANGE_DOCS`] consecutive doc indexes; each term keeps its
 //! maximum impact per range. A query sums those maxima into one upper bound per range, scores
-//! ranges best bound first (a small term-at-a-time accumulator per range), and stops when no
-//! remaining range can beat the current k-th hit. Safe: the same top-k as [`super::algorithms::exhaustive`],
+//! ranges in rounds of the highest bounds left (picked from a histogram of the bounds; a small
+//! term-at-a-time accumulator per range), and stops when no remaining range can beat the
+//! current k-th hit. Safe: the same top-k as [`super::algorithms::exhaustive`],
 //! ties included, because a range is skipped only when its best conceivable hit (its bound at its
 //! lowest doc index) loses to the current k-th.
 
+use crate::index::format::TermMeta;
 use crate::index::reader::InvertedIndex;
 use crate::parquet_io::SparseVector;
 
@@ -14,18 +16,32 @@ use super::topk::{Hit, TopK};
 
 pub use crate::index::ranges::{RangeTable as RangeMaxima, RANGE_BITS, RANGE_DOCS};
 
+/// Buckets of the bound histogram that picks each round's ranges.
+const BUCKETS: usize = 1024;
+
 /// Reusable per-thread buffers of [`block_max`].
 #[derive(Default)]
 pub struct BlockMaxScratch {
-    bounds: Vec<u32>,
-    /// Per range, which of the query's first 64 terms occur in it (bit i = term i).
-    present: Vec<u64>,
-    order: Vec<(u32, u32)>,
+    /// Per range: its bound (high 32 bits) and which of the query's first 32 terms occur in it
+    /// (bit i of the low 32 = term i).
+    slots: Vec<u64>,
+    /// Per histogram bucket: ranges in it, and their smallest bound.
+    counts: Vec<u32>,
+    mins: Vec<u32>,
+    batch: Vec<u32>,
+    /// Ranges under the rounds scored so far that may still enter, ascending.
+    candidates: Vec<u32>,
     /// Ranges scored, summed over the queries run with this scratch (against `ranges_bounded`:
     /// how much work pruning saved).
     pub ranges_scored: u64,
+    /// (range, query term) pairs scored, summed the same way: a term counts in every scored
+    /// range it occurs in (terms past the query's first 32 in every scored range).
+    pub range_terms_scored: u64,
     /// Ranges with a non-zero bound (the candidates before pruning), summed the same way.
     pub ranges_bounded: u64,
+    /// Seconds spent computing the ranges' bounds, summed the same way (the rest of the time
+    /// is choosing and scoring ranges).
+    pub bounds_s: f64,
 }
 
 /// Whether a range whose best conceivable hit is `(bound, first doc)` can still enter `top`.
@@ -41,6 +57,15 @@ fn may_enter(top: &TopK, bound: u32, first_doc: u32) -> bool {
     }
 }
 
+/// Query terms whose presence each range notes (the rest are looked up in every scored range).
+const FLAGGED: usize = 32;
+
+/// The bound half of a range's slot.
+#[inline]
+fn bound(slot: u64) -> u32 {
+    (slot >> 32) as u32
+}
+
 /// The top `k` of `q` by block-max pruning over `table` (built from the same `index`).
 pub fn block_max(
     index: &InvertedIndex,
@@ -49,103 +74,183 @@ pub fn block_max(
     k: usize,
     scratch: &mut BlockMaxScratch,
 ) -> Vec<Hit> {
+    let started = std::time::Instant::now();
     let terms = prepare_terms(index, q);
-    let bounds = &mut scratch.bounds;
-    bounds.clear();
-    bounds.resize(table.n_ranges(), 0);
-    // With at most 64 terms, each range also notes which terms occur in it, so scoring a range
-    // visits only those (most of a query's terms are absent from most small ranges).
-    let masked = terms.len() <= 64;
-    let present = &mut scratch.present;
-    present.clear();
-    if masked {
-        present.resize(table.n_ranges(), 0);
-    }
-    for (i, (t, _, qw)) in terms.iter().enumerate() {
-        let flags = masked.then(|| (&mut present[..], i as u32));
-        table.add_bounds(*t, *qw, bounds, flags);
-    }
-    let order = &mut scratch.order;
-    order.clear();
-    order.extend(
-        bounds
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| **b > 0)
-            .map(|(r, b)| (*b, r as u32)),
-    );
-    // Best bound first; among equal bounds the lower range (lower doc indexes win ties).
-    scratch.ranges_bounded += order.len() as u64;
-    let better = |a: &(u32, u32), b: &(u32, u32)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+    add_bounds(table, &terms, scratch);
+    scratch.bounds_s += started.elapsed().as_secs_f64();
+    let Some(max) = scratch
+        .slots
+        .iter()
+        .map(|s| bound(*s))
+        .max()
+        .filter(|m| *m > 0)
+    else {
+        return Vec::new();
+    };
+    // bucket(b) = ⌊b · (BUCKETS − 1) / max⌋, ascending in b, by a multiply and a shift.
+    let factor = (((BUCKETS - 1) as u64) << 32) / u64::from(max);
+    let bucket = |b: u32| ((u64::from(b) * factor) >> 32) as usize;
+    fill_histogram(scratch, bucket);
 
     let mut top = TopK::new(k);
-    let mut acc = [0u32; RANGE_DOCS];
-    // Ranges are scored in rounds of doubling size, each round the best bounds left (selected,
-    // not sorted); inside a round in doc order, so cursors only move forward (fresh each round).
+    // Rounds of doubling size take the ranges of the next highest buckets (at least `round`
+    // of them, bounds from `cut` up), scored in doc order so cursors only move forward
+    // (fresh each round). A round's hits raise the k-th score; the rounds stop when every
+    // range left has a bound under it.
     let mut round = k.div_ceil(RANGE_DOCS) + 8;
-    let mut batch: Vec<u32> = Vec::new();
-    let mut rest = &mut order[..];
-    while !rest.is_empty() {
-        if top.worst().is_some() {
-            // Drop every range that can no longer enter; stop when none is left.
-            let mut keep = 0;
-            for i in 0..rest.len() {
-                let (b, r) = rest[i];
-                if may_enter(&top, b, r << RANGE_BITS) {
-                    rest.swap(keep, i);
-                    keep += 1;
-                }
-            }
-            rest = &mut rest[..keep];
-            if rest.is_empty() {
-                break;
-            }
+    let mut next_bucket = BUCKETS;
+    let mut first_round = true;
+    while let Some((lo, cut)) = next_cut(scratch, next_bucket, round) {
+        take_round(scratch, cut, first_round);
+        let batch = std::mem::take(&mut scratch.batch);
+        score_ranges(index, &terms, &batch, &mut top, scratch);
+        scratch.batch = batch;
+        if first_round {
+            first_round = false;
+            let floor = top.worst().map_or(1, |w| w.score.max(1));
+            keep_candidates(scratch, floor, cut);
         }
-        let take = round.min(rest.len());
-        if take < rest.len() {
-            rest.select_nth_unstable_by(take - 1, better);
-        }
-        let (now, later) = std::mem::take(&mut rest).split_at_mut(take);
-        rest = later;
-        batch.clear();
-        batch.extend(now.iter().map(|(_, r)| *r));
-        batch.sort_unstable();
-        round *= 2;
-        let mut cursors: Vec<_> = terms
-            .iter()
-            .map(|(_, m, qw)| (index.cursor(*m), *qw))
-            .collect();
-        for &r in batch.iter() {
-            let lo = r << RANGE_BITS;
-            if !may_enter(&top, bounds[r as usize], lo) {
-                continue;
-            }
-            let hi = lo + RANGE_DOCS as u32;
-            scratch.ranges_scored += 1;
-            acc.fill(0);
-            if masked {
-                let mut bits = present[r as usize];
-                while bits != 0 {
-                    let (c, qw) = &mut cursors[bits.trailing_zeros() as usize];
-                    bits &= bits - 1;
-                    c.next_geq(lo);
-                    c.accumulate_until(hi, lo, *qw, &mut acc);
-                }
-            } else {
-                for (c, qw) in cursors.iter_mut() {
-                    c.next_geq(lo);
-                    c.accumulate_until(hi, lo, *qw, &mut acc);
-                }
-            }
-            for (i, s) in acc.iter().enumerate() {
-                if *s > 0 {
-                    top.push(Hit {
-                        score: *s,
-                        doc: lo + i as u32,
-                    });
-                }
-            }
+        (next_bucket, round) = (lo, round * 2);
+        // Every range left has a bound below `cut`: none can enter once the k-th score is at
+        // least `cut` (a hit's score never exceeds its range's bound).
+        if top.worst().is_some_and(|w| w.score >= cut) || scratch.candidates.is_empty() {
+            break;
         }
     }
     top.into_sorted()
+}
+
+/// The next round's buckets: those below `above`, highest first, until they hold `round` ranges
+/// (or none is left). Returns the lowest bucket taken and the smallest bound in them; `None`
+/// when no bucket below `above` holds a range.
+fn next_cut(scratch: &BlockMaxScratch, above: usize, round: usize) -> Option<(usize, u32)> {
+    let mut lo = above;
+    let mut n = 0usize;
+    while lo > 0 && n < round {
+        lo -= 1;
+        n += scratch.counts[lo] as usize;
+    }
+    // Some of the buckets taken may be empty (their minimum is u32::MAX).
+    let cut = scratch.mins[lo..above].iter().copied().min()?;
+    (n > 0).then_some((lo, cut))
+}
+
+/// Fills `scratch.batch` with the ranges (ascending) whose bound is at least `cut`: on the first
+/// round by scanning every range, afterwards by moving them out of `scratch.candidates`.
+fn take_round(scratch: &mut BlockMaxScratch, cut: u32, first_round: bool) {
+    let BlockMaxScratch {
+        slots,
+        batch,
+        candidates,
+        ..
+    } = scratch;
+    batch.clear();
+    if first_round {
+        batch.extend((0..slots.len() as u32).filter(|r| bound(slots[*r as usize]) >= cut));
+    } else {
+        candidates.retain(|r| {
+            let taken = bound(slots[*r as usize]) >= cut;
+            if taken {
+                batch.push(*r);
+            }
+            !taken
+        });
+    }
+}
+
+/// After the first round (which took every bound from `cut` up): the ranges that may still
+/// enter, those with a bound from `floor` (the k-th score, or 1) to under `cut`. The k-th score
+/// only rises, so later rounds need look at no other range.
+fn keep_candidates(scratch: &mut BlockMaxScratch, floor: u32, cut: u32) {
+    let slots = &scratch.slots;
+    scratch.candidates.clear();
+    scratch.candidates.extend(
+        (0..slots.len() as u32).filter(|r| (floor..cut).contains(&bound(slots[*r as usize]))),
+    );
+}
+
+/// Sums the query's per-range maxima into `scratch.slots`, noting which of its first
+/// [`FLAGGED`] terms occur in each range.
+fn add_bounds(table: &RangeMaxima, terms: &[(u32, TermMeta, u32)], scratch: &mut BlockMaxScratch) {
+    let slots = &mut scratch.slots;
+    slots.clear();
+    slots.resize(table.n_ranges(), 0);
+    for (i, (t, _, qw)) in terms.iter().enumerate() {
+        let flag = if i < FLAGGED { 1 << i } else { 0 };
+        table.add_bounds(*t, *qw, flag, slots);
+    }
+}
+
+/// Counts the ranges with a non-zero bound per bucket and notes each bucket's smallest bound.
+fn fill_histogram(scratch: &mut BlockMaxScratch, bucket: impl Fn(u32) -> usize) {
+    scratch.counts.clear();
+    scratch.counts.resize(BUCKETS, 0);
+    scratch.mins.clear();
+    scratch.mins.resize(BUCKETS, u32::MAX);
+    let mut bounded = 0u64;
+    for b in scratch.slots.iter().map(|s| bound(*s)).filter(|b| *b > 0) {
+        let j = bucket(b);
+        scratch.counts[j] += 1;
+        scratch.mins[j] = scratch.mins[j].min(b);
+        bounded += 1;
+    }
+    scratch.ranges_bounded += bounded;
+}
+
+/// Scores the ranges of `batch` (ascending) that may still enter `top`, offering their
+/// documents to it. `terms` are the query's `(term, postings, weight)`.
+fn score_ranges(
+    index: &InvertedIndex,
+    terms: &[(u32, TermMeta, u32)],
+    batch: &[u32],
+    top: &mut TopK,
+    scratch: &mut BlockMaxScratch,
+) {
+    let mut cursors: Vec<_> = terms
+        .iter()
+        .map(|(_, m, qw)| (index.cursor(*m), *qw))
+        .collect();
+    let mut acc = [0u32; RANGE_DOCS];
+    for &r in batch {
+        let lo = r << RANGE_BITS;
+        let slot = scratch.slots[r as usize];
+        if !may_enter(top, bound(slot), lo) {
+            continue;
+        }
+        let hi = lo + RANGE_DOCS as u32;
+        scratch.ranges_scored += 1;
+        acc.fill(0);
+        // The flagged terms occurring in the range (bit i = term i), then every other term.
+        let unflagged = FLAGGED..terms.len().max(FLAGGED);
+        for i in BitIter(slot as u32).chain(unflagged) {
+            let (c, qw) = &mut cursors[i];
+            c.next_geq(lo);
+            c.accumulate_until(hi, lo, *qw, &mut acc);
+            scratch.range_terms_scored += 1;
+        }
+        for (i, s) in acc.iter().enumerate() {
+            if *s > 0 {
+                top.push(Hit {
+                    score: *s,
+                    doc: lo + i as u32,
+                });
+            }
+        }
+    }
+}
+
+/// The indexes of the set bits of a u32, ascending.
+struct BitIter(u32);
+
+impl Iterator for BitIter {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let i = self.0.trailing_zeros() as usize;
+            self.0 &= self.0 - 1;
+            i
+        })
+    }
 }
