@@ -818,12 +818,11 @@ pub fn retrieve(
         table.bytes() as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64() * 1e3
     );
-    let wanted: Vec<&str> = algorithms.split(',').map(str::trim).collect();
     type Scratch = (Vec<u32>, BlockMaxScratch);
     for k in [10usize, 1000] {
         // `one_pass`: exhaustive with a single collection-wide accumulator (no slicing), to show
         // what the L2-sized slices buy.
-        for &algo in &wanted {
+        for algo in algorithms.split(',').map(str::trim) {
             anyhow::ensure!(
                 ["exhaustive", "one_pass", "maxscore", "block_max"].contains(&algo),
                 "--algorithms: unknown `{algo}` (exhaustive, one_pass, maxscore, block_max)"

@@ -79,7 +79,7 @@ fn pruned_algorithms_equal_exhaustive_on_random_collections() {
         let mut scratch = BlockMaxScratch::default();
         let mut acc = Vec::new();
         for qi in 0..40 {
-            // Every fourth query long enough to pass block_max's 64-term presence flags.
+            // Every fourth query long enough to pass block_max's 32 flagged terms.
             let nnz = 1 + rng.below(if qi % 4 == 0 { 200 } else { 30 }) as usize;
             let q = vector(&mut rng, vocab, nnz, coarse);
             for k in [1usize, 10, 100, 1000] {

@@ -100,5 +100,5 @@ pub fn build(
         }
         w.end_term()?;
     }
-    w.finish(vectors.len() as u32, vocab, scale, max_w, dropped)
+    w.finish(vocab, scale, max_w, dropped)
 }

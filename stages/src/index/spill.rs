@@ -298,7 +298,7 @@ pub fn build_external(
         }
         w.end_term()?;
     }
-    let stats = w.finish(scan.docs as u32, vocab, scale, max_w, st.dropped)?;
+    let stats = w.finish(vocab, scale, max_w, st.dropped)?;
     drop(runs);
     std::fs::remove_dir_all(runs_dir).map_err(|e| StageError::io(runs_dir, e))?;
     Ok((stats, st.runs))

@@ -31,6 +31,7 @@ pub struct IndexWriter {
     payload: Vec<u8>,
     ranges: RangeWriter,
     ranges_out: BufWriter<File>,
+    n_docs: u32,
 }
 
 fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
@@ -61,6 +62,7 @@ impl IndexWriter {
             payload: Vec::with_capacity(BLOCK * 8),
             ranges: RangeWriter::new(n_docs),
             ranges_out: create(dir, "ranges.bin")?,
+            n_docs,
         })
     }
 
@@ -132,7 +134,6 @@ impl IndexWriter {
     /// Flushes every file and writes `meta.json`.
     pub fn finish(
         mut self,
-        n_docs: u32,
         vocab: usize,
         scale: f32,
         max_weight: f32,
@@ -149,7 +150,7 @@ impl IndexWriter {
         }
         self.ranges.write_offsets(&self.dir)?;
         let stats = BuildStats {
-            n_docs,
+            n_docs: self.n_docs,
             n_terms: self.n_terms,
             n_postings: self.n_postings,
             postings_bytes: self.offset,
@@ -158,7 +159,7 @@ impl IndexWriter {
         };
         let meta = json!({
             "format": 1,
-            "n_docs": n_docs,
+            "n_docs": self.n_docs,
             "vocab": vocab,
             "scale": scale,
             "max_weight": max_weight,
