@@ -136,6 +136,8 @@ pub struct ApproximateScratch {
     visited_words: Vec<u32>,
     /// Summary scores of the blocks of the list being walked.
     block_scores: Vec<u32>,
+    /// The query's `(term, weight)` by term.
+    by_term: Vec<(u16, u32)>,
 }
 
 impl Default for ApproximateScratch {
@@ -145,6 +147,7 @@ impl Default for ApproximateScratch {
             visited: Vec::new(),
             visited_words: Vec::new(),
             block_scores: Vec::new(),
+            by_term: Vec::new(),
         }
     }
 }
@@ -390,9 +393,12 @@ impl ApproximateIndex {
             s.query[*t as usize] = *qw;
         }
         s.reset(self.doc_start.len() - 1);
-        // By term for matching summaries, then by weight for choosing the lists walked.
-        terms.sort_unstable();
-        let by_term: Vec<(u16, u32)> = terms.iter().map(|(t, w)| (*t as u16, *w)).collect();
+        // By term for matching summaries (a buffer kept in the scratch), then by weight for
+        // choosing the lists walked.
+        let mut by_term = std::mem::take(&mut s.by_term);
+        by_term.clear();
+        by_term.extend(terms.iter().map(|(t, w)| (*t as u16, *w)));
+        by_term.sort_unstable();
         terms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut top = TopK::new(k);
         let mut ranked: Vec<(u32, u32)> = Vec::new();
@@ -415,6 +421,7 @@ impl ApproximateIndex {
         for (t, _) in &terms {
             s.query[*t as usize] = 0;
         }
+        s.by_term = by_term;
         top.into_sorted()
     }
 
@@ -438,7 +445,7 @@ impl ApproximateIndex {
             // Query terms ascend, so each search starts where the last one ended.
             let at = from + self.summary_terms[from..hi].partition_point(|x| x < qt);
             from = at;
-            if self.summary_terms.get(at) != Some(qt) || at >= hi {
+            if at == hi || self.summary_terms[at] != *qt {
                 continue;
             }
             let base = self.list_entries[t as usize] as usize;
@@ -523,31 +530,26 @@ fn read_list(index: &InvertedIndex, t: u32) -> Vec<(u32, u8)> {
 /// entries, terms ascending within a document.
 fn forward(index: &InvertedIndex) -> (Vec<u64>, Vec<Entry>) {
     let n_docs = index.n_docs as usize;
-    let each_posting = |f: &mut dyn FnMut(u32, u32, u8)| {
-        for t in 0..index.n_terms() {
-            if let Some(meta) = index.term(t) {
-                let mut c = index.cursor(meta);
-                while c.doc() != END {
-                    f(t, c.doc(), c.impact().min(255) as u8);
-                    c.next();
-                }
-            }
-        }
-    };
     let mut start = vec![0u64; n_docs + 1];
-    each_posting(&mut |_, d, _| start[d as usize + 1] += 1);
+    for t in 0..index.n_terms() {
+        for (d, _) in read_list(index, t) {
+            start[d as usize + 1] += 1;
+        }
+    }
     for i in 0..n_docs {
         start[i + 1] += start[i];
     }
     let mut entries = vec![Entry { term: 0, impact: 0 }; start[n_docs] as usize];
     let mut fill = start.clone();
-    each_posting(&mut |t, d, impact| {
-        entries[fill[d as usize] as usize] = Entry {
-            term: t as u16,
-            impact,
-        };
-        fill[d as usize] += 1;
-    });
+    for t in 0..index.n_terms() {
+        for (d, impact) in read_list(index, t) {
+            entries[fill[d as usize] as usize] = Entry {
+                term: t as u16,
+                impact,
+            };
+            fill[d as usize] += 1;
+        }
+    }
     (start, entries)
 }
 
