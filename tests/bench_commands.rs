@@ -56,6 +56,109 @@ fn bench_retrieve_takes_vector_files_and_reports_median_and_range() {
         &["bench", "retrieve", "--docs", &docs.to_string_lossy()],
     );
     assert!(err.contains("both --docs and --queries"), "{err}");
+    // A build streamed through spilled runs (1 MiB of postings: about 52k of the 68k) answers
+    // the queries exactly as the in-memory one: the dumped top-1000 are the same bytes.
+    let dump = |budget: &str| {
+        let path = tmp.path().join(format!("dump-{budget}.tsv"));
+        let out = ok(
+            &art,
+            &[
+                "bench",
+                "retrieve",
+                &d,
+                "--repeats",
+                "1",
+                "--algorithms",
+                "exhaustive",
+                "--memory-budget",
+                budget,
+                "--dump",
+                &path.to_string_lossy(),
+            ],
+        );
+        (out, std::fs::read(&path).unwrap())
+    };
+    let (in_memory, want) = dump("0");
+    let (spilled, got) = dump("1");
+    assert!(in_memory.contains("spilled_runs=0"), "{in_memory}");
+    assert!(spilled.contains("spilled_runs=2"), "{spilled}");
+    assert!(!want.is_empty() && got == want, "{spilled}");
+    let err = fails(
+        &art,
+        &[
+            "bench",
+            "retrieve",
+            &d,
+            "--memory-budget",
+            "1",
+            "--reorder",
+            "bp",
+        ],
+    );
+    assert!(err.contains("--memory-budget"), "{err}");
+}
+
+/// `bench synth --profile` streams documents to disk a batch at a time: a collection over one
+/// batch (16,384 rows) comes back as [`Profile::generate`] draws it in memory, in order, and each
+/// query still shares its terms with the document it was written for.
+#[test]
+fn profile_draws_stream_and_keep_queries_tied_to_their_documents() {
+    use splade_bench::profile::{query_anchors, Profile, Topics};
+    let tmp = tempfile::tempdir().unwrap();
+    let art = tmp.path().join("artifacts");
+    let profile = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/profiles/msmarco-synth-splade-tiny.json");
+    let out_dir = tmp.path().join("drawn");
+    let (n_docs, n_queries, seed) = (17_000, 30, 42u64);
+    ok(
+        &art,
+        &[
+            "bench",
+            "synth",
+            "--profile",
+            &profile.to_string_lossy(),
+            "--docs",
+            &n_docs.to_string(),
+            "--queries",
+            &n_queries.to_string(),
+            "--topics",
+            "50",
+            "--query-overlap",
+            "1.0",
+            "--out",
+            &out_dir.to_string_lossy(),
+        ],
+    );
+    let (ids, docs) =
+        splade_stages::parquet_io::read_sparse(&out_dir.join("docs.parquet")).unwrap();
+    let topics = Topics {
+        count: 50,
+        share: 0.5,
+    };
+    let (want, _) = Profile::read(&profile)
+        .unwrap()
+        .generate(false, n_docs, seed, topics, None);
+    assert_eq!(ids.len(), n_docs);
+    assert!(ids.iter().enumerate().all(|(i, id)| *id == format!("d{i}")));
+    assert!(
+        docs == want,
+        "streamed documents differ from the in-memory draw"
+    );
+    let (_, queries) =
+        splade_stages::parquet_io::read_sparse(&out_dir.join("queries.parquet")).unwrap();
+    // With overlap 1 a query takes as many of its document's strongest terms as it has terms
+    // (all the document's when it has fewer).
+    let anchors = query_anchors(n_queries, n_docs, seed ^ 0xA4C1);
+    assert_eq!(queries.len(), n_queries);
+    for (q, &d) in queries.iter().zip(&anchors) {
+        let doc = &docs[d];
+        let shared = q.terms.iter().filter(|t| doc.terms.contains(t)).count();
+        assert!(
+            shared >= q.nnz().min(doc.nnz()),
+            "query {:?} shares {shared} terms with its document d{d}",
+            q.terms
+        );
+    }
 }
 
 /// `bench profile` of a collection, `bench synth --profile` from it, and `bench retrieve --approx`

@@ -18,6 +18,7 @@ use splade_stages::encode::EncodeMode;
 use splade_stages::model::encoder::Pooling;
 use splade_stages::model::text_encoder::{EncodeOptions, TextEncoder};
 use splade_stages::model::BERT_VOCAB_SIZE;
+use splade_stages::parquet_io::{write_sparse, SparseSink, SparseVector};
 
 /// The `splade bench` subcommands.
 #[derive(Subcommand)]
@@ -120,6 +121,11 @@ pub enum BenchCommand {
         /// The exact algorithms timed (comma-separated).
         #[arg(long, default_value = "exhaustive,one_pass,maxscore,block_max")]
         algorithms: String,
+        /// MiB of postings the index build may hold: with it the collection is streamed from
+        /// disk as the index stage's `memory_budget` does (for collections larger than memory;
+        /// not with --reorder bp or --ciff). 0: read into memory.
+        #[arg(long, default_value_t = 0)]
+        memory_budget: usize,
     },
     /// Exact float top-k against the quantized index's top-k: overlap@k and, with qrels, the
     /// metric difference.
@@ -211,9 +217,11 @@ pub fn run(command: BenchCommand) -> Result<()> {
             approx_only,
             reorder,
             algorithms,
+            memory_budget,
         } => {
             let mut inputs = RetrieveInputs::new(dir, docs, queries)?;
             inputs.reorder = reorder == "bp";
+            inputs.memory_budget_mib = memory_budget;
             let approx = approx
                 .map(|grid| -> Result<ApproxBench> {
                     Ok(ApproxBench {
@@ -410,7 +418,7 @@ fn synth_vector(
     cdf: &[f64],
     perm: &[u32],
     topic: &[u32],
-) -> splade_stages::parquet_io::SparseVector {
+) -> SparseVector {
     let mut terms = Vec::with_capacity(nnz);
     let mut guard = 0;
     while terms.len() < nnz && guard < nnz * 20 {
@@ -433,7 +441,7 @@ fn synth_vector(
         .iter()
         .map(|_| (3.0 * rng.unit().powf(1.6)).clamp(0.01, 3.0) as f32)
         .collect();
-    splade_stages::parquet_io::SparseVector { terms, weights }
+    SparseVector { terms, weights }
 }
 
 /// `bench synth --profile`: `docs` and `queries` vectors drawn from a profile.
@@ -453,19 +461,40 @@ fn synth_from_profile(
     let p = profile::Profile::read(profile)?;
     std::fs::create_dir_all(out)?;
     let t0 = Instant::now();
-    let write =
-        |name: &str, prefix: &str, vectors: Vec<splade_stages::parquet_io::SparseVector>| {
-            let ids: Vec<String> = (0..vectors.len()).map(|i| format!("{prefix}{i}")).collect();
-            splade_stages::parquet_io::write_sparse(&out.join(name), &ids, &vectors).map(|_| {
-                vectors.iter().map(|v| v.nnz()).sum::<usize>() as f64 / vectors.len().max(1) as f64
-            })
-        };
-    let (doc_vectors, doc_topics) = p.generate(false, docs, seed, topics, None);
-    // Queries tied to documents are about their document's topic.
+    // Queries are written for random documents, chosen up front so those documents (and their
+    // topics) can be kept while the rest stream to disk.
     let anchors = profile::query_anchors(queries, docs, seed ^ 0xA4C1);
-    let query_topics: Vec<usize> = anchors
+    let mut wanted: std::collections::HashMap<usize, Option<(SparseVector, usize)>> =
+        anchors.iter().map(|&d| (d, None)).collect();
+    let docs_path = out.join("docs.parquet");
+    let mut sink = SparseSink::create(&docs_path)?;
+    let (mut ids, mut batch) = (Vec::new(), Vec::new());
+    let mut doc_postings = 0usize;
+    let mut d = 0usize;
+    p.generate_each(false, docs, seed, topics, None, |v, topic| {
+        if let Some(slot) = wanted.get_mut(&d) {
+            *slot = Some((v.clone(), topic));
+        }
+        doc_postings += v.nnz();
+        ids.push(format!("d{d}"));
+        batch.push(v);
+        d += 1;
+        if batch.len() == SparseSink::BATCH_ROWS {
+            sink.write(&ids, &batch)?;
+            (ids, batch) = (Vec::new(), Vec::new());
+        }
+        Ok(())
+    })?;
+    sink.write(&ids, &batch)?;
+    sink.finish()?;
+    let anchor_docs: Vec<Option<&(SparseVector, usize)>> = anchors
         .iter()
-        .map(|&d| doc_topics.get(d).copied().unwrap_or(0))
+        .map(|d| wanted.get(d).and_then(Option::as_ref))
+        .collect();
+    // Queries tied to documents are about their document's topic.
+    let query_topics: Vec<usize> = anchor_docs
+        .iter()
+        .map(|a| a.map_or(0, |(_, topic)| *topic))
         .collect();
     let tied = query_overlap > 0.0;
     let (mut query_vectors, _) = p.generate(
@@ -475,9 +504,15 @@ fn synth_from_profile(
         topics,
         tied.then_some(query_topics.as_slice()),
     );
-    profile::anchor_queries(&mut query_vectors, &doc_vectors, query_overlap, &anchors);
-    let doc_nnz = write("docs.parquet", "d", doc_vectors)?;
-    let query_nnz = write("queries.parquet", "q", query_vectors)?;
+    if docs > 0 {
+        let anchor_docs: Vec<&SparseVector> = anchor_docs.iter().flatten().map(|a| &a.0).collect();
+        profile::anchor_queries(&mut query_vectors, &anchor_docs, query_overlap);
+    }
+    let query_ids: Vec<String> = (0..queries).map(|i| format!("q{i}")).collect();
+    write_sparse(&out.join("queries.parquet"), &query_ids, &query_vectors)?;
+    let doc_nnz = doc_postings as f64 / docs.max(1) as f64;
+    let query_nnz =
+        query_vectors.iter().map(|v| v.nnz()).sum::<usize>() as f64 / queries.max(1) as f64;
     println!(
         "synth profile={} docs={docs} queries={queries} doc_nnz_mean={doc_nnz:.1} query_nnz_mean={query_nnz:.1} secs={:.1} out={}",
         profile.display(),
@@ -549,8 +584,8 @@ pub fn synth(
         .collect();
     let ids: Vec<String> = (0..docs).map(|i| format!("d{i}")).collect();
     let qids: Vec<String> = (0..queries).map(|i| format!("q{i}")).collect();
-    splade_stages::parquet_io::write_sparse(&out.join("docs.parquet"), &ids, &doc_vecs)?;
-    splade_stages::parquet_io::write_sparse(&out.join("queries.parquet"), &qids, &q_vecs)?;
+    write_sparse(&out.join("docs.parquet"), &ids, &doc_vecs)?;
+    write_sparse(&out.join("queries.parquet"), &qids, &q_vecs)?;
     let nnz: usize = doc_vecs.iter().map(|v| v.nnz()).sum();
     let qnnz: usize = q_vecs.iter().map(|v| v.nnz()).sum();
     println!(
@@ -577,6 +612,8 @@ pub struct RetrieveInputs {
     temporary: bool,
     /// Reorder the documents by graph bisection before indexing.
     pub reorder: bool,
+    /// MiB of postings the index build may hold (0: the collection is read into memory).
+    pub memory_budget_mib: usize,
 }
 
 impl RetrieveInputs {
@@ -593,6 +630,7 @@ impl RetrieveInputs {
                 index_dir: dir.join("index"),
                 temporary: false,
                 reorder: false,
+                memory_budget_mib: 0,
             }),
             (None, Some(docs), Some(queries)) => Ok(RetrieveInputs {
                 docs,
@@ -601,6 +639,7 @@ impl RetrieveInputs {
                     .join(format!("splade-bench-index-{}", std::process::id())),
                 temporary: true,
                 reorder: false,
+                memory_budget_mib: 0,
             }),
             _ => anyhow::bail!("give a `bench synth` directory, or both --docs and --queries"),
         }
@@ -669,7 +708,7 @@ fn parse_grid(grid: &str) -> Result<Vec<(usize, f32)>> {
 /// after a warm-up) and recall@10 against exhaustive's top 10.
 fn approximate_curve(
     index: &splade_stages::index::reader::InvertedIndex,
-    queries: &[splade_stages::parquet_io::SparseVector],
+    queries: &[SparseVector],
     repeats: usize,
     a: &ApproxBench,
 ) -> Result<()> {
@@ -739,6 +778,58 @@ fn approximate_curve(
     Ok(())
 }
 
+/// Builds `inputs.index_dir` from the documents held in memory (reordered first with
+/// `inputs.reorder`), writing their CIFF to `ciff` when asked.
+fn build_in_memory(
+    inputs: &RetrieveInputs,
+    ciff: Option<&std::path::Path>,
+) -> Result<splade_stages::index::build::BuildStats> {
+    let (_, mut docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
+    if inputs.reorder {
+        use splade_stages::index::reorder::{bisection_order, permute};
+        let t0 = Instant::now();
+        let order = bisection_order(&docs);
+        docs = permute(docs, &order);
+        println!(
+            "reorder bp docs={} seconds={:.1}",
+            docs.len(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let stats = splade_stages::index::build::build(&inputs.index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
+    if let Some(path) = ciff {
+        let ids: Vec<String> = (0..docs.len()).map(|d| d.to_string()).collect();
+        let scale = stats.scale;
+        let quant = |w: f32| splade_stages::index::build::quantize(w, scale) as i64;
+        let bytes =
+            splade_stages::export::ciff_bytes(&ids, &docs, &|t: u32| t.to_string(), &quant)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(stats)
+}
+
+/// Builds `inputs.index_dir` as the index stage does with a `memory_budget`: streamed from the
+/// file through sorted runs on disk, so the collection is never held; returns the runs spilled.
+fn build_spilled(
+    inputs: &RetrieveInputs,
+) -> Result<(splade_stages::index::build::BuildStats, usize)> {
+    use splade_stages::index::spill;
+    let runs_dir = inputs.index_dir.with_extension("runs");
+    let scan = spill::scan(&inputs.docs, &runs_dir.with_extension("doc_ids.parquet"))?;
+    let job = spill::ExternalBuild {
+        input: inputs.docs.clone(),
+        dir: inputs.index_dir.clone(),
+        runs_dir: runs_dir.clone(),
+        vocab: BERT_VOCAB_SIZE,
+        max_weight: 0.0,
+        budget: inputs.memory_budget_mib.saturating_mul(1 << 20),
+    };
+    let built = spill::build_external(&job, &scan, spill::SpillState::default(), |_| Ok(()))?;
+    let _ = std::fs::remove_dir_all(&runs_dir);
+    let _ = std::fs::remove_file(runs_dir.with_extension("doc_ids.parquet"));
+    Ok(built)
+}
+
 /// Builds an index over the documents and times every algorithm at k = 10 and 1000 (see
 /// [`BenchCommand::Retrieve`]).
 pub fn retrieve(
@@ -754,38 +845,26 @@ pub fn retrieve(
     use splade_stages::index::reader::InvertedIndex;
     use splade_stages::retrieve::algorithms::{exhaustive, exhaustive_in_slices, maxscore};
     use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
-    let (_, mut docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
     let (_, mut queries) = splade_stages::parquet_io::read_sparse(&inputs.queries)?;
     queries.truncate(max_queries);
     let index_dir = inputs.index_dir.clone();
-    if inputs.reorder {
-        use splade_stages::index::reorder::{bisection_order, permute};
-        let t0 = Instant::now();
-        let order = bisection_order(&docs);
-        docs = permute(docs, &order);
-        println!(
-            "reorder bp docs={} seconds={:.1}",
-            docs.len(),
-            t0.elapsed().as_secs_f64()
-        );
-    }
     let t0 = Instant::now();
-    let stats = splade_stages::index::build::build(&index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
+    let (stats, spilled_runs) = if inputs.memory_budget_mib > 0 {
+        anyhow::ensure!(
+            !inputs.reorder && ciff.is_none(),
+            "--memory-budget builds the index from the file as the index stage does: \
+             --reorder bp and --ciff need the collection in memory"
+        );
+        build_spilled(inputs)?
+    } else {
+        (build_in_memory(inputs, ciff)?, 0)
+    };
     let build_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let index = InvertedIndex::open(&index_dir)?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
-    if let Some(path) = ciff {
-        let ids: Vec<String> = (0..docs.len()).map(|d| d.to_string()).collect();
-        let scale = index.scale;
-        let quant = |w: f32| splade_stages::index::build::quantize(w, scale) as i64;
-        let bytes =
-            splade_stages::export::ciff_bytes(&ids, &docs, &|t: u32| t.to_string(), &quant)?;
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
-    drop(docs);
     println!(
-        "index docs={} postings={} build_docs_per_s={:.0} bytes_per_posting={:.3} postings_mib={:.1} open_ms={:.1} rss_mib={:.0}",
+        "index docs={} postings={} build_docs_per_s={:.0} bytes_per_posting={:.3} postings_mib={:.1} open_ms={:.1} spilled_runs={spilled_runs} rss_mib={:.0}",
         stats.n_docs,
         stats.n_postings,
         stats.n_docs as f64 / build_s,
@@ -827,7 +906,7 @@ pub fn retrieve(
                 ["exhaustive", "one_pass", "maxscore", "block_max"].contains(&algo),
                 "--algorithms: unknown `{algo}` (exhaustive, one_pass, maxscore, block_max)"
             );
-            let run = |q: &splade_stages::parquet_io::SparseVector, s: &mut Scratch| match algo {
+            let run = |q: &SparseVector, s: &mut Scratch| match algo {
                 "exhaustive" => exhaustive(&index, q, k, &mut s.0),
                 "one_pass" => exhaustive_in_slices(&index, q, k, &mut s.0, u32::MAX),
                 "maxscore" => maxscore(&index, q, k),

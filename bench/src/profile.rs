@@ -301,6 +301,29 @@ impl Profile {
         topics: Topics,
         topic_of: Option<&[usize]>,
     ) -> (Vec<SparseVector>, Vec<usize>) {
+        let mut vectors = Vec::with_capacity(n);
+        let mut drawn_topics = Vec::with_capacity(n);
+        let collect = |v: SparseVector, topic: usize| -> Result<()> {
+            vectors.push(v);
+            drawn_topics.push(topic);
+            Ok(())
+        };
+        // Collecting cannot fail.
+        let _ = self.generate_each(queries, n, seed, topics, topic_of, collect);
+        (vectors, drawn_topics)
+    }
+
+    /// As [`Profile::generate`], handing each vector and its topic to `each` in order instead of
+    /// holding them (a collection larger than memory); stops at `each`'s first error.
+    pub fn generate_each(
+        &self,
+        queries: bool,
+        n: usize,
+        seed: u64,
+        topics: Topics,
+        topic_of: Option<&[usize]>,
+        mut each: impl FnMut(SparseVector, usize) -> Result<()>,
+    ) -> Result<()> {
         let s = if queries { &self.queries } else { &self.docs };
         let vocab = self
             .docs
@@ -332,57 +355,53 @@ impl Profile {
         let mut unit = move || {
             ((splade_stages::rng::splitmix64(&mut state) >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
-        let mut drawn_topics = Vec::with_capacity(n);
-        let vectors = (0..n)
-            .map(|i| {
-                let topic_id = match topic_of {
-                    Some(given) => given.get(i).copied().unwrap_or(0),
-                    None => (unit() * topic_terms.len() as f64) as usize,
+        for i in 0..n {
+            let topic_id = match topic_of {
+                Some(given) => given.get(i).copied().unwrap_or(0),
+                None => (unit() * topic_terms.len() as f64) as usize,
+            };
+            let topic =
+                (!topic_terms.is_empty()).then(|| &topic_terms[topic_id % topic_terms.len()]);
+            let nnz = (draw(&s.nnz, unit()).round() as usize).clamp(1, s.df.len());
+            let n_strong = strong_count(nnz);
+            // (term, strong) pairs: the strong terms first, then the weak ones.
+            let mut terms: Vec<(u32, bool)> = Vec::with_capacity(nnz);
+            let mut tries = 0;
+            while terms.len() < nnz && tries < nnz * 50 {
+                tries += 1;
+                let strong = terms.len() < n_strong;
+                let pool = if (strong && !strong_pool.is_empty()) || weak_pool.is_empty() {
+                    &strong_pool
+                } else {
+                    &weak_pool
                 };
-                drawn_topics.push(topic_id);
-                let topic =
-                    (!topic_terms.is_empty()).then(|| &topic_terms[topic_id % topic_terms.len()]);
-                let nnz = (draw(&s.nnz, unit()).round() as usize).clamp(1, s.df.len());
-                let n_strong = strong_count(nnz);
-                // (term, strong) pairs: the strong terms first, then the weak ones.
-                let mut terms: Vec<(u32, bool)> = Vec::with_capacity(nnz);
-                let mut tries = 0;
-                while terms.len() < nnz && tries < nnz * 50 {
-                    tries += 1;
-                    let strong = terms.len() < n_strong;
-                    let pool = if (strong && !strong_pool.is_empty()) || weak_pool.is_empty() {
-                        &strong_pool
-                    } else {
-                        &weak_pool
-                    };
-                    let t = match topic {
-                        Some(words) if strong && unit() < topics.share => {
-                            words[(unit() * words.len() as f64) as usize % words.len()]
-                        }
-                        _ => pool.pick(unit()),
-                    };
-                    if !terms.iter().any(|(x, _)| *x == t) {
-                        terms.push((t, strong));
+                let t = match topic {
+                    Some(words) if strong && unit() < topics.share => {
+                        words[(unit() * words.len() as f64) as usize % words.len()]
                     }
+                    _ => pool.pick(unit()),
+                };
+                if !terms.iter().any(|(x, _)| *x == t) {
+                    terms.push((t, strong));
                 }
-                terms.sort_unstable();
-                let weights = terms
-                    .iter()
-                    .map(|(t, strong)| {
-                        let r = rank.get(*t as usize).copied().unwrap_or(usize::MAX - 1);
-                        let bands = if *strong {
-                            &s.strong_weights
-                        } else {
-                            &s.weights
-                        };
-                        (draw(&bands[band_of(r)], unit()) as f32).max(1e-4)
-                    })
-                    .collect();
-                let terms = terms.into_iter().map(|(t, _)| t).collect();
-                SparseVector { terms, weights }
-            })
-            .collect();
-        (vectors, drawn_topics)
+            }
+            terms.sort_unstable();
+            let weights = terms
+                .iter()
+                .map(|(t, strong)| {
+                    let r = rank.get(*t as usize).copied().unwrap_or(usize::MAX - 1);
+                    let bands = if *strong {
+                        &s.strong_weights
+                    } else {
+                        &s.weights
+                    };
+                    (draw(&bands[band_of(r)], unit()) as f32).max(1e-4)
+                })
+                .collect();
+            let terms = terms.into_iter().map(|(t, _)| t).collect();
+            each(SparseVector { terms, weights }, topic_id)?;
+        }
+        Ok(())
     }
 }
 
@@ -440,21 +459,15 @@ pub fn query_anchors(n: usize, docs: usize, seed: u64) -> Vec<usize> {
         .collect()
 }
 
-/// Ties each query to its document (`anchors`, from [`query_anchors`]): `overlap` of the
-/// query's terms are replaced by that document's strongest terms, which get the query's largest
-/// weights (real queries share their strongest terms with the passages they were written for;
-/// independent draws do not).
-pub fn anchor_queries(
-    queries: &mut [SparseVector],
-    docs: &[SparseVector],
-    overlap: f64,
-    anchors: &[usize],
-) {
-    if docs.is_empty() || overlap <= 0.0 {
+/// Ties each query to its document (`anchor_docs[i]` is query `i`'s, see [`query_anchors`]):
+/// `overlap` of the query's terms are replaced by that document's strongest terms, which get the
+/// query's largest weights (real queries share their strongest terms with the passages they were
+/// written for; independent draws do not).
+pub fn anchor_queries(queries: &mut [SparseVector], anchor_docs: &[&SparseVector], overlap: f64) {
+    if overlap <= 0.0 {
         return;
     }
-    for (q, &anchor) in queries.iter_mut().zip(anchors) {
-        let d = &docs[anchor.min(docs.len() - 1)];
+    for (q, d) in queries.iter_mut().zip(anchor_docs) {
         let take = ((q.nnz() as f64 * overlap).round() as usize).min(d.nnz());
         let mut strongest: Vec<(u32, f32)> = d
             .terms

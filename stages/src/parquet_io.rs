@@ -537,40 +537,65 @@ pub fn describe_file(path: &Path) -> Result<(u64, String)> {
     Ok((rows, schema))
 }
 
-/// Writes `(id, sparse vector)` rows.
-pub fn write_sparse(path: &Path, ids: &[String], vectors: &[SparseVector]) -> Result<u64> {
-    let mut sink = ParquetSink::create(path, schema::sparse_vectors())?;
-    let schema = schema::sparse_vectors();
-    let item = |i: usize| match schema.field(i).data_type() {
-        arrow::datatypes::DataType::List(f) => f.clone(),
-        _ => unreachable!("sparse schema columns 1 and 2 are lists"),
-    };
-    for start in (0..ids.len()).step_by(16 * 1024) {
-        let end = (start + 16 * 1024).min(ids.len());
+/// Writes `(id, sparse vector)` rows a batch at a time, so a collection never has to be held
+/// whole (see [`write_sparse`] for one already in memory).
+pub struct SparseSink {
+    sink: ParquetSink,
+    empty: bool,
+}
+
+impl SparseSink {
+    /// Rows per batch [`write_sparse`] appends.
+    pub const BATCH_ROWS: usize = 16 * 1024;
+
+    /// Starts a sparse-vectors file at `path` (in place only after [`SparseSink::finish`]).
+    pub fn create(path: &Path) -> Result<Self> {
+        Ok(SparseSink {
+            sink: ParquetSink::create(path, schema::sparse_vectors())?,
+            empty: true,
+        })
+    }
+
+    /// Appends `ids` and their `vectors` (same length) as one batch.
+    pub fn write(&mut self, ids: &[String], vectors: &[SparseVector]) -> Result<()> {
+        let schema = self.sink.schema();
+        let item = |i: usize| match schema.field(i).data_type() {
+            arrow::datatypes::DataType::List(f) => f.clone(),
+            _ => unreachable!("sparse schema columns 1 and 2 are lists"),
+        };
         let mut id_b = StringBuilder::new();
         let mut t_b = ListBuilder::new(UInt32Builder::new()).with_field(item(1));
         let mut w_b = ListBuilder::new(Float32Builder::new()).with_field(item(2));
-        for i in start..end {
-            id_b.append_value(&ids[i]);
-            t_b.values().append_slice(&vectors[i].terms);
+        for (id, v) in ids.iter().zip(vectors) {
+            id_b.append_value(id);
+            t_b.values().append_slice(&v.terms);
             t_b.append(true);
-            w_b.values().append_slice(&vectors[i].weights);
+            w_b.values().append_slice(&v.weights);
             w_b.append(true);
         }
-        sink.write_columns(vec![
+        self.empty &= ids.is_empty();
+        self.sink.write_columns(vec![
             Arc::new(id_b.finish()),
             Arc::new(t_b.finish()),
             Arc::new(w_b.finish()),
-        ])?;
+        ])
     }
-    if ids.is_empty() {
-        let mut t_b = ListBuilder::new(UInt32Builder::new()).with_field(item(1));
-        let mut w_b = ListBuilder::new(Float32Builder::new()).with_field(item(2));
-        sink.write_columns(vec![
-            Arc::new(StringArray::from(Vec::<&str>::new())),
-            Arc::new(t_b.finish()),
-            Arc::new(w_b.finish()),
-        ])?;
+
+    /// Closes the file (one empty batch when nothing was written); returns the rows written.
+    pub fn finish(mut self) -> Result<u64> {
+        if self.empty {
+            self.write(&[], &[])?;
+        }
+        self.sink.finish()
+    }
+}
+
+/// Writes `(id, sparse vector)` rows.
+pub fn write_sparse(path: &Path, ids: &[String], vectors: &[SparseVector]) -> Result<u64> {
+    let mut sink = SparseSink::create(path)?;
+    for start in (0..ids.len()).step_by(SparseSink::BATCH_ROWS) {
+        let end = (start + SparseSink::BATCH_ROWS).min(ids.len());
+        sink.write(&ids[start..end], &vectors[start..end])?;
     }
     sink.finish()
 }
