@@ -111,6 +111,13 @@ pub enum BenchCommand {
         /// Approximate: share of a block summary's mass kept.
         #[arg(long, default_value_t = 0.4)]
         approx_summary_energy: f32,
+        /// Approximate: lists pruned each to its own `n_postings` highest impacts (`per-list`) or
+        /// by Seismic's global impact threshold (`global`).
+        #[arg(long, value_parser = ["per-list", "global"], default_value = "per-list")]
+        approx_pruning: String,
+        /// Approximate, `global` pruning: a list's cap as a multiple of n_postings.
+        #[arg(long, default_value_t = 1.5)]
+        approx_max_fraction: f32,
         /// Skip the exact algorithms (only the approximate curve).
         #[arg(long)]
         approx_only: bool,
@@ -214,6 +221,8 @@ pub fn run(command: BenchCommand) -> Result<()> {
             approx_postings,
             approx_centroid_fraction,
             approx_summary_energy,
+            approx_pruning,
+            approx_max_fraction,
             approx_only,
             reorder,
             algorithms,
@@ -230,6 +239,13 @@ pub fn run(command: BenchCommand) -> Result<()> {
                             n_postings: approx_postings,
                             centroid_fraction: approx_centroid_fraction,
                             summary_energy: approx_summary_energy,
+                            pruning: if approx_pruning == "global" {
+                                splade_stages::retrieve::approximate::ListPruning::Global {
+                                    max_fraction: approx_max_fraction,
+                                }
+                            } else {
+                                splade_stages::retrieve::approximate::ListPruning::PerList
+                            },
                         },
                         only: approx_only,
                     })

@@ -34,6 +34,23 @@ pub struct BuildKnobs {
     pub centroid_fraction: f32,
     /// Share of a block summary's impact mass kept (its strongest entries).
     pub summary_energy: f32,
+    /// How lists are pruned to about `n_postings` each.
+    pub pruning: ListPruning,
+}
+
+/// Static pruning of the lists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ListPruning {
+    /// Each list keeps its `n_postings` highest impacts.
+    PerList,
+    /// Seismic's global threshold: the collection's `n_postings × vocabulary` highest impacts
+    /// are kept (the smallest impact threshold keeping at most that many), each list holding at
+    /// most `max_fraction × n_postings` of them; lists of strong terms keep more, lists of
+    /// terms that only ever weigh little keep fewer.
+    Global {
+        /// Cap of a list, as a multiple of `n_postings`.
+        max_fraction: f32,
+    },
 }
 
 /// How a query is processed.
@@ -123,6 +140,44 @@ struct BuiltList {
     entries: Vec<SummaryEntry>,
 }
 
+/// What [`ListPruning`] keeps of every list: impacts from `min_impact`, at most `max_len`.
+#[derive(Debug, Clone, Copy)]
+struct ListCut {
+    min_impact: u8,
+    max_len: usize,
+}
+
+impl ListCut {
+    /// The cut for `knobs` given how many postings have each impact (`impacts[i]`).
+    fn new(knobs: BuildKnobs, n_terms: usize, impacts: &[u64; 256]) -> Self {
+        let n = knobs.n_postings.max(1);
+        match knobs.pruning {
+            ListPruning::PerList => ListCut {
+                min_impact: 0,
+                max_len: n,
+            },
+            ListPruning::Global { max_fraction } => {
+                let budget = (n as u64).saturating_mul(n_terms as u64);
+                // The smallest impact present whose postings, with all higher ones, fit the
+                // budget (impact 0 is never indexed: threshold 1 keeps everything).
+                let mut at_least = 0u64;
+                let mut min_impact = 255u8;
+                for i in (1..=255u8).rev().filter(|i| impacts[*i as usize] > 0) {
+                    at_least += impacts[i as usize];
+                    if at_least > budget {
+                        break;
+                    }
+                    min_impact = i;
+                }
+                ListCut {
+                    min_impact,
+                    max_len: ((n as f32 * max_fraction.max(0.0)) as usize).max(1),
+                }
+            }
+        }
+    }
+}
+
 /// Lists blocked per parallel batch while building.
 const TERMS_PER_BATCH: usize = 512;
 
@@ -188,7 +243,8 @@ impl ApproximateIndex {
         if n_terms > MAX_TERMS {
             return None;
         }
-        let (doc_start, fwd) = forward(index);
+        let (doc_start, fwd, impacts) = forward(index);
+        let cut = ListCut::new(knobs, n_terms, &impacts);
         let mut me = ApproximateIndex {
             doc_start,
             fwd,
@@ -209,7 +265,7 @@ impl ApproximateIndex {
         for chunk in terms.chunks(TERMS_PER_BATCH) {
             let built: Vec<BuiltList> = chunk
                 .par_iter()
-                .map(|t| me.blocks_of(read_list(index, *t), knobs))
+                .map(|t| me.blocks_of(read_list(index, *t), knobs, cut))
                 .collect();
             for list in built {
                 me.append(list);
@@ -262,13 +318,14 @@ impl ApproximateIndex {
     }
 
     /// A list's kept postings, clustered into summarised blocks.
-    fn blocks_of(&self, mut list: Vec<(u32, u8)>, knobs: BuildKnobs) -> BuiltList {
+    fn blocks_of(&self, mut list: Vec<(u32, u8)>, knobs: BuildKnobs, cut: ListCut) -> BuiltList {
+        // Static pruning: the highest impacts (ties: lower doc first).
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let kept = list.partition_point(|p| p.1 >= cut.min_impact);
+        list.truncate(kept.min(cut.max_len));
         if list.is_empty() {
             return BuiltList::default();
         }
-        // Static pruning: the highest impacts (ties: lower doc first), then back to doc order.
-        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        list.truncate(knobs.n_postings.max(1));
         let docs: Vec<u32> = list.iter().map(|p| p.0).collect();
         let mut blocks = self.cluster(&docs, knobs.centroid_fraction);
         blocks.retain(|c| !c.is_empty());
@@ -526,14 +583,16 @@ fn read_list(index: &InvertedIndex, t: u32) -> Vec<(u32, u8)> {
     out
 }
 
-/// The forward index of `index` (every posting read twice: counts, then entries): offsets and
-/// entries, terms ascending within a document.
-fn forward(index: &InvertedIndex) -> (Vec<u64>, Vec<Entry>) {
+/// The forward index of `index` (every posting read twice: counts, then entries): offsets,
+/// entries (terms ascending within a document) and how many postings have each impact.
+fn forward(index: &InvertedIndex) -> (Vec<u64>, Vec<Entry>, [u64; 256]) {
     let n_docs = index.n_docs as usize;
     let mut start = vec![0u64; n_docs + 1];
+    let mut impacts = [0u64; 256];
     for t in 0..index.n_terms() {
-        for (d, _) in read_list(index, t) {
+        for (d, impact) in read_list(index, t) {
             start[d as usize + 1] += 1;
+            impacts[impact as usize] += 1;
         }
     }
     for i in 0..n_docs {
@@ -550,7 +609,7 @@ fn forward(index: &InvertedIndex) -> (Vec<u64>, Vec<Entry>) {
             fill[d as usize] += 1;
         }
     }
-    (start, entries)
+    (start, entries, impacts)
 }
 
 #[cfg(test)]
@@ -588,6 +647,7 @@ mod tests {
             n_postings: usize::MAX,
             centroid_fraction: 0.1,
             summary_energy: 1.0,
+            pruning: ListPruning::PerList,
         };
         let approx = ApproximateIndex::build(&index, knobs).unwrap();
         let search = SearchKnobs {
@@ -604,12 +664,43 @@ mod tests {
     }
 
     #[test]
+    fn global_pruning_keeps_the_collections_highest_impacts() {
+        let knobs = |n_postings, max_fraction| BuildKnobs {
+            n_postings,
+            centroid_fraction: 0.1,
+            summary_energy: 1.0,
+            pruning: ListPruning::Global { max_fraction },
+        };
+        let mut impacts = [0u64; 256];
+        (impacts[10], impacts[20], impacts[200]) = (5, 5, 1);
+        // Budget 2 × 4 = 8: impacts ≥ 20 (6 postings) fit, adding the 10s (11) would not.
+        let cut = ListCut::new(knobs(2, 1.5), 4, &impacts);
+        assert_eq!((cut.min_impact, cut.max_len), (20, 3));
+        assert_eq!(ListCut::new(knobs(3, 1.0), 4, &impacts).min_impact, 10);
+        assert_eq!(ListCut::new(knobs(1, 1.0), 1, &impacts).min_impact, 200);
+        assert_eq!(ListCut::new(knobs(1, 1.0), 0, &impacts).min_impact, 255);
+        // A budget over every posting and no cap keeps every list whole: exact again.
+        let (_dir, index, docs) = collection();
+        let approx = ApproximateIndex::build(&index, knobs(1 << 20, 1e6)).unwrap();
+        let search = SearchKnobs {
+            query_cut: usize::MAX,
+            heap_factor: 1.0,
+        };
+        let (mut scratch, mut acc) = (ApproximateScratch::default(), Vec::new());
+        for q in docs.iter().step_by(41) {
+            let got = approx.search(q, 10, search, &mut scratch);
+            assert_eq!(got, exhaustive(&index, q, 10, &mut acc));
+        }
+    }
+
+    #[test]
     fn pruning_trades_recall_for_fewer_documents_scored() {
         let (_dir, index, docs) = collection();
         let knobs = BuildKnobs {
             n_postings: 30,
             centroid_fraction: 0.2,
             summary_energy: 0.4,
+            pruning: ListPruning::PerList,
         };
         let approx = ApproximateIndex::build(&index, knobs).unwrap();
         assert!(approx.blocks() > 0);

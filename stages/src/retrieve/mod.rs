@@ -348,6 +348,7 @@ impl RetrieveParams {
             n_postings: self.approx_postings as usize,
             centroid_fraction: self.approx_centroid_fraction as f32,
             summary_energy: self.approx_summary_energy as f32,
+            pruning: approximate::ListPruning::PerList,
         }
     }
 
