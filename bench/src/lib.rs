@@ -112,7 +112,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0.4)]
         approx_summary_energy: f32,
         /// Approximate: lists pruned each to its own `n_postings` highest impacts (`per-list`) or
-        /// by Seismic's global impact threshold (`global`).
+        /// by Seismic's global impact threshold (`global`: n_postings × non-empty lists kept).
         #[arg(long, value_parser = ["per-list", "global"], default_value = "per-list")]
         approx_pruning: String,
         /// Approximate, `global` pruning: a list's cap as a multiple of n_postings.
@@ -795,11 +795,12 @@ fn approximate_curve(
 }
 
 /// Builds `inputs.index_dir` from the documents held in memory (reordered first with
-/// `inputs.reorder`), writing their CIFF to `ciff` when asked.
+/// `inputs.reorder`), writing their CIFF to `ciff` when asked; returns the seconds the index
+/// build took (not the reading, reordering or CIFF).
 fn build_in_memory(
     inputs: &RetrieveInputs,
     ciff: Option<&std::path::Path>,
-) -> Result<splade_stages::index::build::BuildStats> {
+) -> Result<(splade_stages::index::build::BuildStats, f64)> {
     let (_, mut docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
     if inputs.reorder {
         use splade_stages::index::reorder::{bisection_order, permute};
@@ -812,7 +813,9 @@ fn build_in_memory(
             t0.elapsed().as_secs_f64()
         );
     }
+    let t0 = Instant::now();
     let stats = splade_stages::index::build::build(&inputs.index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
+    let build_s = t0.elapsed().as_secs_f64();
     if let Some(path) = ciff {
         let ids: Vec<String> = (0..docs.len()).map(|d| d.to_string()).collect();
         let scale = stats.scale;
@@ -821,15 +824,17 @@ fn build_in_memory(
             splade_stages::export::ciff_bytes(&ids, &docs, &|t: u32| t.to_string(), &quant)?;
         std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(stats)
+    Ok((stats, build_s))
 }
 
 /// Builds `inputs.index_dir` as the index stage does with a `memory_budget`: streamed from the
-/// file through sorted runs on disk, so the collection is never held; returns the runs spilled.
+/// file through sorted runs on disk, so the collection is never held; returns the seconds it
+/// took (the scan included) and the runs spilled.
 fn build_spilled(
     inputs: &RetrieveInputs,
-) -> Result<(splade_stages::index::build::BuildStats, usize)> {
+) -> Result<(splade_stages::index::build::BuildStats, f64, usize)> {
     use splade_stages::index::spill;
+    let t0 = Instant::now();
     let runs_dir = inputs.index_dir.with_extension("runs");
     let scan = spill::scan(&inputs.docs, &runs_dir.with_extension("doc_ids.parquet"))?;
     let job = spill::ExternalBuild {
@@ -840,10 +845,12 @@ fn build_spilled(
         max_weight: 0.0,
         budget: inputs.memory_budget_mib.saturating_mul(1 << 20),
     };
-    let built = spill::build_external(&job, &scan, spill::SpillState::default(), |_| Ok(()))?;
+    let (stats, runs) =
+        spill::build_external(&job, &scan, spill::SpillState::default(), |_| Ok(()))?;
+    let build_s = t0.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&runs_dir);
     let _ = std::fs::remove_file(runs_dir.with_extension("doc_ids.parquet"));
-    Ok(built)
+    Ok((stats, build_s, runs))
 }
 
 /// Builds an index over the documents and times every algorithm at k = 10 and 1000 (see
@@ -864,8 +871,7 @@ pub fn retrieve(
     let (_, mut queries) = splade_stages::parquet_io::read_sparse(&inputs.queries)?;
     queries.truncate(max_queries);
     let index_dir = inputs.index_dir.clone();
-    let t0 = Instant::now();
-    let (stats, spilled_runs) = if inputs.memory_budget_mib > 0 {
+    let (stats, build_s, spilled_runs) = if inputs.memory_budget_mib > 0 {
         anyhow::ensure!(
             !inputs.reorder && ciff.is_none(),
             "--memory-budget builds the index from the file as the index stage does: \
@@ -873,9 +879,9 @@ pub fn retrieve(
         );
         build_spilled(inputs)?
     } else {
-        (build_in_memory(inputs, ciff)?, 0)
+        let (stats, build_s) = build_in_memory(inputs, ciff)?;
+        (stats, build_s, 0)
     };
-    let build_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let index = InvertedIndex::open(&index_dir)?;
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;

@@ -43,8 +43,8 @@ pub struct BuildKnobs {
 pub enum ListPruning {
     /// Each list keeps its `n_postings` highest impacts.
     PerList,
-    /// Seismic's global threshold: the collection's `n_postings × vocabulary` highest impacts
-    /// are kept (the smallest impact threshold keeping at most that many), each list holding at
+    /// Seismic's global threshold: the collection's `n_postings × terms` highest impacts (terms
+    /// that have postings) are kept (the smallest impact threshold keeping at most that many), each list holding at
     /// most `max_fraction × n_postings` of them; lists of strong terms keep more, lists of
     /// terms that only ever weigh little keep fewer.
     Global {
@@ -148,8 +148,9 @@ struct ListCut {
 }
 
 impl ListCut {
-    /// The cut for `knobs` given how many postings have each impact (`impacts[i]`).
-    fn new(knobs: BuildKnobs, n_terms: usize, impacts: &[u64; 256]) -> Self {
+    /// The cut for `knobs` over `lists` non-empty lists, given how many postings have each
+    /// impact (`impacts[i]`).
+    fn new(knobs: BuildKnobs, lists: usize, impacts: &[u64; 256]) -> Self {
         let n = knobs.n_postings.max(1);
         match knobs.pruning {
             ListPruning::PerList => ListCut {
@@ -157,7 +158,7 @@ impl ListCut {
                 max_len: n,
             },
             ListPruning::Global { max_fraction } => {
-                let budget = (n as u64).saturating_mul(n_terms as u64);
+                let budget = (n as u64).saturating_mul(lists as u64);
                 // The smallest impact present whose postings, with all higher ones, fit the
                 // budget (impact 0 is never indexed: threshold 1 keeps everything).
                 let mut at_least = 0u64;
@@ -244,7 +245,10 @@ impl ApproximateIndex {
             return None;
         }
         let (doc_start, fwd, impacts) = forward(index);
-        let cut = ListCut::new(knobs, n_terms, &impacts);
+        let lists = (0..index.n_terms())
+            .filter(|t| index.term(*t).is_some())
+            .count();
+        let cut = ListCut::new(knobs, lists, &impacts);
         let mut me = ApproximateIndex {
             doc_start,
             fwd,
