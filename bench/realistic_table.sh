@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 16's single-run retrieval table on one collection: ours (every exact algorithm at k = 10
 # and 1000, the approximate curve), PISA (block_max_wand, maxscore, ranked_or over our CIFF, so
-# the same integers) and Seismic (same vectors and knobs), one after the other in one run.
+# the same integers) and Seismic (same vectors and knobs; list pruning: below), one after the
+# other in one run.
 #
 #   BIN=target/release/splade PY=/opt/pisavenv/bin/python3 bench/realistic_table.sh DIR \
 #     [N_POSTINGS] [GRID]
@@ -18,15 +19,17 @@ BIN=${BIN:-target/release/splade}
 PY=${PY:-python3}
 REPEATS=${REPEATS:-3}
 QUERIES=${QUERIES:-500}
-CIFF2PISA=${CIFF2PISA:-$(command -v ciff2pisa)}
+PRUNING=${PRUNING:-per-list}
+CIFF2PISA=${CIFF2PISA:-$(command -v ciff2pisa || true)}
+[ -n "$CIFF2PISA" ] || { echo "ciff2pisa not found: set CIFF2PISA or put it on PATH (cargo install ciff)" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 echo "== ours: $BIN ($(date -u +%FT%TZ))"
 "$BIN" bench retrieve "$DIR" --repeats "$REPEATS" --max-queries "$QUERIES" \
   --algorithms exhaustive,maxscore,block_max --dump "$DIR/ours.tsv" --ciff "$DIR/ours.ciff" \
-  --approx "$GRID" --approx-postings "$N_POSTINGS"
+  --approx "$GRID" --approx-postings "$N_POSTINGS" --approx-pruning "$PRUNING"
 echo "== PISA ($(date -u +%FT%TZ))"
 "$PY" "$HERE/pisa_compare.py" "$DIR" --queries "$QUERIES" --ciff "$DIR/ours.ciff" \
-  --ciff2pisa "$CIFF2PISA" --algorithms block_max_wand,maxscore,ranked_or 2>/dev/null
+  --ciff2pisa "$CIFF2PISA" --algorithms block_max_wand,maxscore,ranked_or
 echo "== Seismic ($(date -u +%FT%TZ))"
 "$PY" "$HERE/seismic_compare.py" --docs "$DIR/docs.parquet" --queries "$DIR/queries.parquet" \
   --max-queries "$QUERIES" --repeats "$REPEATS" --grid "$GRID" --n-postings "$N_POSTINGS"

@@ -83,6 +83,10 @@ fn bench_retrieve_takes_vector_files_and_reports_median_and_range() {
     assert!(in_memory.contains("spilled_runs=0"), "{in_memory}");
     assert!(spilled.contains("spilled_runs=2"), "{spilled}");
     assert!(!want.is_empty() && got == want, "{spilled}");
+    assert!(
+        !dir.join("index.runs").exists(),
+        "the spilled runs are removed"
+    );
     let err = fails(
         &art,
         &[

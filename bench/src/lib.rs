@@ -128,9 +128,10 @@ pub enum BenchCommand {
         /// The exact algorithms timed (comma-separated).
         #[arg(long, default_value = "exhaustive,one_pass,maxscore,block_max")]
         algorithms: String,
-        /// MiB of postings the index build may hold: with it the collection is streamed from
-        /// disk as the index stage's `memory_budget` does (for collections larger than memory;
-        /// not with --reorder bp or --ciff). 0: read into memory.
+        /// MiB of postings the index build may hold: the collection is streamed from disk through
+        /// sorted runs, as the index stage does when its `memory_budget` is exceeded (always
+        /// spilled here, for collections larger than memory; not with --reorder bp or --ciff).
+        /// 0: read into memory.
         #[arg(long, default_value_t = 0)]
         memory_budget: usize,
     },
@@ -231,6 +232,15 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let mut inputs = RetrieveInputs::new(dir, docs, queries)?;
             inputs.reorder = reorder == "bp";
             inputs.memory_budget_mib = memory_budget;
+            anyhow::ensure!(
+                approx_max_fraction.is_finite() && approx_max_fraction > 0.0,
+                "--approx-max-fraction must be a finite number > 0, got {approx_max_fraction}"
+            );
+            anyhow::ensure!(
+                memory_budget == 0 || (reorder != "bp" && ciff.is_none()),
+                "--memory-budget builds the index from the file as the index stage does: \
+                 --reorder bp and --ciff need the collection in memory"
+            );
             let approx = approx
                 .map(|grid| -> Result<ApproxBench> {
                     Ok(ApproxBench {
@@ -480,38 +490,23 @@ fn synth_from_profile(
     // Queries are written for random documents, chosen up front so those documents (and their
     // topics) can be kept while the rest stream to disk.
     let anchors = profile::query_anchors(queries, docs, seed ^ 0xA4C1);
-    let mut wanted: std::collections::HashMap<usize, Option<(SparseVector, usize)>> =
-        anchors.iter().map(|&d| (d, None)).collect();
-    let docs_path = out.join("docs.parquet");
-    let mut sink = SparseSink::create(&docs_path)?;
-    let (mut ids, mut batch) = (Vec::new(), Vec::new());
-    let mut doc_postings = 0usize;
-    let mut d = 0usize;
-    p.generate_each(false, docs, seed, topics, None, |v, topic| {
-        if let Some(slot) = wanted.get_mut(&d) {
-            *slot = Some((v.clone(), topic));
-        }
-        doc_postings += v.nnz();
-        ids.push(format!("d{d}"));
-        batch.push(v);
-        d += 1;
-        if batch.len() == SparseSink::BATCH_ROWS {
-            sink.write(&ids, &batch)?;
-            (ids, batch) = (Vec::new(), Vec::new());
-        }
-        Ok(())
-    })?;
-    sink.write(&ids, &batch)?;
-    sink.finish()?;
-    let anchor_docs: Vec<Option<&(SparseVector, usize)>> = anchors
+    let (doc_postings, kept) =
+        stream_docs(&p, &out.join("docs.parquet"), docs, seed, topics, &anchors)?;
+    let anchor_docs: Vec<&(SparseVector, usize)> = match anchors
         .iter()
-        .map(|d| wanted.get(d).and_then(Option::as_ref))
-        .collect();
+        .map(|d| kept.get(d).and_then(Option::as_ref))
+        .collect::<Option<Vec<_>>>()
+    {
+        Some(drawn) => drawn,
+        None if docs == 0 => Vec::new(),
+        None => anyhow::bail!("a document that queries are written for was not drawn"),
+    };
     // Queries tied to documents are about their document's topic.
-    let query_topics: Vec<usize> = anchor_docs
-        .iter()
-        .map(|a| a.map_or(0, |(_, topic)| *topic))
-        .collect();
+    let query_topics: Vec<usize> = if anchor_docs.is_empty() {
+        vec![0; queries]
+    } else {
+        anchor_docs.iter().map(|(_, topic)| *topic).collect()
+    };
     let tied = query_overlap > 0.0;
     let (mut query_vectors, _) = p.generate(
         true,
@@ -520,10 +515,8 @@ fn synth_from_profile(
         topics,
         tied.then_some(query_topics.as_slice()),
     );
-    if docs > 0 {
-        let anchor_docs: Vec<&SparseVector> = anchor_docs.iter().flatten().map(|a| &a.0).collect();
-        profile::anchor_queries(&mut query_vectors, &anchor_docs, query_overlap);
-    }
+    let anchor_vectors: Vec<&SparseVector> = anchor_docs.iter().map(|a| &a.0).collect();
+    profile::anchor_queries(&mut query_vectors, &anchor_vectors, query_overlap);
     let query_ids: Vec<String> = (0..queries).map(|i| format!("q{i}")).collect();
     write_sparse(&out.join("queries.parquet"), &query_ids, &query_vectors)?;
     let doc_nnz = doc_postings as f64 / docs.max(1) as f64;
@@ -536,6 +529,44 @@ fn synth_from_profile(
         out.display()
     );
     Ok(())
+}
+
+/// The documents queries are written for, with their topics, once drawn.
+type KeptDocs = std::collections::HashMap<usize, Option<(SparseVector, usize)>>;
+
+/// Draws `docs` documents from `p` into `path` a batch at a time, keeping only those named in
+/// `anchors`; returns the postings drawn and the kept documents.
+fn stream_docs(
+    p: &profile::Profile,
+    path: &std::path::Path,
+    docs: usize,
+    seed: u64,
+    topics: profile::Topics,
+    anchors: &[usize],
+) -> Result<(usize, KeptDocs)> {
+    let mut kept: KeptDocs = anchors.iter().map(|&d| (d, None)).collect();
+    let mut sink = SparseSink::create(path)?;
+    let (mut ids, mut batch) = (Vec::new(), Vec::new());
+    let (mut postings, mut d) = (0usize, 0usize);
+    p.generate_each(false, docs, seed, topics, None, |v, topic| {
+        if let Some(slot) = kept.get_mut(&d) {
+            *slot = Some((v.clone(), topic));
+        }
+        postings += v.nnz();
+        ids.push(format!("d{d}"));
+        batch.push(v);
+        d += 1;
+        if batch.len() == SparseSink::BATCH_ROWS {
+            sink.write(&ids, &batch)?;
+            (ids, batch) = (Vec::new(), Vec::new());
+        }
+        Ok(())
+    })?;
+    if !ids.is_empty() {
+        sink.write(&ids, &batch)?;
+    }
+    sink.finish()?;
+    Ok((postings, kept))
 }
 
 /// With topics, the share of a vector's terms drawn from its topic's terms.
@@ -729,13 +760,20 @@ fn approximate_curve(
     a: &ApproxBench,
 ) -> Result<()> {
     use splade_stages::retrieve::algorithms::exhaustive;
-    use splade_stages::retrieve::approximate::{ApproximateIndex, ApproximateScratch, SearchKnobs};
+    use splade_stages::retrieve::approximate::{
+        ApproximateIndex, ApproximateScratch, ListPruning, SearchKnobs,
+    };
     let t0 = Instant::now();
     let approx = ApproximateIndex::build(index, a.build)
         .context("the index has more terms than the approximate structure holds")?;
+    let pruning = match a.build.pruning {
+        ListPruning::PerList => "per-list".to_string(),
+        ListPruning::Global { max_fraction } => format!("global max_fraction={max_fraction}"),
+    };
     println!(
-        "approximate index n_postings={} centroid_fraction={} summary_energy={} blocks={} mib={:.1} build_s={:.2}",
+        "approximate index n_postings={} pruning={pruning} kept_postings={} centroid_fraction={} summary_energy={} blocks={} mib={:.1} build_s={:.2}",
         a.build.n_postings,
+        approx.kept_postings(),
         a.build.centroid_fraction,
         a.build.summary_energy,
         approx.blocks(),
@@ -829,28 +867,37 @@ fn build_in_memory(
 
 /// Builds `inputs.index_dir` as the index stage does with a `memory_budget`: streamed from the
 /// file through sorted runs on disk, so the collection is never held; returns the seconds it
-/// took (the scan included) and the runs spilled.
+/// took (the scan included) and the runs spilled. The runs and the doc ids the scan writes go to
+/// a directory beside the index, removed however the build ends.
 fn build_spilled(
     inputs: &RetrieveInputs,
 ) -> Result<(splade_stages::index::build::BuildStats, f64, usize)> {
     use splade_stages::index::spill;
     let t0 = Instant::now();
     let runs_dir = inputs.index_dir.with_extension("runs");
-    let scan = spill::scan(&inputs.docs, &runs_dir.with_extension("doc_ids.parquet"))?;
-    let job = spill::ExternalBuild {
-        input: inputs.docs.clone(),
-        dir: inputs.index_dir.clone(),
-        runs_dir: runs_dir.clone(),
-        vocab: BERT_VOCAB_SIZE,
-        max_weight: 0.0,
-        budget: inputs.memory_budget_mib.saturating_mul(1 << 20),
+    let build = || -> Result<(splade_stages::index::build::BuildStats, usize)> {
+        std::fs::create_dir_all(&runs_dir)
+            .with_context(|| format!("creating {}", runs_dir.display()))?;
+        let scan = spill::scan(&inputs.docs, &runs_dir.join("doc_ids.parquet"))?;
+        let job = spill::ExternalBuild {
+            input: inputs.docs.clone(),
+            dir: inputs.index_dir.clone(),
+            runs_dir: runs_dir.clone(),
+            vocab: BERT_VOCAB_SIZE,
+            max_weight: 0.0,
+            budget: inputs.memory_budget_mib.saturating_mul(1 << 20),
+        };
+        Ok(spill::build_external(
+            &job,
+            &scan,
+            spill::SpillState::default(),
+            |_| Ok(()),
+        )?)
     };
-    let (stats, runs) =
-        spill::build_external(&job, &scan, spill::SpillState::default(), |_| Ok(()))?;
-    let build_s = t0.elapsed().as_secs_f64();
+    let built = build();
     let _ = std::fs::remove_dir_all(&runs_dir);
-    let _ = std::fs::remove_file(runs_dir.with_extension("doc_ids.parquet"));
-    Ok((stats, build_s, runs))
+    let (stats, runs) = built?;
+    Ok((stats, t0.elapsed().as_secs_f64(), runs))
 }
 
 /// Builds an index over the documents and times every algorithm at k = 10 and 1000 (see
@@ -872,11 +919,6 @@ pub fn retrieve(
     queries.truncate(max_queries);
     let index_dir = inputs.index_dir.clone();
     let (stats, build_s, spilled_runs) = if inputs.memory_budget_mib > 0 {
-        anyhow::ensure!(
-            !inputs.reorder && ciff.is_none(),
-            "--memory-budget builds the index from the file as the index stage does: \
-             --reorder bp and --ciff need the collection in memory"
-        );
         build_spilled(inputs)?
     } else {
         let (stats, build_s) = build_in_memory(inputs, ciff)?;

@@ -558,6 +558,12 @@ impl SparseSink {
 
     /// Appends `ids` and their `vectors` (same length) as one batch.
     pub fn write(&mut self, ids: &[String], vectors: &[SparseVector]) -> Result<()> {
+        if ids.len() != vectors.len() {
+            return Err(StageError::Parquet {
+                path: self.sink.path.clone(),
+                message: format!("{} ids for {} vectors", ids.len(), vectors.len()),
+            });
+        }
         let schema = self.sink.schema();
         let item = |i: usize| match schema.field(i).data_type() {
             arrow::datatypes::DataType::List(f) => f.clone(),

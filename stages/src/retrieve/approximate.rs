@@ -43,10 +43,10 @@ pub struct BuildKnobs {
 pub enum ListPruning {
     /// Each list keeps its `n_postings` highest impacts.
     PerList,
-    /// Seismic's global threshold: the collection's `n_postings × terms` highest impacts (terms
-    /// that have postings) are kept (the smallest impact threshold keeping at most that many), each list holding at
-    /// most `max_fraction × n_postings` of them; lists of strong terms keep more, lists of
-    /// terms that only ever weigh little keep fewer.
+    /// After Seismic's global threshold: about the collection's `n_postings × terms` highest
+    /// impacts (terms that have postings; cut at a whole impact level, so up to one level
+    /// fewer), each list holding at most `max_fraction × n_postings` of them; lists of strong
+    /// terms keep more, lists of terms that only ever weigh little keep fewer.
     Global {
         /// Cap of a list, as a multiple of `n_postings`.
         max_fraction: f32,
@@ -159,19 +159,20 @@ impl ListCut {
             },
             ListPruning::Global { max_fraction } => {
                 let budget = (n as u64).saturating_mul(lists as u64);
-                // The smallest impact present whose postings, with all higher ones, fit the
-                // budget (impact 0 is never indexed: threshold 1 keeps everything).
+                // Whole impact levels, highest first, while they fit the budget (so up to one
+                // level fewer than it); the highest level present is kept even when it alone
+                // does not fit. Impact 0 is never indexed: threshold 1 keeps everything.
                 let mut at_least = 0u64;
-                let mut min_impact = 255u8;
+                let mut min_impact = None;
                 for i in (1..=255u8).rev().filter(|i| impacts[*i as usize] > 0) {
                     at_least += impacts[i as usize];
-                    if at_least > budget {
+                    if at_least > budget && min_impact.is_some() {
                         break;
                     }
-                    min_impact = i;
+                    min_impact = Some(i);
                 }
                 ListCut {
-                    min_impact,
+                    min_impact: min_impact.unwrap_or(255),
                     max_len: ((n as f32 * max_fraction.max(0.0)) as usize).max(1),
                 }
             }
@@ -237,8 +238,9 @@ impl ApproximateScratch {
 }
 
 impl ApproximateIndex {
-    /// Builds the structure from `index` (every posting is read once); `None` when the index's
-    /// vocabulary is larger than [`MAX_TERMS`].
+    /// Builds the structure from `index` (every posting is read three times: twice for the
+    /// forward index, once for the lists); `None` when the index's vocabulary is larger than
+    /// [`MAX_TERMS`].
     pub fn build(index: &InvertedIndex, knobs: BuildKnobs) -> Option<Self> {
         let n_terms = index.n_terms() as usize;
         if n_terms > MAX_TERMS {
@@ -299,6 +301,11 @@ impl ApproximateIndex {
         }
         self.summary_entries.extend(list.entries);
         self.term_summaries.push(self.summary_terms.len() as u64);
+    }
+
+    /// Postings kept in the lists (block members).
+    pub fn kept_postings(&self) -> usize {
+        self.block_docs.len()
     }
 
     /// Blocks in the structure.
@@ -682,7 +689,10 @@ mod tests {
         assert_eq!((cut.min_impact, cut.max_len), (20, 3));
         assert_eq!(ListCut::new(knobs(3, 1.0), 4, &impacts).min_impact, 10);
         assert_eq!(ListCut::new(knobs(1, 1.0), 1, &impacts).min_impact, 200);
-        assert_eq!(ListCut::new(knobs(1, 1.0), 0, &impacts).min_impact, 255);
+        // The highest level is kept even when it alone is over the budget.
+        assert_eq!(ListCut::new(knobs(1, 1.0), 0, &impacts).min_impact, 200);
+        impacts[200] = 10;
+        assert_eq!(ListCut::new(knobs(2, 1.0), 2, &impacts).min_impact, 200);
         // A budget over every posting and no cap keeps every list whole: exact again.
         let (_dir, index, docs) = collection();
         let approx = ApproximateIndex::build(&index, knobs(1 << 20, 1e6)).unwrap();
