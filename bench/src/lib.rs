@@ -484,6 +484,12 @@ fn synth_from_profile(
         (0.0..=1.0).contains(&topics.share) && (0.0..=1.0).contains(&query_overlap),
         "--topic-share and --query-overlap must be in [0, 1]"
     );
+    anyhow::ensure!(
+        docs <= u32::MAX as usize && queries <= MAX_SYNTH_QUERIES,
+        "--docs must be at most {} (an index numbers documents in 32 bits) and --queries at \
+         most {MAX_SYNTH_QUERIES} (queries are held in memory)",
+        u32::MAX
+    );
     let p = profile::Profile::read(profile)?;
     std::fs::create_dir_all(out)?;
     let t0 = Instant::now();
@@ -548,7 +554,7 @@ fn stream_docs(
     let mut sink = SparseSink::create(path)?;
     let (mut ids, mut batch) = (Vec::new(), Vec::new());
     let (mut postings, mut d) = (0usize, 0usize);
-    p.generate_each(false, docs, seed, topics, None, |v, topic| {
+    p.generate_each(false, docs, seed, topics, None, |v, topic| -> Result<()> {
         if let Some(slot) = kept.get_mut(&d) {
             *slot = Some((v.clone(), topic));
         }
@@ -568,6 +574,9 @@ fn stream_docs(
     sink.finish()?;
     Ok((postings, kept))
 }
+
+/// Most queries `bench synth --profile` draws (they are held in memory).
+const MAX_SYNTH_QUERIES: usize = 10_000_000;
 
 /// With topics, the share of a vector's terms drawn from its topic's terms.
 const TOPIC_SHARE: f64 = 0.5;

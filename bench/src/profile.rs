@@ -303,27 +303,26 @@ impl Profile {
     ) -> (Vec<SparseVector>, Vec<usize>) {
         let mut vectors = Vec::with_capacity(n);
         let mut drawn_topics = Vec::with_capacity(n);
-        let collect = |v: SparseVector, topic: usize| -> Result<()> {
+        let collect = |v: SparseVector, topic: usize| -> Result<(), std::convert::Infallible> {
             vectors.push(v);
             drawn_topics.push(topic);
             Ok(())
         };
-        // Collecting cannot fail.
-        let _ = self.generate_each(queries, n, seed, topics, topic_of, collect);
+        let Ok(()) = self.generate_each(queries, n, seed, topics, topic_of, collect);
         (vectors, drawn_topics)
     }
 
     /// As [`Profile::generate`], handing each vector and its topic to `each` in order instead of
     /// holding them (a collection larger than memory); stops at `each`'s first error.
-    pub fn generate_each(
+    pub fn generate_each<E>(
         &self,
         queries: bool,
         n: usize,
         seed: u64,
         topics: Topics,
         topic_of: Option<&[usize]>,
-        mut each: impl FnMut(SparseVector, usize) -> Result<()>,
-    ) -> Result<()> {
+        mut each: impl FnMut(SparseVector, usize) -> Result<(), E>,
+    ) -> Result<(), E> {
         let s = if queries { &self.queries } else { &self.docs };
         let vocab = self
             .docs

@@ -195,6 +195,8 @@ pub struct ApproximateScratch {
     block_scores: Vec<u32>,
     /// The query's `(term, weight)` by term.
     by_term: Vec<(u16, u32)>,
+    /// The blocks of the list being walked, `(summary score, block)`, best first.
+    ranked: Vec<(u32, u32)>,
 }
 
 impl Default for ApproximateScratch {
@@ -205,6 +207,7 @@ impl Default for ApproximateScratch {
             visited_words: Vec::new(),
             block_scores: Vec::new(),
             by_term: Vec::new(),
+            ranked: Vec::new(),
         }
     }
 }
@@ -469,7 +472,7 @@ impl ApproximateIndex {
         by_term.sort_unstable();
         terms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut top = TopK::new(k);
-        let mut ranked: Vec<(u32, u32)> = Vec::new();
+        let mut ranked = std::mem::take(&mut s.ranked);
         for (t, _) in terms.iter().take(knobs.query_cut.max(1)) {
             let (lo, hi) = (
                 self.term_blocks[*t as usize],
@@ -489,7 +492,7 @@ impl ApproximateIndex {
         for (t, _) in &terms {
             s.query[*t as usize] = 0;
         }
-        s.by_term = by_term;
+        (s.by_term, s.ranked) = (by_term, ranked);
         top.into_sorted()
     }
 
@@ -693,8 +696,28 @@ mod tests {
         assert_eq!(ListCut::new(knobs(1, 1.0), 0, &impacts).min_impact, 200);
         impacts[200] = 10;
         assert_eq!(ListCut::new(knobs(2, 1.0), 2, &impacts).min_impact, 200);
-        // A budget over every posting and no cap keeps every list whole: exact again.
         let (_dir, index, docs) = collection();
+        let lists = (0..index.n_terms())
+            .filter(|t| index.term(*t).is_some())
+            .count();
+        let per_list = |n_postings| BuildKnobs {
+            pruning: ListPruning::PerList,
+            ..knobs(n_postings, 1.0)
+        };
+        // A budget over every posting and a cap of 3: the lists are cut at 3, as per-list's are.
+        let capped = ApproximateIndex::build(&index, knobs(1 << 20, 3.5 / (1 << 20) as f32));
+        let three = ApproximateIndex::build(&index, per_list(3)).unwrap();
+        assert_eq!(capped.unwrap().kept_postings(), three.kept_postings());
+        // A budget of 2 per list keeps at most that many overall, fewer than per-list's 2 each.
+        let global = ApproximateIndex::build(&index, knobs(2, 100.0)).unwrap();
+        let two = ApproximateIndex::build(&index, per_list(2)).unwrap();
+        assert!(
+            global.kept_postings() <= 2 * lists,
+            "{}",
+            global.kept_postings()
+        );
+        assert!(global.kept_postings() < two.kept_postings());
+        // A budget over every posting and no cap keeps every list whole: exact again.
         let approx = ApproximateIndex::build(&index, knobs(1 << 20, 1e6)).unwrap();
         let search = SearchKnobs {
             query_cut: usize::MAX,
