@@ -11,8 +11,10 @@
 # the index, our CIFF, our top-1000 dump and PISA's index are written there. PY needs
 # pyterrier-pisa, pyseismic-lsr, pyarrow, scipy; CIFF2PISA (PISA's ciff2pisa from `cargo install
 # ciff`) is found on PATH. REPEATS (default 3) timed passes per setting; QUERIES (default 500).
+# Lists are pruned as each system does by default (ours per list, Seismic by a global threshold);
+# PRUNING=global prunes ours as Seismic does.
 set -euo pipefail
-DIR=$1
+DIR=${1:?usage: bench/realistic_table.sh DIR [N_POSTINGS] [GRID]}
 N_POSTINGS=${2:-1000}
 GRID=${3:-"3:1.0,5:0.9,10:0.9,10:0.7"}
 BIN=${BIN:-target/release/splade}

@@ -541,7 +541,6 @@ pub fn describe_file(path: &Path) -> Result<(u64, String)> {
 /// whole (see [`write_sparse`] for one already in memory).
 pub struct SparseSink {
     sink: ParquetSink,
-    empty: bool,
 }
 
 impl SparseSink {
@@ -552,7 +551,6 @@ impl SparseSink {
     pub fn create(path: &Path) -> Result<Self> {
         Ok(SparseSink {
             sink: ParquetSink::create(path, schema::sparse_vectors())?,
-            empty: true,
         })
     }
 
@@ -579,7 +577,6 @@ impl SparseSink {
             w_b.values().append_slice(&v.weights);
             w_b.append(true);
         }
-        self.empty &= ids.is_empty();
         self.sink.write_columns(vec![
             Arc::new(id_b.finish()),
             Arc::new(t_b.finish()),
@@ -587,9 +584,9 @@ impl SparseSink {
         ])
     }
 
-    /// Closes the file (one empty batch when nothing was written); returns the rows written.
+    /// Closes the file (one empty batch when no row was written); returns the rows written.
     pub fn finish(mut self) -> Result<u64> {
-        if self.empty {
+        if self.sink.rows == 0 {
             self.write(&[], &[])?;
         }
         self.sink.finish()
