@@ -816,6 +816,14 @@ fn approximate_curve(
                     .collect()
             })
             .collect();
+        let per_q = |x: u64| x as f64 / n;
+        let counts = format!(
+            "docs_scored={:.0} blocks_scored={:.0} blocks_ranked={:.0} entries_per_doc={:.1}",
+            per_q(s.docs_scored),
+            per_q(s.blocks_scored),
+            per_q(s.blocks_ranked),
+            s.entries_scored as f64 / s.docs_scored.max(1) as f64
+        );
         let recall = exact
             .iter()
             .zip(&got)
@@ -835,7 +843,7 @@ fn approximate_curve(
         let (ms, lo, hi) = spread(times);
         println!(
             "retrieve algo=approximate query_cut={query_cut} heap_factor={heap_factor} k=10 \
-             ms_per_query_1thread={ms:.3} (min {lo:.3} max {hi:.3}) recall_at_10={recall:.4} repeats={repeats}"
+             ms_per_query_1thread={ms:.3} (min {lo:.3} max {hi:.3}) recall_at_10={recall:.4} repeats={repeats} {counts}"
         );
     }
     Ok(())

@@ -2,8 +2,9 @@
 //! quantized index at retrieve time:
 //! - every term's postings are statically pruned to its `n_postings` highest impacts;
 //! - the kept postings are clustered into blocks (one pass of nearest-centroid assignment, the
-//!   centroids a deterministic sample of `centroid_fraction` of the list, similarity measured on
-//!   each document's strongest terms);
+//!   centroids a deterministic sample of `centroid_fraction` of the list, similarity the dot
+//!   product of a document's strongest terms with a centroid's whole row; clusters of at most
+//!   two documents dissolved and their documents assigned again, as Seismic does);
 //! - each block has a summary: per term, the largest impact among its documents, cut to the
 //!   strongest entries holding `summary_energy` of the summary's mass; a list's summaries are
 //!   stored inverted (per term, the blocks whose summary holds it), so a query scores all the
@@ -64,6 +65,9 @@ pub struct SearchKnobs {
 
 /// Terms of a document used to assign it to a centroid (Seismic's `doc_cut`).
 const DOC_CUT: usize = 15;
+
+/// Clusters of at most this many documents are dissolved (Seismic's `min_cluster_size`).
+const MIN_CLUSTER: usize = 2;
 
 /// Largest vocabulary the structure holds (terms are stored in 16 bits; BERT's is 30,522).
 pub const MAX_TERMS: usize = 1 << 16;
@@ -183,7 +187,8 @@ impl ListCut {
 /// Lists blocked per parallel batch while building.
 const TERMS_PER_BATCH: usize = 512;
 
-/// Per-query scratch: the dense query and the documents already scored.
+/// Per-query scratch: the dense query, the documents already scored, and counts of the work
+/// done (summed over the queries run with it).
 pub struct ApproximateScratch {
     /// Indexed by a `u16` term, so lookups need no bounds check.
     query: Box<[u32; MAX_TERMS]>,
@@ -193,10 +198,16 @@ pub struct ApproximateScratch {
     visited_words: Vec<u32>,
     /// Summary scores of the blocks of the list being walked.
     block_scores: Vec<u32>,
-    /// The query's `(term, weight)` by term.
-    by_term: Vec<(u16, u32)>,
     /// The blocks of the list being walked, `(summary score, block)`, best first.
     ranked: Vec<(u32, u32)>,
+    /// Documents scored, summed over the queries run with this scratch.
+    pub docs_scored: u64,
+    /// Blocks scored, summed the same way.
+    pub blocks_scored: u64,
+    /// Blocks whose summary was scored, summed the same way.
+    pub blocks_ranked: u64,
+    /// Forward-index entries read while scoring documents, summed the same way.
+    pub entries_scored: u64,
 }
 
 impl Default for ApproximateScratch {
@@ -206,8 +217,11 @@ impl Default for ApproximateScratch {
             visited: Vec::new(),
             visited_words: Vec::new(),
             block_scores: Vec::new(),
-            by_term: Vec::new(),
             ranked: Vec::new(),
+            docs_scored: 0,
+            blocks_scored: 0,
+            blocks_ranked: 0,
+            entries_scored: 0,
         }
     }
 }
@@ -375,7 +389,11 @@ impl ApproximateIndex {
     }
 
     /// One pass of nearest-centroid assignment; centroids are evenly spaced picks of `docs`
-    /// (which are in decreasing impact order, so the picks span the list's impact range).
+    /// (which are in decreasing impact order, so the picks span the list's impact range), a
+    /// document's similarity to one the dot product of its [`DOC_CUT`] strongest terms with the
+    /// centroid's whole row (as Seismic's). Clusters of at most [`MIN_CLUSTER`] documents are
+    /// dissolved and their documents assigned again among the others, so no block is a lone
+    /// document whose summary barely prunes.
     fn cluster(&self, docs: &[u32], fraction: f32) -> Vec<Vec<u32>> {
         let n_centroids = ((docs.len() as f32 * fraction).ceil() as usize)
             .clamp(1, docs.len().min(MAX_BLOCKS_PER_LIST));
@@ -386,27 +404,30 @@ impl ApproximateIndex {
         let centroids: Vec<u32> = (0..n_centroids)
             .map(|c| docs[(c as f64 * step) as usize])
             .collect();
-        // Centroids' strongest terms, inverted: term → (centroid, impact).
-        let mut by_term: std::collections::HashMap<u32, Vec<(u32, u32)>> = Default::default();
-        for (c, d) in centroids.iter().enumerate() {
-            for (t, i) in self.strongest(*d, DOC_CUT) {
-                by_term.entry(t).or_default().push((c as u32, i));
+        let all = CentroidTerms::new(self, &centroids, |_| true);
+        let mut scores = vec![0u32; n_centroids];
+        let mut assigned: Vec<u32> = docs
+            .iter()
+            .map(|d| all.nearest(self, *d, &mut scores))
+            .collect();
+        let mut sizes = vec![0usize; n_centroids];
+        assigned.iter().for_each(|c| sizes[*c as usize] += 1);
+        let kept = |c: u32| sizes[c as usize] > MIN_CLUSTER;
+        if (0..n_centroids as u32).any(|c| sizes[c as usize] > 0 && !kept(c)) {
+            if (0..n_centroids as u32).any(kept) {
+                let survivors = CentroidTerms::new(self, &centroids, kept);
+                for (d, c) in docs.iter().zip(assigned.iter_mut()) {
+                    if !kept(*c) {
+                        *c = survivors.nearest(self, *d, &mut scores);
+                    }
+                }
+            } else {
+                assigned.iter_mut().for_each(|c| *c = 0);
             }
         }
         let mut clusters = vec![Vec::new(); n_centroids];
-        let mut score = vec![0u32; n_centroids];
-        for d in docs {
-            score.iter_mut().for_each(|s| *s = 0);
-            for (t, i) in self.strongest(*d, DOC_CUT) {
-                for (c, ci) in by_term.get(&t).into_iter().flatten() {
-                    score[*c as usize] += i * ci;
-                }
-            }
-            // Best centroid; ties (and no shared term) go to the lowest.
-            let best = (0..n_centroids)
-                .max_by(|a, b| score[*a].cmp(&score[*b]).then(b.cmp(a)))
-                .unwrap_or(0);
-            clusters[best].push(*d);
+        for (d, c) in docs.iter().zip(&assigned) {
+            clusters[*c as usize].push(*d);
         }
         clusters
     }
@@ -464,12 +485,7 @@ impl ApproximateIndex {
             s.query[*t as usize] = *qw;
         }
         s.reset(self.doc_start.len() - 1);
-        // By term for matching summaries (a buffer kept in the scratch), then by weight for
-        // choosing the lists walked.
-        let mut by_term = std::mem::take(&mut s.by_term);
-        by_term.clear();
-        by_term.extend(terms.iter().map(|(t, w)| (*t as u16, *w)));
-        by_term.sort_unstable();
+        // By weight, for choosing the lists walked.
         terms.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut top = TopK::new(k);
         let mut ranked = std::mem::take(&mut s.ranked);
@@ -478,7 +494,8 @@ impl ApproximateIndex {
                 self.term_blocks[*t as usize],
                 self.term_blocks[*t as usize + 1],
             );
-            self.summary_scores(*t, &by_term, (hi - lo) as usize, &mut s.block_scores);
+            self.summary_scores(*t, &s.query, (hi - lo) as usize, &mut s.block_scores);
+            s.blocks_ranked += u64::from(hi - lo);
             ranked.clear();
             ranked.extend(s.block_scores.iter().zip(lo..hi).map(|(b, i)| (*b, i)));
             ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -492,16 +509,17 @@ impl ApproximateIndex {
         for (t, _) in &terms {
             s.query[*t as usize] = 0;
         }
-        (s.by_term, s.ranked) = (by_term, ranked);
+        s.ranked = ranked;
         top.into_sorted()
     }
 
-    /// The summary score of each of term `t`'s `n_blocks` blocks against the query's `by_term`
-    /// (terms ascending), into `scores`: only the query's terms' entries are read.
+    /// The summary score of each of term `t`'s `n_blocks` blocks against the dense `query`,
+    /// into `scores`: one pass over the list's summary terms (a few KiB, read in order), the
+    /// entries read only for the query's terms.
     fn summary_scores(
         &self,
         t: u32,
-        by_term: &[(u16, u32)],
+        query: &[u32; MAX_TERMS],
         n_blocks: usize,
         scores: &mut Vec<u32>,
     ) {
@@ -511,27 +529,19 @@ impl ApproximateIndex {
             self.term_summaries[t as usize] as usize,
             self.term_summaries[t as usize + 1] as usize,
         );
-        let mut from = lo;
-        for (qt, qw) in by_term {
-            // Query terms ascend, so each search starts where the last one ended.
-            let at = from + self.summary_terms[from..hi].partition_point(|x| x < qt);
-            from = at;
-            if at == hi || self.summary_terms[at] != *qt {
-                continue;
+        let entries = &self.summary_entries[self.list_entries[t as usize] as usize..];
+        let mut start = 0usize;
+        for (term, end) in self.summary_terms[lo..hi]
+            .iter()
+            .zip(&self.summary_term_end[lo..hi])
+        {
+            let qw = query[*term as usize];
+            if qw != 0 {
+                for e in &entries[start..*end as usize] {
+                    scores[e.block as usize] += qw * u32::from(e.impact);
+                }
             }
-            let base = self.list_entries[t as usize] as usize;
-            let start = if at == lo {
-                0
-            } else {
-                self.summary_term_end[at - 1]
-            };
-            let (a, b) = (
-                base + start as usize,
-                base + self.summary_term_end[at] as usize,
-            );
-            for e in &self.summary_entries[a..b] {
-                scores[e.block as usize] += qw * u32::from(e.impact);
-            }
+            start = *end as usize;
         }
     }
 
@@ -543,6 +553,7 @@ impl ApproximateIndex {
             self.block_doc_start[b as usize + 1] as usize,
         );
         let (docs, rows) = (&self.block_docs[lo..hi], &self.block_rows[lo..hi]);
+        s.blocks_scored += 1;
         for (d, row) in docs.iter().zip(rows) {
             if !s.was_visited(*d) {
                 prefetch(&self.fwd[row.range()]);
@@ -552,6 +563,8 @@ impl ApproximateIndex {
             if !s.visit(*d) {
                 continue;
             }
+            s.docs_scored += 1;
+            s.entries_scored += row.range().len() as u64;
             let score: u32 = self.fwd[row.range()]
                 .iter()
                 .map(|e| s.query[e.term as usize] * u32::from(e.impact))
@@ -560,6 +573,51 @@ impl ApproximateIndex {
                 top.push(Hit { score, doc: *d });
             }
         }
+    }
+}
+
+/// Some centroids' rows, inverted: `(term, centroid, impact)` by term, so a document's
+/// similarity to every centroid is read from its strongest terms' entries only.
+struct CentroidTerms {
+    entries: Vec<(u16, u32, u8)>,
+    /// The lowest centroid admitted.
+    first: u32,
+}
+
+impl CentroidTerms {
+    /// The rows of `centroids[c]` for every `c` that `include` admits.
+    fn new(index: &ApproximateIndex, centroids: &[u32], include: impl Fn(u32) -> bool) -> Self {
+        let mut entries: Vec<(u16, u32, u8)> = Vec::new();
+        let mut first = None;
+        for (c, d) in (0u32..).zip(centroids).filter(|(c, _)| include(*c)) {
+            first = first.or(Some(c));
+            entries.extend(index.doc(*d).iter().map(|e| (e.term, c, e.impact)));
+        }
+        entries.sort_unstable();
+        CentroidTerms {
+            entries,
+            first: first.unwrap_or(0),
+        }
+    }
+
+    /// The centroid most similar to `d` (ties, and no shared term: the lowest admitted);
+    /// `scores` is scratch, one per centroid.
+    fn nearest(&self, index: &ApproximateIndex, d: u32, scores: &mut [u32]) -> u32 {
+        scores.iter_mut().for_each(|s| *s = 0);
+        for (t, i) in index.strongest(d, DOC_CUT) {
+            let t = t as u16;
+            let from = self.entries.partition_point(|e| e.0 < t);
+            for (_, c, ci) in self.entries[from..].iter().take_while(|e| e.0 == t) {
+                scores[*c as usize] += i * u32::from(*ci);
+            }
+        }
+        let mut best = (0, self.first);
+        for (c, s) in (0u32..).zip(scores.iter()) {
+            if *s > best.0 {
+                best = (*s, c);
+            }
+        }
+        best.1
     }
 }
 
@@ -728,6 +786,42 @@ mod tests {
             let got = approx.search(q, 10, search, &mut scratch);
             assert_eq!(got, exhaustive(&index, q, 10, &mut acc));
         }
+    }
+
+    #[test]
+    fn clusters_follow_topics_and_dissolve_tiny_ones() {
+        let (_dir, index, _docs) = collection();
+        let knobs = BuildKnobs {
+            n_postings: usize::MAX,
+            centroid_fraction: 0.2,
+            summary_energy: 0.4,
+            pruning: ListPruning::PerList,
+        };
+        let approx = ApproximateIndex::build(&index, knobs).unwrap();
+        // Term 50 lies in topics 1 (terms 40..100) and 0 (0..60): documents of two topics.
+        let mut docs: Vec<u32> = read_list(&index, 50).iter().map(|p| p.0).collect();
+        assert!(docs.len() > 20, "{} documents", docs.len());
+        // About three documents per centroid: many clusters start at or under MIN_CLUSTER.
+        let clusters = approx.cluster(&docs, 0.3);
+        let blocks: Vec<&Vec<u32>> = clusters.iter().filter(|c| !c.is_empty()).collect();
+        assert!(blocks.len() > 1);
+        for b in &blocks {
+            assert!(b.len() > MIN_CLUSTER, "a block of {} documents", b.len());
+        }
+        // Every document lands in one block.
+        let mut seen: Vec<u32> = blocks.iter().flat_map(|b| b.iter().copied()).collect();
+        seen.sort_unstable();
+        docs.sort_unstable();
+        assert_eq!(seen, docs);
+        // Blocks are (mostly) of one topic: the collection's topic is `doc % 12`.
+        let pure: usize = blocks
+            .iter()
+            .map(|b| {
+                let ones = b.iter().filter(|d| *d % 12 == 1).count();
+                ones.max(b.len() - ones)
+            })
+            .sum();
+        assert!(pure * 10 >= docs.len() * 8, "{pure} of {}", docs.len());
     }
 
     #[test]
