@@ -105,7 +105,8 @@ impl TypedStage for Retrieve {
     type Params = RetrieveParams;
     const KIND: &'static str = "retrieve";
     const SPLITS_INTO_TASKS: bool = true;
-    const VERSION: u32 = 2;
+    // 3: the approximate algorithm clusters its blocks as Seismic does (other runs).
+    const VERSION: u32 = 3;
     const STOPS_AT_CHECKPOINTS: bool = true;
     const DOC: &'static str =
         "query vectors (or texts encoded in the stage) × index → top-k run, resumable per query batch";
