@@ -404,11 +404,14 @@ impl ApproximateIndex {
         let centroids: Vec<u32> = (0..n_centroids)
             .map(|c| docs[(c as f64 * step) as usize])
             .collect();
+        // Each document's strongest terms, read once for both assignment passes.
+        let strongest: Vec<Vec<(u32, u32)>> =
+            docs.iter().map(|d| self.strongest(*d, DOC_CUT)).collect();
         let all = CentroidTerms::new(self, &centroids, |_| true);
         let mut scores = vec![0u32; n_centroids];
-        let mut assigned: Vec<u32> = docs
+        let mut assigned: Vec<u32> = strongest
             .iter()
-            .map(|d| all.nearest(self, *d, &mut scores))
+            .map(|terms| all.nearest(terms, &mut scores))
             .collect();
         let mut sizes = vec![0usize; n_centroids];
         assigned.iter().for_each(|c| sizes[*c as usize] += 1);
@@ -416,9 +419,9 @@ impl ApproximateIndex {
         if (0..n_centroids as u32).any(|c| sizes[c as usize] > 0 && !kept(c)) {
             if (0..n_centroids as u32).any(kept) {
                 let survivors = CentroidTerms::new(self, &centroids, kept);
-                for (d, c) in docs.iter().zip(assigned.iter_mut()) {
+                for (terms, c) in strongest.iter().zip(assigned.iter_mut()) {
                     if !kept(*c) {
-                        *c = survivors.nearest(self, *d, &mut scores);
+                        *c = survivors.nearest(terms, &mut scores);
                     }
                 }
             } else {
@@ -563,9 +566,10 @@ impl ApproximateIndex {
             if !s.visit(*d) {
                 continue;
             }
+            let entries = &self.fwd[row.range()];
             s.docs_scored += 1;
-            s.entries_scored += row.range().len() as u64;
-            let score: u32 = self.fwd[row.range()]
+            s.entries_scored += entries.len() as u64;
+            let score: u32 = entries
                 .iter()
                 .map(|e| s.query[e.term as usize] * u32::from(e.impact))
                 .sum();
@@ -600,11 +604,11 @@ impl CentroidTerms {
         }
     }
 
-    /// The centroid most similar to `d` (ties, and no shared term: the lowest admitted);
-    /// `scores` is scratch, one per centroid.
-    fn nearest(&self, index: &ApproximateIndex, d: u32, scores: &mut [u32]) -> u32 {
+    /// The centroid most similar to a document given its strongest `(term, impact)`s (ties, and
+    /// no shared term: the lowest admitted); `scores` is scratch, one per centroid.
+    fn nearest(&self, strongest: &[(u32, u32)], scores: &mut [u32]) -> u32 {
         scores.iter_mut().for_each(|s| *s = 0);
-        for (t, i) in index.strongest(d, DOC_CUT) {
+        for &(t, i) in strongest {
             let t = t as u16;
             let from = self.entries.partition_point(|e| e.0 < t);
             for (_, c, ci) in self.entries[from..].iter().take_while(|e| e.0 == t) {
@@ -722,16 +726,26 @@ mod tests {
             pruning: ListPruning::PerList,
         };
         let approx = ApproximateIndex::build(&index, knobs).unwrap();
+        assert_exact(&approx, &index, &docs, 37);
+    }
+
+    /// Asserts that walking every list without skipping returns exhaustive's top 10 for every
+    /// `step`-th document as a query (full summaries are upper bounds, so skipping by them at
+    /// factor 1 loses nothing).
+    fn assert_exact(
+        approx: &ApproximateIndex,
+        index: &InvertedIndex,
+        queries: &[SparseVector],
+        step: usize,
+    ) {
         let search = SearchKnobs {
             query_cut: usize::MAX,
             heap_factor: 1.0,
         };
-        let mut scratch = ApproximateScratch::default();
-        let mut acc = Vec::new();
-        for q in docs.iter().step_by(37) {
-            // Full summaries are upper bounds, so skipping by them loses nothing.
+        let (mut scratch, mut acc) = (ApproximateScratch::default(), Vec::new());
+        for q in queries.iter().step_by(step) {
             let got = approx.search(q, 10, search, &mut scratch);
-            assert_eq!(got, exhaustive(&index, q, 10, &mut acc));
+            assert_eq!(got, exhaustive(index, q, 10, &mut acc));
         }
     }
 
@@ -777,15 +791,7 @@ mod tests {
         assert!(global.kept_postings() < two.kept_postings());
         // A budget over every posting and no cap keeps every list whole: exact again.
         let approx = ApproximateIndex::build(&index, knobs(1 << 20, 1e6)).unwrap();
-        let search = SearchKnobs {
-            query_cut: usize::MAX,
-            heap_factor: 1.0,
-        };
-        let (mut scratch, mut acc) = (ApproximateScratch::default(), Vec::new());
-        for q in docs.iter().step_by(41) {
-            let got = approx.search(q, 10, search, &mut scratch);
-            assert_eq!(got, exhaustive(&index, q, 10, &mut acc));
-        }
+        assert_exact(&approx, &index, &docs, 41);
     }
 
     #[test]
