@@ -16,4 +16,4 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 "$BIN" bench retrieve --docs "$DOCS" --queries "$QUERIES" --repeats "$REPEATS" --approx "$GRID" \
   --approx-postings "$N_POSTINGS" --approx-only | grep -E "^(approximate|retrieve)"
 "$PY" "$HERE/seismic_compare.py" --docs "$DOCS" --queries "$QUERIES" --repeats "$REPEATS" \
-  --grid "$GRID" --n-postings "$N_POSTINGS" | grep -E "^(seismic|retrieve)"
+  --grid "$GRID" --n-postings "$N_POSTINGS" | grep -E "^(seismic|retrieve|counts)"

@@ -9,6 +9,12 @@ and recall@10 against the exact float top 10 (scipy sparse products).
   python bench/seismic_compare.py --docs D --queries Q --grid 5:1.0,10:0.9 --n-postings 3500
 
 Needs: pip install pyseismic-lsr pyarrow scipy numpy.
+
+With a Seismic build that counts its work (a module function `take_counters()` returning and
+resetting documents scored, blocks scored, blocks whose summary was scored and forward entries
+read; docs/performance.md says how that build was made), a `counts` line per setting gives the
+same per-query counts as `splade bench retrieve --approx`. The released wheel has no such
+function and prints none.
 """
 import argparse
 import glob
@@ -95,7 +101,16 @@ def main():
             return index.batch_search(names, qc, q_weights, k=10, query_cut=cut,
                                       heap_factor=factor, num_threads=1)
 
+        counters = getattr(seismic, "take_counters", None)
+        if counters:
+            counters()
         res = run()  # warm-up
+        if counters:
+            docs, blocks, ranked, entries = counters()
+            nq = len(q_terms)
+            print(f"counts algo=seismic query_cut={cut} heap_factor={factor} "
+                  f"docs_scored={docs / nq:.0f} blocks_scored={blocks / nq:.0f} "
+                  f"blocks_ranked={ranked / nq:.0f} entries_per_doc={entries / max(docs, 1):.1f}")
         times = []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
