@@ -666,6 +666,7 @@ fn sparse_rows(
                 format!("row {i}: {} terms but {} weights", t.len(), w.len()),
             ));
         }
+        check_weights(path, i, id.value(i), t, w)?;
         ids.push(id.value(i).to_string());
         vectors.push(SparseVector {
             terms: t.values().to_vec(),
@@ -673,6 +674,34 @@ fn sparse_rows(
         });
     }
     Ok(())
+}
+
+/// Row `i` (`id`) of a sparse-vectors file must have no null term or weight and only finite
+/// weights: a NaN or infinity would poison the index's quantization scale or every score.
+fn check_weights(
+    path: &Path,
+    i: usize,
+    id: &str,
+    terms: &UInt32Array,
+    weights: &Float32Array,
+) -> Result<()> {
+    if terms.null_count() + weights.null_count() > 0 {
+        return Err(StageError::parquet(
+            path,
+            format!("row {i} (id `{id}`): a term or weight is null"),
+        ));
+    }
+    match weights.values().iter().position(|w| !w.is_finite()) {
+        Some(j) => Err(StageError::parquet(
+            path,
+            format!(
+                "row {i} (id `{id}`): the weight of term {} is {}, not a finite number",
+                terms.value(j),
+                weights.value(j)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Writes a negatives artifact.
@@ -765,6 +794,40 @@ mod tests {
     use super::*;
     use arrow::array::{Float32Builder, ListBuilder};
     use arrow::datatypes::{Field, Schema};
+
+    /// A NaN or infinite weight is an error naming the file, row, id and term, not a silently
+    /// corrupted index.
+    #[test]
+    fn non_finite_weights_are_rejected_with_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let path = dir.path().join("v.parquet");
+            let ids = vec!["d0".to_string(), "d1".to_string()];
+            let vectors = vec![
+                SparseVector {
+                    terms: vec![1, 2],
+                    weights: vec![0.5, 1.0],
+                },
+                SparseVector {
+                    terms: vec![3, 9],
+                    weights: vec![0.25, bad],
+                },
+            ];
+            write_sparse(&path, &ids, &vectors).unwrap();
+            let err = read_sparse(&path).unwrap_err().to_string();
+            for want in [
+                "v.parquet",
+                "row 1",
+                "`d1`",
+                "term 9",
+                "not a finite number",
+            ] {
+                assert!(err.contains(want), "{want:?} not in {err}");
+            }
+            let streamed = for_each_sparse_batch(&path, 10, |_, _, _| Ok(()));
+            assert!(streamed.unwrap_err().to_string().contains("term 9"));
+        }
+    }
 
     /// pyarrow (≥ 13) names list items `element`; such vectors must read like ours.
     #[test]
