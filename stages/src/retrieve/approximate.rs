@@ -533,10 +533,18 @@ impl ApproximateIndex {
             let keys = s.block_scores.iter().zip(lo..hi);
             ranked.extend(keys.map(|(score, b)| u64::from(!*score) << 32 | u64::from(b)));
             ranked.sort_unstable();
-            for key in &ranked {
+            let reads = |key: u64, top: &TopK| {
                 let bound = !((key >> 32) as u32);
-                if (bound as f32) < knobs.heap_factor * top.threshold() as f32 {
+                bound as f32 >= knobs.heap_factor * top.threshold() as f32
+            };
+            for (i, key) in ranked.iter().enumerate() {
+                if !reads(*key, &top) {
                     break;
+                }
+                // The next block is fetched while this one is scored, when it would be read as
+                // things stand (the k-th score only rises: a guess, never a change of results).
+                if let Some(next) = ranked.get(i + 1).filter(|next| reads(**next, &top)) {
+                    self.prefetch_block(*next as u32, s);
                 }
                 self.score_block(*key as u32, s, &mut top);
             }
@@ -599,8 +607,22 @@ impl ApproximateIndex {
         }
     }
 
-    /// Scores the documents of block `b` not scored yet. Their rows are prefetched first, so
-    /// their cache misses overlap instead of each stalling its document's scoring.
+    /// Asks the CPU to fetch the rows of block `b`'s documents not scored yet.
+    fn prefetch_block(&self, b: u32, s: &ApproximateScratch) {
+        let (lo, hi) = (
+            self.block_doc_start[b as usize] as usize,
+            self.block_doc_start[b as usize + 1] as usize,
+        );
+        for (d, row) in self.block_docs[lo..hi].iter().zip(&self.block_rows[lo..hi]) {
+            if !s.was_visited(*d) {
+                prefetch(&self.fwd[row.range()]);
+            }
+        }
+    }
+
+    /// Scores the documents of block `b` not scored yet. Their rows are prefetched first (cheap
+    /// when the previous block's turn already asked for them), so their cache misses overlap
+    /// instead of each stalling its document's scoring.
     fn score_block(&self, b: u32, s: &mut ApproximateScratch, top: &mut TopK) {
         let (lo, hi) = (
             self.block_doc_start[b as usize] as usize,
@@ -608,11 +630,7 @@ impl ApproximateIndex {
         );
         let (docs, rows) = (&self.block_docs[lo..hi], &self.block_rows[lo..hi]);
         s.blocks_scored += 1;
-        for (d, row) in docs.iter().zip(rows) {
-            if !s.was_visited(*d) {
-                prefetch(&self.fwd[row.range()]);
-            }
-        }
+        self.prefetch_block(b, s);
         for (d, row) in docs.iter().zip(rows) {
             if !s.visit(*d) {
                 continue;
