@@ -213,8 +213,8 @@ pub struct ApproximateScratch {
     /// The blocks of the list being walked, best first: `!summary score << 32 | block`, so an
     /// ascending sort orders by score descending, then block.
     ranked: Vec<u64>,
-    /// The query's `(weight, bucket range)` in the list being walked, then its `(weight,
-    /// entry range)`.
+    /// The query's terms found in a bucket of the list being walked, `(term, weight, bucket
+    /// range)`, then those found in the list, `(weight, entry range)`.
     buckets: Vec<(u32, u32, u32, u32)>,
     matches: Vec<(u32, usize, usize)>,
     /// Documents scored, summed over the queries run with this scratch.
@@ -557,9 +557,9 @@ impl ApproximateIndex {
     }
 
     /// The summary score of each of term `t`'s `n_blocks` blocks against the `query`'s
-    /// `(term, weight)`s, into `s.block_scores`. Three passes over the query's terms, each one's
-    /// loads independent of the others', so that the cache misses of one level (directory,
-    /// bucket, entries) overlap instead of queueing behind each other.
+    /// `(term, weight)`s, into `s.block_scores`. Three passes over the query's terms (directory,
+    /// bucket, entries), each one's loads independent of the others', so that the cache misses
+    /// of one level overlap instead of queueing behind each other; then the sums.
     fn summary_scores(
         &self,
         t: u32,
