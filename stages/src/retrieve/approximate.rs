@@ -101,13 +101,12 @@ pub struct ApproximateIndex {
     /// previous summary term's end, or at 0).
     term_summaries: Vec<u64>,
     /// Where each bucket of [`SUMMARY_BUCKET`] consecutive vocabulary terms starts among a
-    /// list's summary terms: term `t`'s `n_buckets + 1` offsets, relative to
-    /// `term_summaries[t]`, are `summary_dir[t * (n_buckets + 1)..]`. A list's summaries hold
-    /// about a third of the vocabulary (10,000 terms on the realistic 1M collection) and a
-    /// query some twenty terms: each is found in its bucket of a few dozen instead of a pass
-    /// over all of them.
+    /// list's summary terms: term `t`'s `n_buckets() + 1` offsets, relative to
+    /// `term_summaries[t]`, are `summary_dir[t * (n_buckets() + 1)..]`. A list's summaries hold
+    /// about a third of the vocabulary (10,762 terms per walked list on the realistic 1M
+    /// collection) and a query some twenty terms: each is found in its bucket of a few dozen
+    /// instead of a pass over all of them.
     summary_dir: Vec<u32>,
-    n_buckets: usize,
     summary_terms: Vec<u16>,
     summary_term_end: Vec<u32>,
     list_entries: Vec<u64>,
@@ -296,7 +295,6 @@ impl ApproximateIndex {
             block_rows: Vec::new(),
             term_summaries: vec![0],
             summary_dir: Vec::new(),
-            n_buckets: n_terms.div_ceil(SUMMARY_BUCKET).max(1),
             summary_terms: Vec::new(),
             summary_term_end: Vec::new(),
             list_entries: Vec::new(),
@@ -331,11 +329,11 @@ impl ApproximateIndex {
         }
         self.term_blocks.push(self.block_doc_start.len() as u32 - 1);
         self.list_entries.push(self.summary_entries.len() as u64);
-        let mut dir = vec![0u32; self.n_buckets + 1];
+        let mut dir = vec![0u32; self.n_buckets() + 1];
         for (term, _) in &list.terms {
             dir[*term as usize / SUMMARY_BUCKET + 1] += 1;
         }
-        for b in 0..self.n_buckets {
+        for b in 0..self.n_buckets() {
             dir[b + 1] += dir[b];
         }
         self.summary_dir.extend(dir);
@@ -347,6 +345,11 @@ impl ApproximateIndex {
         }
         self.summary_entries.extend(list.entries);
         self.term_summaries.push(self.summary_terms.len() as u64);
+    }
+
+    /// Buckets of the vocabulary in a list's summary directory.
+    fn n_buckets(&self) -> usize {
+        self.n_terms.div_ceil(SUMMARY_BUCKET).max(1)
     }
 
     /// Postings kept in the lists (block members).
@@ -573,7 +576,8 @@ impl ApproximateIndex {
             self.term_summaries[t + 1] as usize,
         );
         let (terms, ends) = (&self.summary_terms[lo..hi], &self.summary_term_end[lo..hi]);
-        let dir = &self.summary_dir[t * (self.n_buckets + 1)..(t + 1) * (self.n_buckets + 1)];
+        let width = self.n_buckets() + 1;
+        let dir = &self.summary_dir[t * width..(t + 1) * width];
         let entries = &self.summary_entries[self.list_entries[t] as usize..];
         for (qt, _) in query {
             prefetch(std::slice::from_ref(&dir[*qt as usize / SUMMARY_BUCKET]));
@@ -607,13 +611,19 @@ impl ApproximateIndex {
         }
     }
 
-    /// Asks the CPU to fetch the rows of block `b`'s documents not scored yet.
-    fn prefetch_block(&self, b: u32, s: &ApproximateScratch) {
+    /// Block `b`'s documents and where their rows lie.
+    fn block(&self, b: u32) -> (&[u32], &[Row]) {
         let (lo, hi) = (
             self.block_doc_start[b as usize] as usize,
             self.block_doc_start[b as usize + 1] as usize,
         );
-        for (d, row) in self.block_docs[lo..hi].iter().zip(&self.block_rows[lo..hi]) {
+        (&self.block_docs[lo..hi], &self.block_rows[lo..hi])
+    }
+
+    /// Asks the CPU to fetch the rows of block `b`'s documents not scored yet.
+    fn prefetch_block(&self, b: u32, s: &ApproximateScratch) {
+        let (docs, rows) = self.block(b);
+        for (d, row) in docs.iter().zip(rows) {
             if !s.was_visited(*d) {
                 prefetch(&self.fwd[row.range()]);
             }
@@ -624,11 +634,7 @@ impl ApproximateIndex {
     /// when the previous block's turn already asked for them), so their cache misses overlap
     /// instead of each stalling its document's scoring.
     fn score_block(&self, b: u32, s: &mut ApproximateScratch, top: &mut TopK) {
-        let (lo, hi) = (
-            self.block_doc_start[b as usize] as usize,
-            self.block_doc_start[b as usize + 1] as usize,
-        );
-        let (docs, rows) = (&self.block_docs[lo..hi], &self.block_rows[lo..hi]);
+        let (docs, rows) = self.block(b);
         s.blocks_scored += 1;
         self.prefetch_block(b, s);
         for (d, row) in docs.iter().zip(rows) {
