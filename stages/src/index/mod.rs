@@ -51,7 +51,7 @@ crate::stage_params! {
 impl TypedStage for Index {
     type Params = IndexParams;
     const KIND: &'static str = "index";
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
     const DOC: &'static str =
         "sparse vectors → inverted index: u8 impacts, 128-doc bit-packed blocks, block and range maxima";
 

@@ -3,14 +3,18 @@
 //! instead of deriving it from every posting list.
 //!
 //! Files: `ranges.bin` holds one row per term with postings, term after term. A row is a tag
-//! byte, then either (tag 0, sparse) one entry per range the term occurs in — the gap from the
-//! previous entry's range + 1 as a LEB128 varint (0 for consecutive ranges), then the max
-//! impact (u8) — or (tag 1, dense, when the term occurs in at least half of the ranges) one max
-//! impact per range of the collection, 0 where it is absent, which a query adds to its bounds
-//! in one vectorised pass. `range_offsets.bin` holds `vocab + 1` little-endian u64 byte
-//! offsets: term `t`'s row is `ranges.bin[offsets[t]..offsets[t + 1]]` (empty: no postings).
-//! About two bytes per (term, range) entry (1.9 at 1M documents), where an in-memory `(u32, u8)`
-//! table takes five.
+//! byte, then either (tag 2, grouped) the term's ranges grouped by page of [`PAGE_RANGES`]
+//! ranges — per page it occurs in: the gap from the previous group's page + 1 as a LEB128
+//! varint (0 for consecutive pages), the entry count − 1 (u8), the entries' ranges within the
+//! page (u8 each, ascending), then their max impacts (u8 each) — or (tag 1, dense, when the
+//! term occurs in at least half of the ranges) one max impact per range of the collection, 0
+//! where it is absent, which a query adds to its bounds in one vectorised pass. Within a group
+//! no entry's position depends on the one before, so a query adds a group's bounds without the
+//! serial dependency of one varint per entry. `range_offsets.bin` holds `vocab + 1`
+//! little-endian u64 byte offsets: term `t`'s row is `ranges.bin[offsets[t]..offsets[t + 1]]`
+//! (empty: no postings). About two bytes per (term, range) entry, where an in-memory
+//! `(u32, u8)` table takes five. `meta.json` names the layout (`range_layout`); a table of
+//! another layout or range size is derived again, not read.
 
 use std::io::Write;
 use std::path::Path;
@@ -31,9 +35,17 @@ pub fn ranges_for(n_docs: u32) -> usize {
     (n_docs as usize).div_ceil(RANGE_DOCS)
 }
 
-/// Row tags.
-const SPARSE: u8 = 0;
+/// Row tags (0 was the per-entry varint layout, no longer read).
 const DENSE: u8 = 1;
+const GROUPED: u8 = 2;
+
+/// log2 of the ranges per page of a grouped row.
+const PAGE_BITS: u32 = 8;
+/// Ranges per page: one byte addresses a range within its page.
+pub const PAGE_RANGES: usize = 1 << PAGE_BITS;
+
+/// The table layout `meta.json` names (`range_layout`), bumped when rows change encoding.
+pub const RANGE_LAYOUT: u64 = 2;
 
 /// Builds the table row by row from postings in doc order, writing each finished row to a sink
 /// (the index's `ranges.bin`, or memory), so only one term's row is ever held.
@@ -85,13 +97,8 @@ impl RangeWriter {
                     }
                 }
             } else {
-                self.encoded.push(SPARSE);
-                let mut next = 0;
-                for &(r, m) in &self.row {
-                    write_varint(&mut self.encoded, r - next);
-                    self.encoded.push(m);
-                    next = r + 1;
-                }
+                self.encoded.push(GROUPED);
+                encode_groups(&self.row, &mut self.encoded);
             }
         }
         out.write_all(&self.encoded)?;
@@ -126,6 +133,20 @@ impl RangeWriter {
     }
 }
 
+/// Appends the grouped encoding of `row` (ranges ascending) to `out`.
+fn encode_groups(row: &[(u32, u8)], out: &mut Vec<u8>) {
+    let mut next_page = 0;
+    for group in row.chunk_by(|a, b| a.0 >> PAGE_BITS == b.0 >> PAGE_BITS) {
+        let page = group[0].0 >> PAGE_BITS;
+        write_varint(out, page - next_page);
+        // A page holds at most PAGE_RANGES ranges, each listed once: the count fits a byte.
+        out.push((group.len() - 1) as u8);
+        out.extend(group.iter().map(|(r, _)| (*r as usize % PAGE_RANGES) as u8));
+        out.extend(group.iter().map(|(_, m)| *m));
+        next_page = page + 1;
+    }
+}
+
 fn write_varint(out: &mut Vec<u8>, mut v: u32) {
     while v >= 0x80 {
         out.push((v as u8 & 0x7F) | 0x80);
@@ -149,57 +170,71 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u32> {
     None
 }
 
-/// The `(range, max impact)` entries of a sparse row (its bytes after the tag). Stops early on
-/// a malformed entry and says so in `malformed`.
-struct SparseEntries<'a> {
+/// One page's entries of a grouped row: the page's first range, then the entries' ranges
+/// within the page and their max impacts (same length).
+struct Group<'a> {
+    base: usize,
+    locals: &'a [u8],
+    maxes: &'a [u8],
+}
+
+/// The groups of a grouped row (its bytes after the tag). Stops early on a malformed group and
+/// says so in `malformed`.
+struct Groups<'a> {
     row: &'a [u8],
     at: usize,
-    next: usize,
+    next_page: usize,
     malformed: bool,
 }
 
-impl<'a> SparseEntries<'a> {
+impl<'a> Groups<'a> {
     fn new(row: &'a [u8]) -> Self {
-        SparseEntries {
+        Groups {
             row,
             at: 0,
-            next: 0,
+            next_page: 0,
             malformed: false,
         }
     }
-}
 
-impl Iterator for SparseEntries<'_> {
-    type Item = (usize, u8);
-
-    #[inline]
-    fn next(&mut self) -> Option<(usize, u8)> {
-        if self.at >= self.row.len() {
-            return None;
-        }
-        let entry = read_varint(self.row, &mut self.at).and_then(|gap| {
-            let max = *self.row.get(self.at)?;
-            Some((self.next + gap as usize, max))
-        });
-        match entry {
-            Some((range, max)) => {
-                self.at += 1;
-                self.next = range + 1;
-                Some((range, max))
-            }
-            None => {
-                self.malformed = true;
-                None
-            }
-        }
+    #[inline(always)]
+    fn read(&mut self) -> Option<Group<'a>> {
+        let gap = read_varint(self.row, &mut self.at)?;
+        let page = self.next_page.checked_add(gap as usize)?;
+        let n = usize::from(*self.row.get(self.at)?) + 1;
+        let entries = self.row.get(self.at + 1..self.at + 1 + 2 * n)?;
+        self.at += 1 + 2 * n;
+        self.next_page = page + 1;
+        let (locals, maxes) = entries.split_at(n);
+        Some(Group {
+            base: page.checked_mul(PAGE_RANGES)?,
+            locals,
+            maxes,
+        })
     }
 }
 
-/// The range size the index in `dir` stored its table for (`meta.json`'s `range_docs`); a
-/// table of another size is derived again rather than read.
-fn stored_range_docs(dir: &Path) -> Option<u64> {
+impl<'a> Iterator for Groups<'a> {
+    type Item = Group<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Group<'a>> {
+        if self.at >= self.row.len() {
+            return None;
+        }
+        let group = self.read();
+        self.malformed |= group.is_none();
+        group
+    }
+}
+
+/// The range size and layout the index in `dir` stored its table in (`meta.json`'s
+/// `range_docs`, `range_layout`); a table of another size or layout is derived again rather
+/// than read.
+fn stored_layout(dir: &Path) -> Option<(u64, u64)> {
     let meta = std::fs::read(dir.join("meta.json")).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&meta).ok()?["range_docs"].as_u64()
+    let meta = serde_json::from_slice::<serde_json::Value>(&meta).ok()?;
+    Some((meta["range_docs"].as_u64()?, meta["range_layout"].as_u64()?))
 }
 
 /// Where the table's bytes live.
@@ -241,15 +276,11 @@ impl RangeTable {
                 Some([DENSE, row @ ..]) if row.len() == n_ranges => {
                     entries += row.iter().filter(|m| **m > 0).count() as u64;
                 }
-                Some([SPARSE, row @ ..]) => {
-                    let mut it = SparseEntries::new(row);
-                    for (range, _) in &mut it {
-                        if range >= n_ranges {
-                            return Err(format!(
-                                "a range entry past the collection's {n_ranges} ranges"
-                            ));
-                        }
-                        entries += 1;
+                Some([GROUPED, row @ ..]) => {
+                    let mut it = Groups::new(row);
+                    for g in &mut it {
+                        check_group(&g, n_ranges)?;
+                        entries += g.locals.len() as u64;
                     }
                     if it.malformed {
                         return Err("a truncated range entry".into());
@@ -267,10 +298,10 @@ impl RangeTable {
     }
 
     /// Opens `ranges.bin` and `range_offsets.bin` in `dir`; `None` when the index has none
-    /// (written before the table was stored) or stored it for another range size.
+    /// (written before the table was stored) or stored it for another range size or layout.
     pub fn open(dir: &Path, n_ranges: usize) -> Result<Option<Self>> {
         let (data_path, offsets_path) = (dir.join("ranges.bin"), dir.join("range_offsets.bin"));
-        if !data_path.is_file() || stored_range_docs(dir) != Some(RANGE_DOCS as u64) {
+        if !data_path.is_file() || stored_layout(dir) != Some((RANGE_DOCS as u64, RANGE_LAYOUT)) {
             return Ok(None);
         }
         let raw = std::fs::read(&offsets_path).map_err(|e| StageError::io(&offsets_path, e))?;
@@ -320,7 +351,7 @@ impl RangeTable {
     }
 
     /// The stored table of the index in `dir`, or one derived from its postings when the index
-    /// has none (or stored it for another range size).
+    /// has none (or stored it for another range size or layout).
     pub fn load(index: &InvertedIndex, dir: &Path) -> Result<Self> {
         Ok(match RangeTable::open(dir, ranges_for(index.n_docs))? {
             Some(t) => t,
@@ -343,6 +374,7 @@ impl RangeTable {
         self.n_ranges
     }
 
+    #[inline(always)]
     fn row(&self, term: u32) -> &[u8] {
         let t = term as usize;
         match (self.offsets.get(t), self.offsets.get(t + 1)) {
@@ -360,17 +392,27 @@ impl RangeTable {
                 .enumerate()
                 .filter(|(_, m)| **m > 0)
                 .for_each(|(r, m)| f(r, *m)),
-            // Checked at open: every entry is whole and inside the collection.
-            [_, row @ ..] => SparseEntries::new(row).for_each(|(r, m)| f(r, m)),
+            // Checked at open: every group is whole and inside the collection.
+            [_, row @ ..] => Groups::new(row).for_each(|g| {
+                for (l, m) in g.locals.iter().zip(g.maxes) {
+                    f(g.base + usize::from(*l), *m)
+                }
+            }),
             [] => {}
         }
     }
 
+    /// Slots [`RangeTable::add_bounds`] needs: one per range, rounded up to whole pages.
+    pub fn n_slots(&self) -> usize {
+        self.n_ranges.div_ceil(PAGE_RANGES) * PAGE_RANGES
+    }
+
     /// Adds `weight × max impact` of `term` into the bound half (high 32 bits) of `slots` (one
-    /// per range) and `flag` into the low half of every range the term occurs in: with a
-    /// distinct single bit per term, the low halves say which terms occur in each range. One
-    /// add per entry (each term lists a range once, so adding the bit sets it).
-    #[inline]
+    /// per range, [`RangeTable::n_slots`] of them) and `flag` into the low half of every range
+    /// the term occurs in: with a distinct single bit per term, the low halves say which terms
+    /// occur in each range. One add per entry (each term lists a range once, so adding the bit
+    /// sets it).
+    #[inline(always)]
     pub fn add_bounds(&self, term: u32, weight: u32, flag: u32, slots: &mut [u64]) {
         match self.row(term) {
             [DENSE, row @ ..] => {
@@ -380,11 +422,39 @@ impl RangeTable {
                     *s += u64::from(weight * m) << 32 | u64::from(flag * u32::from(m > 0));
                 }
             }
-            _ => self.for_each(term, |r, m| {
-                slots[r] += u64::from(weight * u32::from(m)) << 32 | u64::from(flag)
-            }),
+            [_, row @ ..] => {
+                for g in Groups::new(row) {
+                    // Whole pages: a u8 index cannot fall outside one.
+                    let Some(page) = slots
+                        .get_mut(g.base..g.base + PAGE_RANGES)
+                        .and_then(|p| <&mut [u64; PAGE_RANGES]>::try_from(p).ok())
+                    else {
+                        continue;
+                    };
+                    for (l, m) in g.locals.iter().zip(g.maxes) {
+                        page[usize::from(*l)] +=
+                            u64::from(weight * u32::from(*m)) << 32 | u64::from(flag);
+                    }
+                }
+            }
+            [] => {}
         }
     }
+}
+
+/// Checks at open that a group's ranges are ascending and inside the collection (so each
+/// range is listed once per term, as [`RangeTable::add_bounds`] relies on).
+fn check_group(g: &Group, n_ranges: usize) -> std::result::Result<(), String> {
+    if g.locals.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("a group's ranges are not ascending".into());
+    }
+    let last = g.base + g.locals.last().map_or(0, |l| usize::from(*l));
+    if last >= n_ranges {
+        return Err(format!(
+            "a range entry past the collection's {n_ranges} ranges"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -396,7 +466,7 @@ mod tests {
         let n_docs = (301 * RANGE_DOCS) as u32;
         let mut w = RangeWriter::new(n_docs);
         let mut bytes = Vec::new();
-        // Term 0: docs in ranges 0, 0, 1, 300 (a gap of 298: two varint bytes).
+        // Term 0: docs in ranges 0, 0, 1 (page 0) and 300 (page 1).
         let d = |range: usize, off: usize| (range * RANGE_DOCS + off) as u32;
         for (doc, i) in [(d(0, 3), 5), (d(0, 7), 9), (d(1, 0), 2), (d(300, 1), 7)] {
             w.push(doc, i);
@@ -413,8 +483,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("ranges.bin"), &bytes).unwrap();
         w.write_offsets(dir.path()).unwrap();
-        let meta = |docs: usize| format!("{{\"range_docs\": {docs}}}");
-        std::fs::write(dir.path().join("meta.json"), meta(RANGE_DOCS)).unwrap();
+        let meta = |docs: usize, layout: u64| {
+            format!("{{\"range_docs\": {docs}, \"range_layout\": {layout}}}")
+        };
+        let current = meta(RANGE_DOCS, RANGE_LAYOUT);
+        std::fs::write(dir.path().join("meta.json"), &current).unwrap();
         let t = RangeTable::open(dir.path(), 301).unwrap().unwrap();
         let row = |term| {
             let mut v = Vec::new();
@@ -432,7 +505,8 @@ mod tests {
         assert_eq!(row(4), vec![], "past the vocabulary");
         assert_eq!(t.entries(), 4 + every_other.len() as u64);
         // Bounds and presence flags, sparse and dense rows alike.
-        let mut slots = vec![0u64; 301];
+        let mut slots = vec![0u64; t.n_slots()];
+        assert_eq!(slots.len(), 2 * PAGE_RANGES);
         t.add_bounds(0, 2, 1, &mut slots);
         t.add_bounds(3, 3, 1 << 5, &mut slots);
         let split = |s: u64| (s >> 32, s as u32);
@@ -440,10 +514,14 @@ mod tests {
         assert_eq!(split(slots[1]), (2 * 2, 1));
         assert_eq!(split(slots[2]), (3 * 3, 1 << 5));
         assert_eq!(split(slots[3]), (0, 0));
-        // A table stored for another range size is not read (it is derived again).
-        std::fs::write(dir.path().join("meta.json"), meta(2 * RANGE_DOCS)).unwrap();
-        assert!(RangeTable::open(dir.path(), 301).unwrap().is_none());
-        std::fs::write(dir.path().join("meta.json"), meta(RANGE_DOCS)).unwrap();
+        assert_eq!(split(slots[300]), (2 * 7 + 3 * 51, 1 | 1 << 5));
+        assert_eq!(split(slots[299]), (0, 0));
+        // A table stored for another range size or layout is not read (it is derived again).
+        for other in [meta(2 * RANGE_DOCS, RANGE_LAYOUT), meta(RANGE_DOCS, 1)] {
+            std::fs::write(dir.path().join("meta.json"), other).unwrap();
+            assert!(RangeTable::open(dir.path(), 301).unwrap().is_none());
+        }
+        std::fs::write(dir.path().join("meta.json"), &current).unwrap();
         // A collection too small for the entries is refused at open.
         assert!(RangeTable::open(dir.path(), 300).is_err());
         // So is a truncated table.
@@ -451,5 +529,43 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         assert!(RangeTable::open(dir.path(), 301).is_err());
+        // And a group whose ranges are not ascending (term 2's one-entry group made two).
+        let mut bad = bytes.clone();
+        let at = 1 + (t.offsets[2] as usize);
+        bad.splice(at + 1..at + 4, [1, 0, 0, 1, 1]);
+        std::fs::write(&p, &bad).unwrap();
+        std::fs::write(dir.path().join("range_offsets.bin"), {
+            let mut o = t.offsets.clone();
+            o.iter_mut().skip(3).for_each(|x| *x += 2);
+            o.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()
+        })
+        .unwrap();
+        let err = RangeTable::open(dir.path(), 301).err().unwrap().to_string();
+        assert!(err.contains("not ascending"), "{err}");
+    }
+
+    #[test]
+    fn a_row_across_many_pages_adds_every_entry_once() {
+        // Ranges 0..5000 every 7th, so groups, page gaps and full pages all occur.
+        let n_ranges = 5000;
+        let mut w = RangeWriter::new((n_ranges * RANGE_DOCS) as u32);
+        let mut bytes = Vec::new();
+        let ranges: Vec<usize> = (0..n_ranges).step_by(7).chain([4999]).collect();
+        for &r in &ranges {
+            w.push((r * RANGE_DOCS) as u32, (r % 200 + 1) as u8);
+        }
+        w.end_term(&mut bytes).unwrap();
+        let t = RangeTable::new(Bytes::Owned(bytes), w.offsets(), n_ranges).unwrap();
+        let mut slots = vec![0u64; t.n_slots()];
+        t.add_bounds(0, 1, 1, &mut slots);
+        for (r, s) in slots.iter().enumerate() {
+            let want = if ranges.contains(&r) {
+                (r % 200 + 1) as u64
+            } else {
+                0
+            };
+            assert_eq!(*s >> 32, want, "range {r}");
+            assert_eq!(*s as u32, u32::from(want > 0), "range {r}");
+        }
     }
 }

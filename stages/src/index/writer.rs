@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::build::BuildStats;
 use super::format::{encode_block, TermMeta, BLOCK};
-use super::ranges::{RangeWriter, RANGE_DOCS};
+use super::ranges::{RangeWriter, RANGE_DOCS, RANGE_LAYOUT};
 use crate::error::{Result, StageError};
 
 /// Streams posting lists (terms in id order, docs ascending within a term) into `postings.bin`,
@@ -166,6 +166,7 @@ impl IndexWriter {
             "n_postings": stats.n_postings,
             "block": BLOCK,
             "range_docs": RANGE_DOCS,
+            "range_layout": RANGE_LAYOUT,
             "range_entries": self.ranges.entries(),
         });
         let p = self.dir.join("meta.json");
