@@ -546,16 +546,35 @@ mod tests {
 
     #[test]
     fn a_row_across_many_pages_adds_every_entry_once() {
-        // Ranges 0..5000 every 7th, so groups, page gaps and full pages all occur.
+        // Every 7th range but none in pages 3 to 5 (a gap of three pages), every range of page 10
+        // (a full page: count byte 255), and the collection's last range (a partial page).
         let n_ranges = 5000;
         let mut w = RangeWriter::new((n_ranges * RANGE_DOCS) as u32);
         let mut bytes = Vec::new();
-        let ranges: Vec<usize> = (0..n_ranges).step_by(7).chain([4999]).collect();
+        let page = |r: usize| r / PAGE_RANGES;
+        let ranges: Vec<usize> = (0..n_ranges)
+            .filter(|r| page(*r) == 10 || (r % 7 == 0 && !(3..6).contains(&page(*r))) || *r == 4999)
+            .collect();
+        assert!(ranges.len() * 2 < n_ranges, "stored sparse");
         for &r in &ranges {
             w.push((r * RANGE_DOCS) as u32, (r % 200 + 1) as u8);
         }
         w.end_term(&mut bytes).unwrap();
+        // One group per page with entries: pages 0 to 2, then 6 on (a page gap of 3), page 10
+        // whole.
+        let groups: Vec<(usize, usize)> = Groups::new(&bytes[1..])
+            .map(|g| (g.base / PAGE_RANGES, g.locals.len()))
+            .collect();
+        let pages: Vec<usize> = groups.iter().map(|g| g.0).collect();
+        assert_eq!(
+            pages,
+            [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+        );
+        assert_eq!(groups[7], (10, PAGE_RANGES));
         let t = RangeTable::new(Bytes::Owned(bytes), w.offsets(), n_ranges).unwrap();
+        let mut listed = Vec::new();
+        t.for_each(0, |r, _| listed.push(r));
+        assert_eq!(listed, ranges);
         let mut slots = vec![0u64; t.n_slots()];
         t.add_bounds(0, 1, 1, &mut slots);
         for (r, s) in slots.iter().enumerate() {
