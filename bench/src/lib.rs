@@ -931,7 +931,7 @@ pub fn retrieve(
     use rayon::prelude::*;
     use splade_stages::index::reader::InvertedIndex;
     use splade_stages::retrieve::algorithms::{exhaustive, exhaustive_in_slices, maxscore};
-    use splade_stages::retrieve::block_max::{block_max, BlockMaxScratch, RangeMaxima};
+    use splade_stages::retrieve::block_max::{block_max, RangeMaxima};
     let (_, mut queries) = splade_stages::parquet_io::read_sparse(&inputs.queries)?;
     queries.truncate(max_queries);
     let index_dir = inputs.index_dir.clone();
@@ -978,62 +978,106 @@ pub fn retrieve(
         table.bytes() as f64 / (1 << 20) as f64,
         t0.elapsed().as_secs_f64() * 1e3
     );
-    type Scratch = (Vec<u32>, BlockMaxScratch);
+    let algos: Vec<&str> = algorithms.split(',').map(str::trim).collect();
+    for algo in &algos {
+        anyhow::ensure!(
+            ["exhaustive", "one_pass", "maxscore", "block_max"].contains(algo),
+            "--algorithms: unknown `{algo}` (exhaustive, one_pass, maxscore, block_max)"
+        );
+    }
     for k in [10usize, 1000] {
         // `one_pass`: exhaustive with a single collection-wide accumulator (no slicing), to show
         // what the L2-sized slices buy.
-        for algo in algorithms.split(',').map(str::trim) {
-            anyhow::ensure!(
-                ["exhaustive", "one_pass", "maxscore", "block_max"].contains(&algo),
-                "--algorithms: unknown `{algo}` (exhaustive, one_pass, maxscore, block_max)"
-            );
-            let run = |q: &SparseVector, s: &mut Scratch| match algo {
-                "exhaustive" => exhaustive(&index, q, k, &mut s.0),
-                "one_pass" => exhaustive_in_slices(&index, q, k, &mut s.0, u32::MAX),
-                "maxscore" => maxscore(&index, q, k),
-                _ => block_max(&index, &table, q, k, &mut s.1),
-            };
-            let mut scratch = Scratch::default();
-            // Warm-up: caches, page-ins and allocations out of the timed passes.
-            let hits: usize = queries.iter().map(|q| run(q, &mut scratch).len()).sum();
-            scratch = Scratch::default();
-            let n = queries.len().max(1) as f64;
-            let mut single = Vec::with_capacity(repeats);
-            let mut parallel = Vec::with_capacity(repeats);
-            for _ in 0..repeats {
+        let run = |algo: &str, q: &SparseVector, s: &mut ExactScratch| match algo {
+            "exhaustive" => exhaustive(&index, q, k, &mut s.0),
+            "one_pass" => exhaustive_in_slices(&index, q, k, &mut s.0, u32::MAX),
+            "maxscore" => maxscore(&index, q, k),
+            _ => block_max(&index, &table, q, k, &mut s.1),
+        };
+        // Warm-up: caches, page-ins and allocations out of the timed passes.
+        let mut timings: Vec<ExactTiming> = algos
+            .iter()
+            .map(|algo| {
+                let mut scratch = ExactScratch::default();
+                let hits = queries
+                    .iter()
+                    .map(|q| run(algo, q, &mut scratch).len())
+                    .sum();
+                ExactTiming {
+                    hits,
+                    ..ExactTiming::default()
+                }
+            })
+            .collect();
+        let n = queries.len().max(1) as f64;
+        // Every repeat times each algorithm once, in turn: the machine's drift (it is shared)
+        // then falls on all of them alike, and their ratios hold within a run.
+        for _ in 0..repeats {
+            for (algo, t) in algos.iter().zip(&mut timings) {
                 let t0 = Instant::now();
-                let again: usize = queries.iter().map(|q| run(q, &mut scratch).len()).sum();
-                single.push(t0.elapsed().as_secs_f64() * 1e3 / n);
-                anyhow::ensure!(again == hits, "two passes disagree");
+                let again: usize = queries
+                    .iter()
+                    .map(|q| run(algo, q, &mut t.scratch).len())
+                    .sum();
+                t.single.push(t0.elapsed().as_secs_f64() * 1e3 / n);
+                anyhow::ensure!(again == t.hits, "two passes disagree");
                 let t0 = Instant::now();
                 let total: usize = queries
                     .par_iter()
-                    .map_init(Scratch::default, |s, q| run(q, s).len())
+                    .map_init(ExactScratch::default, |s, q| run(algo, q, s).len())
                     .sum();
-                parallel.push(n / t0.elapsed().as_secs_f64());
-                anyhow::ensure!(total == hits, "parallel and sequential runs disagree");
+                t.parallel.push(n / t0.elapsed().as_secs_f64());
+                anyhow::ensure!(total == t.hits, "parallel and sequential runs disagree");
             }
-            let (single_ms, single_min, single_max) = spread(single);
-            let (qps, qps_min, qps_max) = spread(parallel);
-            let pruning = if algo == "block_max" {
-                format!(
-                    " ranges_scored={:.3} terms_per_scored_range={:.1} bounds_ms_per_query={:.3}",
-                    scratch.1.ranges_scored as f64 / scratch.1.ranges_bounded.max(1) as f64,
-                    scratch.1.range_terms_scored as f64 / scratch.1.ranges_scored.max(1) as f64,
-                    scratch.1.bounds_s * 1e3 / (n * repeats as f64)
-                )
-            } else {
-                String::new()
-            };
-            println!(
-                "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} \
-                 (min {single_min:.3} max {single_max:.3}) qps_all_threads={qps:.1} \
-                 (min {qps_min:.1} max {qps_max:.1}) repeats={repeats} threads={}{pruning}",
-                rayon::current_num_threads()
-            );
+        }
+        for (algo, t) in algos.iter().zip(timings) {
+            print_exact_timing(algo, k, repeats, n, t);
         }
     }
     Ok(())
+}
+
+/// Per-thread buffers of the exact algorithms.
+type ExactScratch = (
+    Vec<u32>,
+    splade_stages::retrieve::block_max::BlockMaxScratch,
+);
+
+/// One exact algorithm's timed passes at one k.
+#[derive(Default)]
+struct ExactTiming {
+    /// Hits of the warm-up pass (every timed pass must return as many).
+    hits: usize,
+    /// ms per query of each single-thread pass.
+    single: Vec<f64>,
+    /// Queries per second of each all-threads pass.
+    parallel: Vec<f64>,
+    /// The single-thread passes' buffers (their pruning counters are reported).
+    scratch: ExactScratch,
+}
+
+/// Prints one `retrieve algo=...` line: median and range of the passes, and for block_max how
+/// much pruning saved.
+fn print_exact_timing(algo: &str, k: usize, repeats: usize, n: f64, t: ExactTiming) {
+    let (single_ms, single_min, single_max) = spread(t.single);
+    let (qps, qps_min, qps_max) = spread(t.parallel);
+    let s = &t.scratch.1;
+    let pruning = if algo == "block_max" {
+        format!(
+            " ranges_scored={:.3} terms_per_scored_range={:.1} bounds_ms_per_query={:.3}",
+            s.ranges_scored as f64 / s.ranges_bounded.max(1) as f64,
+            s.range_terms_scored as f64 / s.ranges_scored.max(1) as f64,
+            s.bounds_s * 1e3 / (n * repeats as f64)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "retrieve algo={algo:<10} k={k:<5} ms_per_query_1thread={single_ms:.3} \
+         (min {single_min:.3} max {single_max:.3}) qps_all_threads={qps:.1} \
+         (min {qps_min:.1} max {qps_max:.1}) repeats={repeats} threads={}{pruning}",
+        rayon::current_num_threads()
+    );
 }
 
 /// Settings of `splade bench train`.
