@@ -97,15 +97,12 @@ pub fn block_max(
     // Rounds of doubling size take the ranges of the next highest buckets (at least `round`
     // of them, bounds from `cut` up), scored in doc order so cursors only move forward
     // (fresh each round). A round's hits raise the k-th score; the rounds stop when every
-    // range left has a bound under it. The first round takes about four times the ranges that could hold the top k: measured
-    // faster than a round of one range per k/8 + 8 (fewer rounds, each with fresh cursors and a
-    // pass over the candidates, and cursors that move shorter distances).
-    let mut round = 4 * k.div_ceil(RANGE_DOCS) + 32;
+    // range left has a bound under it.
+    let mut round = k.div_ceil(RANGE_DOCS) + 8;
     let mut next_bucket = BUCKETS;
     let mut first_round = true;
     while let Some((lo, cut)) = next_cut(scratch, next_bucket, round, edge) {
-        let floor = top.worst().map_or(1, |w| w.score.max(1));
-        take_round(scratch, cut, floor, first_round);
+        take_round(scratch, cut, first_round);
         let batch = std::mem::take(&mut scratch.batch);
         score_ranges(index, &terms, &batch, &mut top, scratch);
         scratch.batch = batch;
@@ -144,10 +141,8 @@ fn next_cut(
 }
 
 /// Fills `scratch.batch` with the ranges (ascending) whose bound is at least `cut`: on the first
-/// round by scanning every range, afterwards by moving them out of `scratch.candidates` (and
-/// dropping the candidates whose bound fell under `floor`, the k-th score or 1: they can no
-/// longer enter).
-fn take_round(scratch: &mut BlockMaxScratch, cut: u32, floor: u32, first_round: bool) {
+/// round by scanning every range, afterwards by moving them out of `scratch.candidates`.
+fn take_round(scratch: &mut BlockMaxScratch, cut: u32, first_round: bool) {
     let BlockMaxScratch {
         slots,
         batch,
@@ -159,11 +154,11 @@ fn take_round(scratch: &mut BlockMaxScratch, cut: u32, floor: u32, first_round: 
         batch.extend((0..slots.len() as u32).filter(|r| bound(slots[*r as usize]) >= cut));
     } else {
         candidates.retain(|r| {
-            let b = bound(slots[*r as usize]);
-            if b >= cut {
+            let taken = bound(slots[*r as usize]) >= cut;
+            if taken {
                 batch.push(*r);
             }
-            (floor..cut).contains(&b)
+            !taken
         });
     }
 }
