@@ -260,6 +260,21 @@ fn profiles_draw_collections_and_the_approximate_curve_reports_recall() {
         recall("100000") < 1.0 && recall("1") < recall("100000"),
         "{out}"
     );
+    // A setting with three fields is neither form.
+    let bad = fails(
+        &art,
+        &[
+            "bench",
+            "retrieve",
+            "--docs",
+            "x",
+            "--queries",
+            "y",
+            "--approx",
+            "10:0.9:96",
+        ],
+    );
+    assert!(bad.contains("`10:0.9:96`"), "{bad}");
     let bad = fails(
         &art,
         &[

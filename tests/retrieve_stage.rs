@@ -109,18 +109,27 @@ fn every_algorithm_writes_the_same_run() {
         ("index.index", "encode_dev_queries.vectors", "splade"),
         ("bm25_index.index", "bow_dev_queries.vectors", "bm25"),
     ] {
-        for algo in ["exhaustive", "maxscore", "block_max", "approximate"] {
+        // Approximate with nothing pruned: every posting kept, whole summaries (upper bounds),
+        // every query term walked, blocks skipped only when they cannot reach the top k; and
+        // the same with rows scored on their 8 strongest entries first, always completed.
+        let all_kept = "approx_postings = 1000000\napprox_summary_energy = 1.0\n\
+                        approx_query_cut = 10000\napprox_heap_factor = 1.0\n";
+        let prefixed = format!("{all_kept}approx_row_prefix = 8\napprox_completion = 0.0\n");
+        for (algo, knobs) in [
+            ("exhaustive", ""),
+            ("maxscore", ""),
+            ("block_max", ""),
+            ("approximate", all_kept),
+            ("approximate_prefixed", prefixed.as_str()),
+        ] {
+            let algorithm = algo.trim_end_matches("_prefixed");
             text += &format!(
                 "[stage.{prefix}_{algo}]\nkind = \"retrieve\"\nindex = \"{index}\"\n\
-                 queries = \"{queries}\"\nk = 100\nalgorithm = \"{algo}\"\n"
+                 queries = \"{queries}\"\nk = 100\nalgorithm = \"{algorithm}\"\n{knobs}"
             );
         }
-        // Approximate with nothing pruned: every posting kept, whole summaries (upper bounds),
-        // every query term walked, blocks skipped only when they cannot reach the top k.
         text += &format!(
-            "approx_postings = 1000000\napprox_summary_energy = 1.0\napprox_query_cut = 10000\n\
-             approx_heap_factor = 1.0\n\
-             [stage.{prefix}_approximate_default]\nkind = \"retrieve\"\nindex = \"{index}\"\n\
+            "[stage.{prefix}_approximate_default]\nkind = \"retrieve\"\nindex = \"{index}\"\n\
              queries = \"{queries}\"\nk = 100\nalgorithm = \"approximate\"\n"
         );
     }
@@ -130,7 +139,12 @@ fn every_algorithm_writes_the_same_run() {
     for prefix in ["splade", "bm25"] {
         let want = output_files(&a, &p, &format!("{prefix}_exhaustive.run"));
         assert!(!want.is_empty());
-        for algo in ["maxscore", "block_max", "approximate"] {
+        for algo in [
+            "maxscore",
+            "block_max",
+            "approximate",
+            "approximate_prefixed",
+        ] {
             assert_eq!(
                 output_files(&a, &p, &format!("{prefix}_{algo}.run")),
                 want,
@@ -242,6 +256,14 @@ fn two_step_rescores_pruned_candidates_with_the_full_vectors() {
         err.contains("rescore_depth") && err.contains("needs `rescore`"),
         "{err}"
     );
+    // The approximate search's row knobs are checked when the pipeline is planned.
+    for (set, key) in [
+        ("retrieve.approx_row_prefix=-1", "approx_row_prefix"),
+        ("retrieve.approx_completion=-0.5", "approx_completion"),
+    ] {
+        let err = fails(&a, &["plan", &p, "--set", set]);
+        assert!(err.contains(key) && err.contains(">= 0"), "{err}");
+    }
 }
 
 /// `(qid, did, score)` lines of a TREC run file.

@@ -99,7 +99,8 @@ pub enum BenchCommand {
         #[arg(long)]
         ciff: Option<PathBuf>,
         /// Also time the approximate algorithm at these `query_cut:heap_factor` settings
-        /// (comma-separated), with recall@10 against exhaustive.
+        /// (comma-separated; `query_cut:heap_factor:row_prefix:completion` also sets how rows
+        /// are scored), with recall@10 against exhaustive.
         #[arg(long)]
         approx: Option<String>,
         /// Approximate: postings kept per term.
@@ -729,33 +730,49 @@ fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
 
 /// The approximate algorithm's part of `bench retrieve`.
 pub struct ApproxBench {
-    /// `(query_cut, heap_factor)` settings timed.
-    pub grid: Vec<(usize, f32)>,
+    /// Settings timed.
+    pub grid: Vec<splade_stages::retrieve::approximate::SearchKnobs>,
     /// How the structure is built.
     pub build: splade_stages::retrieve::approximate::BuildKnobs,
     /// Skip the exact algorithms' timings.
     pub only: bool,
 }
 
-fn parse_grid(grid: &str) -> Result<Vec<(usize, f32)>> {
+/// `query_cut:heap_factor[:row_prefix:completion]` settings, comma-separated.
+fn parse_grid(grid: &str) -> Result<Vec<splade_stages::retrieve::approximate::SearchKnobs>> {
+    use splade_stages::retrieve::approximate::SearchKnobs;
     grid.split(',')
-        .map(|pair| {
-            let (cut, factor) = pair
-                .split_once(':')
-                .with_context(|| format!("--approx: `{pair}` is not query_cut:heap_factor"))?;
-            let cut: usize = cut
-                .trim()
+        .map(|setting| {
+            let fields: Vec<&str> = setting.split(':').map(str::trim).collect();
+            anyhow::ensure!(
+                fields.len() == 2 || fields.len() == 4,
+                "--approx: `{setting}` is not query_cut:heap_factor[:row_prefix:completion]"
+            );
+            let field = |i: usize| fields[i];
+            let cut: usize = field(0)
                 .parse()
-                .with_context(|| format!("--approx: `{cut}`"))?;
-            let factor: f32 = factor
-                .trim()
+                .with_context(|| format!("--approx: `{}`", field(0)))?;
+            let factor: f32 = field(1)
                 .parse()
-                .with_context(|| format!("--approx: `{factor}`"))?;
+                .with_context(|| format!("--approx: `{}`", field(1)))?;
             anyhow::ensure!(
                 cut > 0 && factor > 0.0 && factor <= 1.0,
-                "--approx: `{pair}`: query_cut must be > 0 and heap_factor in (0, 1]"
+                "--approx: `{setting}`: query_cut must be > 0 and heap_factor in (0, 1]"
             );
-            Ok((cut, factor))
+            let mut knobs = SearchKnobs::whole_rows(cut, factor);
+            if fields.len() == 4 {
+                knobs.row_prefix = field(2)
+                    .parse()
+                    .with_context(|| format!("--approx: `{}`", field(2)))?;
+                knobs.completion = field(3)
+                    .parse()
+                    .with_context(|| format!("--approx: `{}`", field(3)))?;
+                anyhow::ensure!(
+                    knobs.completion.is_finite() && knobs.completion >= 0.0,
+                    "--approx: `{setting}`: completion must be a finite number >= 0"
+                );
+            }
+            Ok(knobs)
         })
         .collect()
 }
@@ -769,9 +786,7 @@ fn approximate_curve(
     a: &ApproxBench,
 ) -> Result<()> {
     use splade_stages::retrieve::algorithms::exhaustive;
-    use splade_stages::retrieve::approximate::{
-        ApproximateIndex, ApproximateScratch, ListPruning, SearchKnobs,
-    };
+    use splade_stages::retrieve::approximate::{ApproximateIndex, ApproximateScratch, ListPruning};
     let t0 = Instant::now();
     let approx = ApproximateIndex::build(index, a.build)
         .context("the index has more terms than the approximate structure holds")?;
@@ -800,11 +815,8 @@ fn approximate_curve(
         })
         .collect();
     let n = queries.len().max(1) as f64;
-    for (query_cut, heap_factor) in &a.grid {
-        let knobs = SearchKnobs {
-            query_cut: *query_cut,
-            heap_factor: *heap_factor,
-        };
+    for knobs in &a.grid {
+        let knobs = *knobs;
         let mut s = ApproximateScratch::default();
         let got: Vec<Vec<u32>> = queries
             .iter()
@@ -818,8 +830,9 @@ fn approximate_curve(
             .collect();
         let per_q = |x: u64| x as f64 / n;
         let counts = format!(
-            "docs_scored={:.0} blocks_scored={:.0} blocks_ranked={:.0} entries_per_doc={:.1}",
+            "docs_scored={:.0} rows_completed={:.0} blocks_scored={:.0} blocks_ranked={:.0} entries_per_doc={:.1}",
             per_q(s.docs_scored),
+            per_q(s.rows_completed),
             per_q(s.blocks_scored),
             per_q(s.blocks_ranked),
             s.entries_scored as f64 / s.docs_scored.max(1) as f64
@@ -842,8 +855,9 @@ fn approximate_curve(
         }
         let (ms, lo, hi) = spread(times);
         println!(
-            "retrieve algo=approximate query_cut={query_cut} heap_factor={heap_factor} k=10 \
-             ms_per_query_1thread={ms:.3} (min {lo:.3} max {hi:.3}) recall_at_10={recall:.4} repeats={repeats} {counts}"
+            "retrieve algo=approximate query_cut={} heap_factor={} row_prefix={} completion={} k=10 \
+             ms_per_query_1thread={ms:.3} (min {lo:.3} max {hi:.3}) recall_at_10={recall:.4} repeats={repeats} {counts}",
+            knobs.query_cut, knobs.heap_factor, knobs.row_prefix, knobs.completion
         );
     }
     Ok(())

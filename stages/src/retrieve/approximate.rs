@@ -13,7 +13,12 @@
 //! - a query walks the lists of its `query_cut` strongest terms, blocks in decreasing order of
 //!   summary score, and scores every document of a block exactly (forward index, the same integer
 //!   scores as the exact algorithms) unless the block's summary score is under `heap_factor` × the
-//!   current k-th score.
+//!   current k-th score;
+//! - optionally (`row_prefix`), a document is scored on its strongest entries first (rows are
+//!   stored strongest first) and the rest of its row is read only when that partial score
+//!   reaches `completion` × the k-th score: most scored documents never enter the top k, and a
+//!   scored document's cost is the memory its row spans, so most rows are read a third at a
+//!   time. A returned score is still exact; a dropped document is one more way to miss.
 //!
 //! Summaries under-estimate (they are cut), so blocks holding top-k documents can be skipped:
 //! recall is traded for speed with `query_cut` and `heap_factor` (1.0 skips most; lower values
@@ -62,6 +67,24 @@ pub struct SearchKnobs {
     pub query_cut: usize,
     /// A block is read when its summary score is at least this × the current k-th score.
     pub heap_factor: f32,
+    /// A document is first scored on its `row_prefix` strongest entries (0: its whole row).
+    pub row_prefix: usize,
+    /// The rest of its row is read only when that partial score is at least this × the
+    /// current k-th score; otherwise the document is dropped (no hit ever holds a partial
+    /// score).
+    pub completion: f32,
+}
+
+impl SearchKnobs {
+    /// Walks `query_cut` lists, reads blocks by `heap_factor`, scores whole rows.
+    pub fn whole_rows(query_cut: usize, heap_factor: f32) -> Self {
+        SearchKnobs {
+            query_cut,
+            heap_factor,
+            row_prefix: 0,
+            completion: 0.0,
+        }
+    }
 }
 
 /// Terms of a document used to assign it to a centroid (Seismic's `doc_cut`).
@@ -224,6 +247,8 @@ pub struct ApproximateScratch {
     pub blocks_ranked: u64,
     /// Forward-index entries read while scoring documents, summed the same way.
     pub entries_scored: u64,
+    /// Documents whose row was read past its prefix, summed the same way.
+    pub rows_completed: u64,
 }
 
 impl Default for ApproximateScratch {
@@ -240,6 +265,7 @@ impl Default for ApproximateScratch {
             blocks_scored: 0,
             blocks_ranked: 0,
             entries_scored: 0,
+            rows_completed: 0,
         }
     }
 }
@@ -547,9 +573,9 @@ impl ApproximateIndex {
                 // The next block is fetched while this one is scored, when it would be read as
                 // things stand (the k-th score only rises: a guess, never a change of results).
                 if let Some(next) = ranked.get(i + 1).filter(|next| reads(**next, &top)) {
-                    self.prefetch_block(*next as u32, s);
+                    self.prefetch_block(*next as u32, knobs.row_prefix, s);
                 }
-                self.score_block(*key as u32, s, &mut top);
+                self.score_block(*key as u32, knobs, s, &mut top);
             }
         }
         for (t, _) in &terms {
@@ -620,12 +646,14 @@ impl ApproximateIndex {
         (&self.block_docs[lo..hi], &self.block_rows[lo..hi])
     }
 
-    /// Asks the CPU to fetch the rows of block `b`'s documents not scored yet.
-    fn prefetch_block(&self, b: u32, s: &ApproximateScratch) {
+    /// Asks the CPU to fetch the rows (their first `prefix` entries; 0: whole) of block `b`'s
+    /// documents not scored yet.
+    fn prefetch_block(&self, b: u32, prefix: usize, s: &ApproximateScratch) {
         let (docs, rows) = self.block(b);
         for (d, row) in docs.iter().zip(rows) {
             if !s.was_visited(*d) {
-                prefetch(&self.fwd[row.range()]);
+                let row = &self.fwd[row.range()];
+                prefetch(&row[..row_head(row.len(), prefix)]);
             }
         }
     }
@@ -633,26 +661,50 @@ impl ApproximateIndex {
     /// Scores the documents of block `b` not scored yet. Their rows are prefetched first (cheap
     /// when the previous block's turn already asked for them), so their cache misses overlap
     /// instead of each stalling its document's scoring.
-    fn score_block(&self, b: u32, s: &mut ApproximateScratch, top: &mut TopK) {
+    fn score_block(&self, b: u32, knobs: SearchKnobs, s: &mut ApproximateScratch, top: &mut TopK) {
         let (docs, rows) = self.block(b);
         s.blocks_scored += 1;
-        self.prefetch_block(b, s);
+        self.prefetch_block(b, knobs.row_prefix, s);
         for (d, row) in docs.iter().zip(rows) {
             if !s.visit(*d) {
                 continue;
             }
-            let entries = &self.fwd[row.range()];
+            let row = &self.fwd[row.range()];
+            let (head, tail) = row.split_at(row_head(row.len(), knobs.row_prefix));
             s.docs_scored += 1;
-            s.entries_scored += entries.len() as u64;
-            let score: u32 = entries
-                .iter()
-                .map(|e| s.query[e.term as usize] * u32::from(e.impact))
-                .sum();
+            s.entries_scored += head.len() as u64;
+            let mut score = dot(&s.query, head);
+            if !tail.is_empty() && score as f32 >= knobs.completion * top.threshold() as f32 {
+                s.rows_completed += 1;
+                s.entries_scored += tail.len() as u64;
+                score += dot(&s.query, tail);
+            } else if !tail.is_empty() {
+                continue;
+            }
             if score > 0 {
                 top.push(Hit { score, doc: *d });
             }
         }
     }
+}
+
+/// Entries of a row of `len` scored first: `prefix`, or the whole row when that is 0.
+#[inline]
+fn row_head(len: usize, prefix: usize) -> usize {
+    if prefix == 0 {
+        len
+    } else {
+        prefix.min(len)
+    }
+}
+
+/// The dot product of a dense quantized query and forward entries.
+#[inline]
+fn dot(query: &[u32; MAX_TERMS], entries: &[Entry]) -> u32 {
+    entries
+        .iter()
+        .map(|e| query[e.term as usize] * u32::from(e.impact))
+        .sum()
 }
 
 /// Some centroids' rows, inverted: `(term, centroid, impact)` by term, so a document's
@@ -735,7 +787,8 @@ fn read_list(index: &InvertedIndex, t: u32) -> Vec<(u32, u8)> {
 }
 
 /// The forward index of `index` (every posting read twice: counts, then entries): offsets,
-/// entries (terms ascending within a document) and how many postings have each impact.
+/// entries (strongest first within a document, ties by term) and how many postings have each
+/// impact.
 fn forward(index: &InvertedIndex) -> (Vec<u64>, Vec<Entry>, [u64; 256]) {
     let n_docs = index.n_docs as usize;
     let mut start = vec![0u64; n_docs + 1];
@@ -759,6 +812,11 @@ fn forward(index: &InvertedIndex) -> (Vec<u64>, Vec<Entry>, [u64; 256]) {
             };
             fill[d as usize] += 1;
         }
+    }
+    // Strongest first, so a row's prefix is its strongest entries.
+    for d in 0..n_docs {
+        entries[start[d] as usize..start[d + 1] as usize]
+            .sort_unstable_by_key(|e| (std::cmp::Reverse(e.impact), e.term));
     }
     (start, entries, impacts)
 }
@@ -801,7 +859,44 @@ mod tests {
             pruning: ListPruning::PerList,
         };
         let approx = ApproximateIndex::build(&index, knobs).unwrap();
-        assert_exact(&approx, &index, &docs, 37);
+        assert_exact(
+            &approx,
+            &index,
+            &docs,
+            37,
+            SearchKnobs::whole_rows(usize::MAX, 1.0),
+        );
+        // Rows scored by prefix and always completed (factor 0): still exact.
+        let prefixed = SearchKnobs {
+            row_prefix: 4,
+            completion: 0.0,
+            ..SearchKnobs::whole_rows(usize::MAX, 1.0)
+        };
+        assert_exact(&approx, &index, &docs, 37, prefixed);
+    }
+
+    #[test]
+    fn forward_rows_hold_a_documents_postings_strongest_first() {
+        let (_dir, index, docs) = collection();
+        let (start, fwd, _) = forward(&index);
+        let scale = index.scale;
+        for (d, v) in docs.iter().enumerate().step_by(29) {
+            let row = &fwd[start[d] as usize..start[d + 1] as usize];
+            assert!(
+                row.windows(2).all(|w| w[0].impact >= w[1].impact),
+                "doc {d}"
+            );
+            let mut got: Vec<u32> = row.iter().map(|e| u32::from(e.term)).collect();
+            got.sort_unstable();
+            let want: Vec<u32> = v
+                .terms
+                .iter()
+                .zip(&v.weights)
+                .filter(|(_, w)| crate::index::build::quantize(**w, scale) > 0)
+                .map(|(t, _)| *t)
+                .collect();
+            assert_eq!(got, want, "doc {d}");
+        }
     }
 
     /// Asserts that walking every list without skipping returns exhaustive's top 10 for every
@@ -812,11 +907,8 @@ mod tests {
         index: &InvertedIndex,
         queries: &[SparseVector],
         step: usize,
+        search: SearchKnobs,
     ) {
-        let search = SearchKnobs {
-            query_cut: usize::MAX,
-            heap_factor: 1.0,
-        };
         let (mut scratch, mut acc) = (ApproximateScratch::default(), Vec::new());
         for q in queries.iter().step_by(step) {
             let got = approx.search(q, 10, search, &mut scratch);
@@ -866,7 +958,13 @@ mod tests {
         assert!(global.kept_postings() < two.kept_postings());
         // A budget over every posting and no cap keeps every list whole: exact again.
         let approx = ApproximateIndex::build(&index, knobs(1 << 20, 1e6)).unwrap();
-        assert_exact(&approx, &index, &docs, 41);
+        assert_exact(
+            &approx,
+            &index,
+            &docs,
+            41,
+            SearchKnobs::whole_rows(usize::MAX, 1.0),
+        );
     }
 
     #[test]
@@ -916,36 +1014,54 @@ mod tests {
         };
         let approx = ApproximateIndex::build(&index, knobs).unwrap();
         assert!(approx.blocks() > 0);
-        let mut scratch = ApproximateScratch::default();
-        let mut acc = Vec::new();
-        let (mut found, mut wanted) = (0, 0);
-        for q in docs.iter().step_by(37) {
-            let exact = exhaustive(&index, q, 10, &mut acc);
-            let knobs = SearchKnobs {
-                query_cut: 5,
-                heap_factor: 0.9,
-            };
-            let got = approx.search(q, 10, knobs, &mut scratch);
-            // Every returned score is the exact one.
-            for h in &got {
-                let want: u32 = approx
-                    .doc(h.doc)
-                    .iter()
-                    .map(|e| {
-                        q.terms
-                            .iter()
-                            .position(|x| *x == u32::from(e.term))
-                            .and_then(|p| quantized_query_weight(q.weights[p]))
-                            .unwrap_or(0)
-                            * u32::from(e.impact)
-                    })
-                    .sum();
-                assert_eq!(h.score, want);
+        let whole = SearchKnobs::whole_rows(5, 0.9);
+        // Rows of about 20 entries scored on their 6 strongest first; completed when that
+        // reaches 0.9 of the k-th score.
+        let prefixed = SearchKnobs {
+            row_prefix: 6,
+            completion: 0.9,
+            ..whole
+        };
+        for search in [whole, prefixed] {
+            let mut scratch = ApproximateScratch::default();
+            let mut acc = Vec::new();
+            let (mut found, mut wanted) = (0, 0);
+            for q in docs.iter().step_by(37) {
+                let exact = exhaustive(&index, q, 10, &mut acc);
+                let got = approx.search(q, 10, search, &mut scratch);
+                // Every returned score is the exact one (never a prefix's partial score).
+                for h in &got {
+                    assert_eq!(h.score, exact_score(&approx, q, h.doc), "{search:?}");
+                }
+                wanted += exact.len();
+                found += got.iter().filter(|h| exact.contains(h)).count();
             }
-            wanted += exact.len();
-            found += got.iter().filter(|h| exact.contains(h)).count();
+            let recall = found as f64 / wanted as f64;
+            assert!((0.3..1.0).contains(&recall), "{search:?}: recall {recall}");
+            if search.row_prefix > 0 {
+                // Some rows were dropped after their prefix, and some were completed.
+                let completed = scratch.rows_completed;
+                assert!(
+                    completed > 0 && completed < scratch.docs_scored,
+                    "{completed}"
+                );
+            }
         }
-        let recall = found as f64 / wanted as f64;
-        assert!((0.3..1.0).contains(&recall), "recall {recall}");
+    }
+
+    /// `q`'s dot product with document `d`'s row, from the query's own quantized weights.
+    fn exact_score(approx: &ApproximateIndex, q: &SparseVector, d: u32) -> u32 {
+        approx
+            .doc(d)
+            .iter()
+            .map(|e| {
+                q.terms
+                    .iter()
+                    .position(|x| *x == u32::from(e.term))
+                    .and_then(|p| quantized_query_weight(q.weights[p]))
+                    .unwrap_or(0)
+                    * u32::from(e.impact)
+            })
+            .sum()
     }
 }
