@@ -260,6 +260,27 @@ fn profiles_draw_collections_and_the_approximate_curve_reports_recall() {
         recall("100000") < 1.0 && recall("1") < recall("100000"),
         "{out}"
     );
+    // An unknown algorithm is named before the index is built.
+    let out = run(
+        &art,
+        &[
+            "bench",
+            "retrieve",
+            "--docs",
+            &drawn.join("docs.parquet").to_string_lossy(),
+            "--queries",
+            &drawn.join("queries.parquet").to_string_lossy(),
+            "--algorithms",
+            "exhaustive,bogus",
+        ],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stderr.contains("unknown `bogus`"), "{stderr}");
+    assert!(!stdout.contains("index docs="), "{stdout}");
     // A setting with three fields is neither form.
     let bad = fails(
         &art,
