@@ -110,16 +110,18 @@ fn every_algorithm_writes_the_same_run() {
         ("bm25_index.index", "bow_dev_queries.vectors", "bm25"),
     ] {
         // Approximate with nothing pruned: every posting kept, whole summaries (upper bounds),
-        // every query term walked, blocks skipped only when they cannot reach the top k; and
-        // the same with rows scored on their 8 strongest entries first, always completed.
+        // every query term walked, blocks skipped only when they cannot reach the top k, whole
+        // rows scored; and the same with rows scored on their 8 strongest entries first,
+        // always completed.
         let all_kept = "approx_postings = 1000000\napprox_summary_energy = 1.0\n\
                         approx_query_cut = 10000\napprox_heap_factor = 1.0\n";
+        let whole_rows = format!("{all_kept}approx_row_prefix = 0\n");
         let prefixed = format!("{all_kept}approx_row_prefix = 8\napprox_completion = 0.0\n");
         for (algo, knobs) in [
             ("exhaustive", ""),
             ("maxscore", ""),
             ("block_max", ""),
-            ("approximate", all_kept),
+            ("approximate", whole_rows.as_str()),
             ("approximate_prefixed", prefixed.as_str()),
         ] {
             let algorithm = algo.trim_end_matches("_prefixed");
