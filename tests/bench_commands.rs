@@ -226,26 +226,30 @@ fn profiles_draw_collections_and_the_approximate_curve_reports_recall() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{out}"));
     assert!((140.0..200.0).contains(&mean), "{out}");
-    let out = ok(
-        &art,
-        &[
-            "bench",
-            "retrieve",
-            "--docs",
-            &drawn.join("docs.parquet").to_string_lossy(),
-            "--queries",
-            &drawn.join("queries.parquet").to_string_lossy(),
-            "--repeats",
-            "1",
-            "--approx",
-            "100000:1.0,1:1.0",
-            "--approx-postings",
-            "5",
-            "--approx-summary-energy",
-            "1.0",
-            "--approx-only",
-        ],
+    let (drawn_docs, drawn_queries) = (
+        drawn.join("docs.parquet").to_string_lossy().into_owned(),
+        drawn.join("queries.parquet").to_string_lossy().into_owned(),
     );
+    let on_drawn = [
+        "bench",
+        "retrieve",
+        "--docs",
+        &drawn_docs,
+        "--queries",
+        &drawn_queries,
+    ];
+    let approx_curve = [
+        "--repeats",
+        "1",
+        "--approx",
+        "100000:1.0,1:1.0",
+        "--approx-postings",
+        "5",
+        "--approx-summary-energy",
+        "1.0",
+        "--approx-only",
+    ];
+    let out = ok(&art, &[&on_drawn[..], &approx_curve].concat());
     let recall = |cut: &str| -> f64 {
         out.lines()
             .find(|l| l.contains(&format!("query_cut={cut} ")))
@@ -263,16 +267,7 @@ fn profiles_draw_collections_and_the_approximate_curve_reports_recall() {
     // An unknown algorithm is named before the index is built.
     let out = run(
         &art,
-        &[
-            "bench",
-            "retrieve",
-            "--docs",
-            &drawn.join("docs.parquet").to_string_lossy(),
-            "--queries",
-            &drawn.join("queries.parquet").to_string_lossy(),
-            "--algorithms",
-            "exhaustive,bogus",
-        ],
+        &[&on_drawn[..], &["--algorithms", "exhaustive,bogus"]].concat(),
     );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),

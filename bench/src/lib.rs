@@ -748,25 +748,16 @@ fn parse_grid(grid: &str) -> Result<Vec<splade_stages::retrieve::approximate::Se
                 fields.len() == 2 || fields.len() == 4,
                 "--approx: `{setting}` is not query_cut:heap_factor[:row_prefix:completion]"
             );
-            let field = |i: usize| fields[i];
-            let cut: usize = field(0)
-                .parse()
-                .with_context(|| format!("--approx: `{}`", field(0)))?;
-            let factor: f32 = field(1)
-                .parse()
-                .with_context(|| format!("--approx: `{}`", field(1)))?;
+            let cut: usize = parse_field(fields[0])?;
+            let factor: f32 = parse_field(fields[1])?;
             anyhow::ensure!(
                 cut > 0 && factor > 0.0 && factor <= 1.0,
                 "--approx: `{setting}`: query_cut must be > 0 and heap_factor in (0, 1]"
             );
             let mut knobs = SearchKnobs::whole_rows(cut, factor);
             if fields.len() == 4 {
-                knobs.row_prefix = field(2)
-                    .parse()
-                    .with_context(|| format!("--approx: `{}`", field(2)))?;
-                knobs.completion = field(3)
-                    .parse()
-                    .with_context(|| format!("--approx: `{}`", field(3)))?;
+                knobs.row_prefix = parse_field(fields[2])?;
+                knobs.completion = parse_field(fields[3])?;
                 anyhow::ensure!(
                     knobs.completion.is_finite() && knobs.completion >= 0.0,
                     "--approx: `{setting}`: completion must be a finite number >= 0"
@@ -775,6 +766,17 @@ fn parse_grid(grid: &str) -> Result<Vec<splade_stages::retrieve::approximate::Se
             Ok(knobs)
         })
         .collect()
+}
+
+/// One number of an `--approx` setting.
+fn parse_field<T>(field: &str) -> Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    field
+        .parse()
+        .with_context(|| format!("--approx: `{field}`"))
 }
 
 /// Approximate search at each setting of `a.grid`: single-thread ms/query (median of `repeats`
@@ -815,8 +817,7 @@ fn approximate_curve(
         })
         .collect();
     let n = queries.len().max(1) as f64;
-    for knobs in &a.grid {
-        let knobs = *knobs;
+    for &knobs in &a.grid {
         let mut s = ApproximateScratch::default();
         let got: Vec<Vec<u32>> = queries
             .iter()

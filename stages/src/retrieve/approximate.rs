@@ -674,12 +674,13 @@ impl ApproximateIndex {
             s.docs_scored += 1;
             s.entries_scored += head.len() as u64;
             let mut score = dot(&s.query, head);
-            if !tail.is_empty() && score as f32 >= knobs.completion * top.threshold() as f32 {
+            if !tail.is_empty() {
+                if (score as f32) < knobs.completion * top.threshold() as f32 {
+                    continue;
+                }
                 s.rows_completed += 1;
                 s.entries_scored += tail.len() as u64;
                 score += dot(&s.query, tail);
-            } else if !tail.is_empty() {
-                continue;
             }
             if score > 0 {
                 top.push(Hit { score, doc: *d });

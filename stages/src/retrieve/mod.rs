@@ -145,6 +145,7 @@ impl TypedStage for Retrieve {
         for (key, value) in [
             ("query_top_k", p.query_top_k),
             ("rescore_depth", p.rescore_depth),
+            ("approx_row_prefix", p.approx_row_prefix),
         ] {
             if value < 0 {
                 return Err(ParamError::new(
@@ -152,12 +153,6 @@ impl TypedStage for Retrieve {
                     format!("must be >= 0 (0 = off), got {value}"),
                 ));
             }
-        }
-        if p.approx_row_prefix < 0 {
-            return Err(ParamError::new(
-                "approx_row_prefix",
-                format!("must be >= 0 (0 = whole rows), got {}", p.approx_row_prefix),
-            ));
         }
         if !(p.approx_completion >= 0.0 && p.approx_completion.is_finite()) {
             return Err(ParamError::new(
