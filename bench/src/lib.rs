@@ -956,7 +956,7 @@ pub fn retrieve(
             EXACT_ALGORITHMS.join(", ")
         );
     }
-    let (_, mut queries) = splade_stages::parquet_io::read_sparse(&inputs.queries)?;
+    let (_, mut queries) = splade_stages::parquet_io::read_query_vectors(&inputs.queries)?;
     queries.truncate(max_queries);
     let index_dir = inputs.index_dir.clone();
     let (stats, build_s, spilled_runs) = if inputs.memory_budget_mib > 0 {
@@ -1516,7 +1516,7 @@ pub struct QuantizationBench {
 pub fn quantization(b: &QuantizationBench) -> Result<()> {
     use splade_stages::evaluate::metrics::{evaluate, EvalOptions, Measure};
     use splade_stages::index::reader::InvertedIndex;
-    use splade_stages::parquet_io::{read_qrels, read_sparse, RunRow};
+    use splade_stages::parquet_io::{read_qrels, read_query_vectors, read_sparse, RunRow};
     use splade_stages::retrieve::algorithms::{exhaustive, QUERY_SCALE};
     use splade_stages::retrieve::exact::{overlap_at, FloatIndex};
     let (docs_path, queries_path) = match (&b.dir, &b.docs, &b.queries) {
@@ -1525,7 +1525,7 @@ pub fn quantization(b: &QuantizationBench) -> Result<()> {
         _ => anyhow::bail!("give a `bench synth` directory, or both --docs and --queries"),
     };
     let (doc_ids, docs) = read_sparse(&docs_path)?;
-    let (qids, mut queries) = read_sparse(&queries_path)?;
+    let (qids, mut queries) = read_query_vectors(&queries_path)?;
     queries.truncate(b.max_queries);
     let tmp = tempfile_dir()?;
     let stats = splade_stages::index::build::build(&tmp, &docs, BERT_VOCAB_SIZE, b.max_weight)?;

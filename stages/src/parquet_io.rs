@@ -667,13 +667,43 @@ fn sparse_rows(
             ));
         }
         check_weights(path, i, id.value(i), t, w)?;
+        let vector = ascending_vector(t.values(), w.values()).map_err(|term| {
+            StageError::parquet(
+                path,
+                format!(
+                    "row {i} (id `{}`): term {term} is listed more than once",
+                    id.value(i)
+                ),
+            )
+        })?;
         ids.push(id.value(i).to_string());
-        vectors.push(SparseVector {
-            terms: t.values().to_vec(),
-            weights: w.values().to_vec(),
-        });
+        vectors.push(vector);
     }
     Ok(())
+}
+
+/// The largest sum of a query vector's weights retrieval accepts: queries score in u32
+/// integers (a weight × 100 times an impact ≤ 255, summed over the query's terms), which this
+/// keeps from overflowing; trained SPLADE queries sum to tens.
+pub const MAX_QUERY_WEIGHT_SUM: f64 = 100_000.0;
+
+/// Query vectors for retrieval: [`read_sparse`], and a row whose weights sum past
+/// [`MAX_QUERY_WEIGHT_SUM`] is an error naming the file, row and id.
+pub fn read_query_vectors(path: &Path) -> Result<(Vec<String>, Vec<SparseVector>)> {
+    let (ids, vectors) = read_sparse(path)?;
+    for (i, (id, v)) in ids.iter().zip(&vectors).enumerate() {
+        let sum: f64 = v.weights.iter().map(|w| f64::from(*w)).sum();
+        if sum > MAX_QUERY_WEIGHT_SUM {
+            return Err(StageError::parquet(
+                path,
+                format!(
+                    "row {i} (id `{id}`): the query's weights sum to {sum}, over the \
+                     {MAX_QUERY_WEIGHT_SUM} integer scoring holds"
+                ),
+            ));
+        }
+    }
+    Ok((ids, vectors))
 }
 
 /// Row `i` (`id`) of a sparse-vectors file must have no null term or weight and only finite
@@ -691,17 +721,41 @@ fn check_weights(
             format!("row {i} (id `{id}`): a term or weight is null"),
         ));
     }
-    match weights.values().iter().position(|w| !w.is_finite()) {
-        Some(j) => Err(StageError::parquet(
+    let bad = |why: String| {
+        Err(StageError::parquet(
             path,
-            format!(
-                "row {i} (id `{id}`): the weight of term {} is {}, not a finite number",
-                terms.value(j),
-                weights.value(j)
-            ),
-        )),
-        None => Ok(()),
+            format!("row {i} (id `{id}`): {why}"),
+        ))
+    };
+    if let Some(j) = weights.values().iter().position(|w| !w.is_finite()) {
+        return bad(format!(
+            "the weight of term {} is {}, not a finite number",
+            terms.value(j),
+            weights.value(j)
+        ));
     }
+    Ok(())
+}
+
+/// A row as a [`SparseVector`], terms ascending as its contract says (sorted with their weights
+/// when the file lists them in another order); `Err(term)` when a term is listed twice, which
+/// algorithms would otherwise count differently.
+fn ascending_vector(terms: &[u32], weights: &[f32]) -> std::result::Result<SparseVector, u32> {
+    if terms.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(SparseVector {
+            terms: terms.to_vec(),
+            weights: weights.to_vec(),
+        });
+    }
+    let mut pairs: Vec<(u32, f32)> = terms.iter().copied().zip(weights.iter().copied()).collect();
+    pairs.sort_unstable_by_key(|p| p.0);
+    if let Some(w) = pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(w[0].0);
+    }
+    Ok(SparseVector {
+        terms: pairs.iter().map(|p| p.0).collect(),
+        weights: pairs.iter().map(|p| p.1).collect(),
+    })
 }
 
 /// Writes a negatives artifact.
@@ -826,6 +880,45 @@ mod tests {
             }
             let streamed = for_each_sparse_batch(&path, 10, |_, _, _| Ok(()));
             assert!(streamed.unwrap_err().to_string().contains("term 9"));
+        }
+    }
+
+    /// A term listed twice in a row, or query weights past what integer scoring holds, are
+    /// errors naming the file, row and id; a row listing its terms out of order reads sorted.
+    #[test]
+    fn repeated_terms_and_oversized_weights_are_rejected_with_their_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.parquet");
+        let ids = vec!["d0".to_string(), "d1".to_string()];
+        let row = |terms: Vec<u32>, weights: Vec<f32>| SparseVector { terms, weights };
+        let repeated = "term 9 is listed more than once";
+        let vectors = vec![
+            row(vec![7, 2, 5], vec![1.0, 2.0, 3.0]),
+            row(vec![9, 3, 9], vec![0.5, 1.0, 2.0]),
+        ];
+        write_sparse(&path, &ids, &vectors).unwrap();
+        let err = read_sparse(&path).unwrap_err().to_string();
+        for want in ["v.parquet", "row 1", "`d1`", repeated] {
+            assert!(err.contains(want), "{want:?} not in {err}");
+        }
+        let streamed = for_each_sparse_batch(&path, 10, |_, _, _| Ok(()));
+        assert!(streamed.unwrap_err().to_string().contains(repeated));
+
+        let mut vectors = vec![
+            row(vec![7, 2, 5], vec![1.0, 2.0, 3.0]),
+            row(vec![3, 4], vec![50_000.0, 50_000.0]),
+        ];
+        write_sparse(&path, &ids, &vectors).unwrap();
+        let read = read_query_vectors(&path).unwrap().1;
+        assert_eq!(read[0], row(vec![2, 5, 7], vec![2.0, 3.0, 1.0]));
+        assert_eq!(read[1], vectors[1]);
+        // As documents any sum reads; as queries a sum past the limit is refused.
+        vectors[1].weights[0] = 60_000.0;
+        write_sparse(&path, &ids, &vectors).unwrap();
+        assert_eq!(read_sparse(&path).unwrap().1[1], vectors[1]);
+        let err = read_query_vectors(&path).unwrap_err().to_string();
+        for want in ["v.parquet", "row 1", "`d1`", "weights sum to 110000"] {
+            assert!(err.contains(want), "{want:?} not in {err}");
         }
     }
 

@@ -19,7 +19,9 @@ use crate::model::encoder::{prune, Pooling};
 use crate::model::text_encoder::{EncodeOptions, TextEncoder};
 use crate::model::Precision;
 use crate::params::{at_most, ParamError};
-use crate::parquet_io::{read_id_text, read_run, read_sparse, write_run, RunRow, SparseVector};
+use crate::parquet_io::{
+    read_id_text, read_query_vectors, read_run, write_run, RunRow, SparseVector,
+};
 use crate::sharded::ShardedOutput;
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
 use approximate::{ApproximateIndex, ApproximateScratch, BuildKnobs, SearchKnobs};
@@ -490,7 +492,7 @@ enum QuerySource {
 impl QuerySource {
     fn open(ctx: &StageContext, p: &RetrieveParams) -> Result<Self> {
         if ctx.inputs.contains_key("queries") {
-            let (ids, vectors) = read_sparse(ctx.input("queries")?.path())?;
+            let (ids, vectors) = read_query_vectors(ctx.input("queries")?.path())?;
             return Ok(QuerySource::Vectors(ids, vectors));
         }
         let rows = read_id_text(ctx.input("query_text")?.path())?;
