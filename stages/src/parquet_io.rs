@@ -605,12 +605,36 @@ pub fn write_sparse(path: &Path, ids: &[String], vectors: &[SparseVector]) -> Re
 
 /// Reads `(ids, vectors)` from a sparse-vectors output (file or shard directory).
 pub fn read_sparse(path: &Path) -> Result<(Vec<String>, Vec<SparseVector>)> {
-    let mut ids = Vec::new();
-    let mut vectors = Vec::new();
-    for batch in read_batches(path, &schema::sparse_vectors())? {
-        sparse_rows(path, &batch, &mut ids, &mut vectors)?;
-    }
+    read_sparse_summing_to(path, f64::INFINITY)
+}
+
+/// [`read_sparse`], refusing a row whose positive weights sum past `max_sum`.
+fn read_sparse_summing_to(path: &Path, max_sum: f64) -> Result<(Vec<String>, Vec<SparseVector>)> {
+    let (mut ids, mut vectors) = (Vec::new(), Vec::new());
+    let mut rows = FileRows::default();
+    for_each_batch(path, &schema::sparse_vectors(), |file, batch| {
+        let first_row = rows.take(file, batch.num_rows());
+        sparse_rows(file, &batch, first_row, max_sum, &mut ids, &mut vectors)
+    })?;
     Ok((ids, vectors))
+}
+
+/// Counts rows file by file, so an error names a row of the file it is in.
+#[derive(Default)]
+struct FileRows {
+    file: PathBuf,
+    read: usize,
+}
+
+impl FileRows {
+    /// The index in `file` of the first of the next `n` rows read from it.
+    fn take(&mut self, file: &Path, n: usize) -> usize {
+        if self.file != file {
+            (self.file, self.read) = (file.to_path_buf(), 0);
+        }
+        self.read += n;
+        self.read - n
+    }
 }
 
 /// Streams a sparse-vectors output in batches of at most `rows` rows, calling
@@ -630,28 +654,42 @@ pub fn for_each_sparse_batch(
             .with_batch_size(rows.max(1))
             .build()
             .map_err(|e| StageError::parquet(&file, e))?;
+        let mut first_row = 0;
         for batch in reader {
             let batch = batch.map_err(|e| StageError::parquet(&file, e))?;
             let (mut ids, mut vectors) = (Vec::new(), Vec::new());
-            sparse_rows(&file, &batch, &mut ids, &mut vectors)?;
+            sparse_rows(
+                &file,
+                &batch,
+                first_row,
+                f64::INFINITY,
+                &mut ids,
+                &mut vectors,
+            )?;
+            first_row += batch.num_rows();
             f(i, ids, vectors)?;
         }
     }
     Ok(())
 }
 
+/// Appends `batch`'s rows (the file's rows from `first_row` on) to `ids` and `vectors`, checked
+/// as [`check_weights`] says and with positive weights summing to at most `max_sum`.
 fn sparse_rows(
     path: &Path,
     batch: &RecordBatch,
+    first_row: usize,
+    max_sum: f64,
     ids: &mut Vec<String>,
     vectors: &mut Vec<SparseVector>,
 ) -> Result<()> {
     let id = column::<StringArray>(path, batch, "id")?;
     let terms = column::<ListArray>(path, batch, "terms")?;
     let weights = column::<ListArray>(path, batch, "weights")?;
-    for i in 0..batch.num_rows() {
-        let t = terms.value(i);
-        let w = weights.value(i);
+    for b in 0..batch.num_rows() {
+        let i = first_row + b;
+        let t = terms.value(b);
+        let w = weights.value(b);
         let t = t
             .as_any()
             .downcast_ref::<UInt32Array>()
@@ -666,17 +704,17 @@ fn sparse_rows(
                 format!("row {i}: {} terms but {} weights", t.len(), w.len()),
             ));
         }
-        check_weights(path, i, id.value(i), t, w)?;
-        let vector = ascending_vector(t.values(), w.values()).map_err(|term| {
-            StageError::parquet(
-                path,
-                format!(
-                    "row {i} (id `{}`): term {term} is listed more than once",
-                    id.value(i)
-                ),
-            )
-        })?;
-        ids.push(id.value(i).to_string());
+        let id = id.value(b);
+        check_weights(path, i, id, t, w)?;
+        let in_row = |why: String| StageError::parquet(path, format!("row {i} (id `{id}`): {why}"));
+        let vector = ascending_vector(t.values(), w.values())
+            .map_err(|term| in_row(format!("term {term} is listed more than once")))?;
+        if let Some(sum) = weights_past(&vector, max_sum) {
+            return Err(in_row(format!(
+                "the query's weights sum to {sum}, over the {max_sum} integer scoring holds"
+            )));
+        }
+        ids.push(id.to_string());
         vectors.push(vector);
     }
     Ok(())
@@ -687,23 +725,16 @@ fn sparse_rows(
 /// keeps from overflowing; trained SPLADE queries sum to tens.
 pub const MAX_QUERY_WEIGHT_SUM: f64 = 100_000.0;
 
-/// Query vectors for retrieval: [`read_sparse`], and a row whose weights sum past
+/// Query vectors for retrieval: [`read_sparse`], and a row whose positive weights sum past
 /// [`MAX_QUERY_WEIGHT_SUM`] is an error naming the file, row and id.
 pub fn read_query_vectors(path: &Path) -> Result<(Vec<String>, Vec<SparseVector>)> {
-    let (ids, vectors) = read_sparse(path)?;
-    for (i, (id, v)) in ids.iter().zip(&vectors).enumerate() {
-        let sum: f64 = v.weights.iter().map(|w| f64::from(*w)).sum();
-        if sum > MAX_QUERY_WEIGHT_SUM {
-            return Err(StageError::parquet(
-                path,
-                format!(
-                    "row {i} (id `{id}`): the query's weights sum to {sum}, over the \
-                     {MAX_QUERY_WEIGHT_SUM} integer scoring holds"
-                ),
-            ));
-        }
-    }
-    Ok((ids, vectors))
+    read_sparse_summing_to(path, MAX_QUERY_WEIGHT_SUM)
+}
+
+/// The sum of `v`'s positive weights (those scoring counts) when it is past `max_sum`.
+pub fn weights_past(v: &SparseVector, max_sum: f64) -> Option<f64> {
+    let sum: f64 = v.weights.iter().map(|w| f64::from(w.max(0.0))).sum();
+    (sum > max_sum).then_some(sum)
 }
 
 /// Row `i` (`id`) of a sparse-vectors file must have no null term or weight and only finite
@@ -721,20 +752,17 @@ fn check_weights(
             format!("row {i} (id `{id}`): a term or weight is null"),
         ));
     }
-    let bad = |why: String| {
-        Err(StageError::parquet(
+    match weights.values().iter().position(|w| !w.is_finite()) {
+        Some(j) => Err(StageError::parquet(
             path,
-            format!("row {i} (id `{id}`): {why}"),
-        ))
-    };
-    if let Some(j) = weights.values().iter().position(|w| !w.is_finite()) {
-        return bad(format!(
-            "the weight of term {} is {}, not a finite number",
-            terms.value(j),
-            weights.value(j)
-        ));
+            format!(
+                "row {i} (id `{id}`): the weight of term {} is {}, not a finite number",
+                terms.value(j),
+                weights.value(j)
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A row as a [`SparseVector`], terms ascending as its contract says (sorted with their weights
@@ -901,8 +929,10 @@ mod tests {
         for want in ["v.parquet", "row 1", "`d1`", repeated] {
             assert!(err.contains(want), "{want:?} not in {err}");
         }
-        let streamed = for_each_sparse_batch(&path, 10, |_, _, _| Ok(()));
-        assert!(streamed.unwrap_err().to_string().contains(repeated));
+        // Streamed a row per batch, the error still names the row within the file.
+        let streamed = for_each_sparse_batch(&path, 1, |_, _, _| Ok(()));
+        let err = streamed.unwrap_err().to_string();
+        assert!(err.contains(repeated) && err.contains("row 1"), "{err}");
 
         let mut vectors = vec![
             row(vec![7, 2, 5], vec![1.0, 2.0, 3.0]),
@@ -912,8 +942,9 @@ mod tests {
         let read = read_query_vectors(&path).unwrap().1;
         assert_eq!(read[0], row(vec![2, 5, 7], vec![2.0, 3.0, 1.0]));
         assert_eq!(read[1], vectors[1]);
-        // As documents any sum reads; as queries a sum past the limit is refused.
-        vectors[1].weights[0] = 60_000.0;
+        // As documents any sum reads; as queries a sum of positive weights past the limit is
+        // refused, however negative the other weights (scoring drops them).
+        vectors[1] = row(vec![3, 4, 8], vec![60_000.0, 50_000.0, -100_000.0]);
         write_sparse(&path, &ids, &vectors).unwrap();
         assert_eq!(read_sparse(&path).unwrap().1[1], vectors[1]);
         let err = read_query_vectors(&path).unwrap_err().to_string();

@@ -20,7 +20,8 @@ use crate::model::text_encoder::{EncodeOptions, TextEncoder};
 use crate::model::Precision;
 use crate::params::{at_most, ParamError};
 use crate::parquet_io::{
-    read_id_text, read_query_vectors, read_run, write_run, RunRow, SparseVector,
+    read_id_text, read_query_vectors, read_run, weights_past, write_run, RunRow, SparseVector,
+    MAX_QUERY_WEIGHT_SUM,
 };
 use crate::sharded::ShardedOutput;
 use algorithms::{exhaustive, maxscore, QUERY_SCALE};
@@ -533,7 +534,16 @@ impl QuerySource {
             QuerySource::Vectors(_, v) => Ok(std::borrow::Cow::Borrowed(&v[lo..hi])),
             QuerySource::Texts(rows, enc) => {
                 let texts: Vec<&str> = rows.texts[lo..hi].iter().map(String::as_str).collect();
-                Ok(std::borrow::Cow::Owned(enc.encode(&texts, bar)?))
+                let vectors = enc.encode(&texts, bar)?;
+                for (id, v) in rows.ids[lo..hi].iter().zip(&vectors) {
+                    if let Some(sum) = weights_past(v, MAX_QUERY_WEIGHT_SUM) {
+                        return Err(StageError::Other(format!(
+                            "query `{id}`: its encoded weights sum to {sum}, over the \
+                             {MAX_QUERY_WEIGHT_SUM} integer scoring holds"
+                        )));
+                    }
+                }
+                Ok(std::borrow::Cow::Owned(vectors))
             }
         }
     }
