@@ -1089,8 +1089,10 @@ fn print_exact_timing(algo: &str, k: usize, repeats: usize, n: f64, t: ExactTimi
     let s = &t.scratch.1;
     let pruning = if algo == "block_max" {
         format!(
-            " ranges_scored={:.3} terms_per_scored_range={:.1} bounds_ms_per_query={:.3}",
+            " ranges_scored={:.3} ranges_cut={:.3} terms_per_scored_range={:.1} \
+             bounds_ms_per_query={:.3}",
             s.ranges_scored as f64 / s.ranges_bounded.max(1) as f64,
+            s.ranges_cut as f64 / s.ranges_scored.max(1) as f64,
             s.range_terms_scored as f64 / s.ranges_scored.max(1) as f64,
             s.bounds_s * 1e3 / (n * repeats as f64)
         )

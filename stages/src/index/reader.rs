@@ -181,11 +181,35 @@ impl PostingCursor<'_> {
     /// the cursor on the first posting ≥ `end`: the term-at-a-time inner loop, a block at a time
     /// with no per-posting cursor bookkeeping. `acc` must cover `base..end`.
     pub fn accumulate_until(&mut self, end: u32, base: u32, weight: u32, acc: &mut [u32]) {
+        self.accumulate::<false>(end, base, weight, acc);
+    }
+
+    /// [`Self::accumulate_until`], returning the largest impact it added (0 if none): what
+    /// this list really contributed to the window, against the bound it was counted at.
+    pub fn accumulate_until_max(
+        &mut self,
+        end: u32,
+        base: u32,
+        weight: u32,
+        acc: &mut [u32],
+    ) -> u32 {
+        self.accumulate::<true>(end, base, weight, acc)
+    }
+
+    #[inline(always)]
+    fn accumulate<const MAX: bool>(
+        &mut self,
+        end: u32,
+        base: u32,
+        weight: u32,
+        acc: &mut [u32],
+    ) -> u32 {
+        let mut max = 0u32;
         while self.block < self.blocks.len() {
             if self.docs[self.pos] >= end {
                 // Nothing of this list in the window (the common case when pruning picks
                 // scattered ranges): no search over the block.
-                return;
+                return max;
             }
             let meta = &self.blocks[self.block];
             let len = meta.len as usize;
@@ -200,12 +224,16 @@ impl PostingCursor<'_> {
                 .zip(&self.impacts[self.pos..stop])
             {
                 acc[(d - base) as usize] += weight * w;
+                if MAX {
+                    max = max.max(*w);
+                }
             }
             if !whole {
                 self.pos = stop;
-                return;
+                return max;
             }
             self.load(self.block + 1);
         }
+        max
     }
 }

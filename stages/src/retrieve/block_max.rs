@@ -3,9 +3,12 @@
 //! maximum impact per range. A query sums those maxima into one upper bound per range, scores
 //! ranges in rounds of the highest bounds left (picked from a histogram of the bounds; a small
 //! term-at-a-time accumulator per range), and stops when no remaining range can beat the
-//! current k-th hit. Safe: the same top-k as [`super::algorithms::exhaustive`],
-//! ties included, because a range is skipped only when its best conceivable hit (its bound at its
-//! lowest doc index) loses to the current k-th.
+//! current k-th hit. Query terms are taken by reach (weight × their list's max impact), largest
+//! first: the 32 whose presence each range notes are those that matter most, and a scored range
+//! is dropped as soon as its best partial score plus what its unscored terms can still add falls
+//! under the k-th score. Safe: the same top-k as [`super::algorithms::exhaustive`], ties
+//! included, because a range is skipped or dropped only when its best conceivable hit (at its
+//! lowest doc index) loses to the current k-th, and a tie does not lose.
 
 use crate::index::format::TermMeta;
 use crate::index::reader::InvertedIndex;
@@ -34,8 +37,12 @@ pub struct BlockMaxScratch {
     /// how much work pruning saved).
     pub ranges_scored: u64,
     /// (range, query term) pairs scored, summed the same way: a term counts in every scored
-    /// range it occurs in (terms past the query's first 32 in every scored range).
+    /// range it occurs in (terms past the query's first 32 in every scored range), up to the
+    /// term at which the range was cut.
     pub range_terms_scored: u64,
+    /// Scored ranges left before all their terms were scored, because their unscored terms
+    /// could no longer lift any of their documents to the k-th score; summed the same way.
+    pub ranges_cut: u64,
     /// Ranges with a non-zero bound (the candidates before pruning), summed the same way.
     pub ranges_bounded: u64,
     /// Seconds spent computing the ranges' bounds, summed the same way (the rest of the time
@@ -65,6 +72,12 @@ fn bound(slot: u64) -> u32 {
     (slot >> 32) as u32
 }
 
+/// The most a term of query weight `qw` adds to any document's score.
+#[inline]
+fn reach(m: &TermMeta, qw: u32) -> u32 {
+    qw * u32::from(m.max_impact)
+}
+
 /// The top `k` of `q` by block-max pruning over `table` (built from the same `index`).
 pub fn block_max(
     index: &InvertedIndex,
@@ -74,7 +87,10 @@ pub fn block_max(
     scratch: &mut BlockMaxScratch,
 ) -> Vec<Hit> {
     let started = std::time::Instant::now();
-    let terms = prepare_terms(index, q);
+    let mut terms = prepare_terms(index, q);
+    // Largest possible contribution first: flags go to the terms that matter most, and a range
+    // is scored in that order, so it can be dropped once its unscored terms cannot lift it.
+    terms.sort_by_key(|(_, m, qw)| std::cmp::Reverse(reach(m, *qw)));
     add_bounds(table, &terms, scratch);
     scratch.bounds_s += started.elapsed().as_secs_f64();
     let Some(max) = scratch
@@ -149,28 +165,48 @@ fn take_round(scratch: &mut BlockMaxScratch, cut: u32, first_round: bool) {
         candidates,
         ..
     } = scratch;
-    batch.clear();
     if first_round {
-        batch.extend((0..slots.len() as u32).filter(|r| bound(slots[*r as usize]) >= cut));
-    } else {
-        candidates.retain(|r| {
-            let taken = bound(slots[*r as usize]) >= cut;
-            if taken {
-                batch.push(*r);
-            }
-            !taken
-        });
+        select_ranges(slots, |b| b >= cut, batch);
+        return;
     }
+    // Branch-free: which ranges pass is close to random. Each range is written to both lists
+    // and counted in the one it belongs to; `candidates` is compacted in place (kept ≤ read).
+    batch.clear();
+    batch.resize(candidates.len(), 0);
+    let (mut taken, mut kept) = (0, 0);
+    for i in 0..candidates.len() {
+        let r = candidates[i];
+        let take = bound(slots[r as usize]) >= cut;
+        batch[taken] = r;
+        candidates[kept] = r;
+        taken += usize::from(take);
+        kept += usize::from(!take);
+    }
+    batch.truncate(taken);
+    candidates.truncate(kept);
+}
+
+/// Sets `out` to the ranges (ascending) whose bound passes `keep`. Branch-free: every range is
+/// written at the end of those kept so far (never past itself) and counted only if it passes.
+fn select_ranges(slots: &[u64], keep: impl Fn(u32) -> bool, out: &mut Vec<u32>) {
+    out.clear();
+    out.resize(slots.len(), 0);
+    let mut n = 0;
+    for (r, s) in slots.iter().enumerate() {
+        out[n] = r as u32;
+        n += usize::from(keep(bound(*s)));
+    }
+    out.truncate(n);
 }
 
 /// After the first round (which took every bound from `cut` up): the ranges that may still
 /// enter, those with a bound from `floor` (the k-th score, or 1) to under `cut`. The k-th score
 /// only rises, so later rounds need look at no other range.
 fn keep_candidates(scratch: &mut BlockMaxScratch, floor: u32, cut: u32) {
-    let slots = &scratch.slots;
-    scratch.candidates.clear();
-    scratch.candidates.extend(
-        (0..slots.len() as u32).filter(|r| (floor..cut).contains(&bound(slots[*r as usize]))),
+    select_ranges(
+        &scratch.slots,
+        |b| (floor..cut).contains(&b),
+        &mut scratch.candidates,
     );
 }
 
@@ -243,8 +279,11 @@ fn score_ranges(
         .iter()
         .map(|(_, m, qw)| (index.cursor(*m), *qw))
         .collect();
+    let reaches: Vec<u32> = terms.iter().map(|(_, m, qw)| reach(m, *qw)).collect();
+    let flagged = terms.len().min(FLAGGED);
+    let unflagged_reach: u32 = reaches[flagged..].iter().sum();
     let mut acc = [0u32; RANGE_DOCS];
-    for &r in batch {
+    'ranges: for &r in batch {
         let lo = r << RANGE_BITS;
         let slot = scratch.slots[r as usize];
         if !may_enter(top, bound(slot), lo) {
@@ -254,12 +293,27 @@ fn score_ranges(
         scratch.ranges_scored += 1;
         acc.fill(0);
         // The flagged terms occurring in the range (bit i = term i), then every other term.
-        let unflagged = FLAGGED..terms.len().max(FLAGGED);
+        // What the terms not scored yet can still add to any of its documents is at most both
+        // their lists' maxima (`by_lists`) and the range's bound less each scored term's largest
+        // contribution here (`by_range`: the bound counted at least that much for the term).
+        let unflagged = flagged..terms.len();
+        let mut by_lists = BitIter(slot as u32).map(|i| reaches[i]).sum::<u32>() + unflagged_reach;
+        let mut by_range = bound(slot);
         for i in BitIter(slot as u32).chain(unflagged) {
             let (c, qw) = &mut cursors[i];
             c.next_geq(lo);
-            c.accumulate_until(hi, lo, *qw, &mut acc);
+            let added = *qw * c.accumulate_until_max(hi, lo, *qw, &mut acc);
             scratch.range_terms_scored += 1;
+            by_lists -= reaches[i];
+            by_range = by_range.saturating_sub(added);
+            let left = by_lists.min(by_range);
+            if let Some(w) = top.worst() {
+                if left < w.score && acc.iter().max().map_or(0, |b| *b) + left < w.score {
+                    // No document of the range can reach the k-th score (not even tie it).
+                    scratch.ranges_cut += 1;
+                    continue 'ranges;
+                }
+            }
         }
         for (i, s) in acc.iter().enumerate() {
             if *s > 0 {
