@@ -50,8 +50,8 @@ fn vector(rng: &mut Rng, vocab: u32, nnz: usize, coarse: bool) -> SparseVector {
 #[test]
 fn pruned_algorithms_equal_exhaustive_on_random_collections() {
     let tmp = tempfile::tempdir().unwrap();
-    // Scored ranges block_max left early, over all cases: the equalities below must have
-    // covered that path, not only whole ranges.
+    // Scored ranges block_max left with terms unscored, over all cases: the equalities below
+    // must have covered that path, not only whole ranges.
     let mut ranges_cut = 0;
     for case in 0..24u64 {
         let mut rng = Rng(case * 7919 + 1);

@@ -40,8 +40,8 @@ pub struct BlockMaxScratch {
     /// range it occurs in (terms past the query's first 32 in every scored range), up to the
     /// term at which the range was cut.
     pub range_terms_scored: u64,
-    /// Scored ranges left before all their terms were scored, because their unscored terms
-    /// could no longer lift any of their documents to the k-th score; summed the same way.
+    /// Scored ranges left with terms still unscored, because those could no longer lift any
+    /// of the range's documents to the k-th score; summed the same way.
     pub ranges_cut: u64,
     /// Ranges with a non-zero bound (the candidates before pruning), summed the same way.
     pub ranges_bounded: u64,
@@ -299,18 +299,20 @@ fn score_ranges(
         let unflagged = flagged..terms.len();
         let mut by_lists = BitIter(slot as u32).map(|i| reaches[i]).sum::<u32>() + unflagged_reach;
         let mut by_range = bound(slot);
+        let mut unscored = (slot as u32).count_ones() as usize + unflagged.len();
         for i in BitIter(slot as u32).chain(unflagged) {
             let (c, qw) = &mut cursors[i];
             c.next_geq(lo);
             let added = *qw * c.accumulate_until_max(hi, lo, *qw, &mut acc);
             scratch.range_terms_scored += 1;
+            unscored -= 1;
             by_lists -= reaches[i];
             by_range = by_range.saturating_sub(added);
             let left = by_lists.min(by_range);
             if let Some(w) = top.worst() {
                 if left < w.score && acc.iter().max().map_or(0, |b| *b) + left < w.score {
                     // No document of the range can reach the k-th score (not even tie it).
-                    scratch.ranges_cut += 1;
+                    scratch.ranges_cut += u64::from(unscored > 0);
                     continue 'ranges;
                 }
             }
