@@ -2,7 +2,9 @@
 """Seismic (pyseismic-lsr) on the same sparse vectors as `splade bench retrieve --approx`.
 
 Reads our vector artifacts (Parquet: id, terms list<u32>, weights list<f32>; a file or a shard
-directory), builds a Seismic index with the given knobs, and prints, for each
+directory; documents a record batch at a time, into Seismic's dataset by component id, with the
+exact top 10 merged batch by batch, so only Seismic holds the collection), builds a Seismic
+index with the given knobs, and prints, for each
 query_cut:heap_factor setting, single-thread ms/query (median of --repeats after a warm-up)
 and recall@10 against the exact float top 10 (scipy sparse products).
 
@@ -23,20 +25,38 @@ import statistics
 import time
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 import seismic
 
+BERT_VOCAB = 30522
+
+
+def parquet_files(path):
+    return sorted(glob.glob(os.path.join(path, "*.parquet"))) if os.path.isdir(path) else [path]
+
 
 def read_vectors(path):
-    files = sorted(glob.glob(os.path.join(path, "*.parquet"))) if os.path.isdir(path) else [path]
     ids, terms, weights = [], [], []
-    for f in files:
+    for f in parquet_files(path):
         t = pq.read_table(f)
         ids += t.column("id").to_pylist()
         terms += [np.asarray(x, dtype=np.int64) for x in t.column("terms").to_pylist()]
         weights += [np.asarray(x, dtype=np.float32) for x in t.column("weights").to_pylist()]
     return ids, terms, weights
+
+
+def doc_batches(path, rows=65536):
+    """The documents as CSR batches (components int64, values float32, offsets int64), read a
+    record batch at a time: nothing of the collection is held in Python beyond one batch."""
+    for f in parquet_files(path):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=rows, columns=["terms", "weights"]):
+            terms, weights = batch.column("terms"), batch.column("weights")
+            lengths = pc.fill_null(pc.list_value_length(terms), 0).to_numpy().astype(np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            yield (terms.flatten().to_numpy().astype(np.int64),
+                   weights.flatten().to_numpy().astype(np.float32), offsets)
 
 
 def csr(terms, weights, dim):
@@ -46,15 +66,31 @@ def csr(terms, weights, dim):
     )
 
 
-def exact_top10(D, Q):
-    out = []
-    for lo in range(0, Q.shape[0], 256):
-        S = (Q[lo : lo + 256] @ D.T).toarray()
-        for row in S:
-            top = np.argpartition(-row, 10)[:10] if len(row) > 10 else np.arange(len(row))
-            top = [i for i in top if row[i] > 0]
-            out.append(set(top))
-    return out
+class ExactTop10:
+    """The exact float top 10 of each query, merged one document batch at a time (scipy sparse
+    products), so the collection is never held whole."""
+
+    def __init__(self, Q):
+        self.Q = Q
+        self.scores = np.full((Q.shape[0], 10), -np.inf, dtype=np.float32)
+        self.docs = np.full((Q.shape[0], 10), -1, dtype=np.int64)
+
+    def add(self, first_doc, comps, vals, offsets):
+        dim = self.Q.shape[1]
+        keep = comps < dim  # a term no query has adds nothing to any dot product
+        kept_offsets = np.concatenate([[0], np.cumsum(keep)])[offsets]
+        D = sp.csr_matrix((vals[keep], comps[keep], kept_offsets), shape=(len(offsets) - 1, dim))
+        S = (self.Q @ D.T).toarray().astype(np.float32)
+        n = S.shape[1]
+        top = np.argpartition(-S, 10, axis=1)[:, :10] if n > 10 else np.tile(np.arange(n), (S.shape[0], 1))
+        scores = np.concatenate([self.scores, np.take_along_axis(S, top, axis=1)], axis=1)
+        docs = np.concatenate([self.docs, top + first_doc], axis=1)
+        best = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        self.scores = np.take_along_axis(scores, best, axis=1)
+        self.docs = np.take_along_axis(docs, best, axis=1)
+
+    def sets(self):
+        return [{int(d) for d, s in zip(ds, ss) if s > 0} for ds, ss in zip(self.docs, self.scores)]
 
 
 def main():
@@ -69,17 +105,23 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
 
-    d_ids, d_terms, d_weights = read_vectors(a.docs)
     q_ids, q_terms, q_weights = read_vectors(a.queries)
     q_ids, q_terms, q_weights = (x[: a.max_queries] for x in (q_ids, q_terms, q_weights))
-    dim = int(max(max((t.max() for t in d_terms if len(t)), default=0),
-                  max((t.max() for t in q_terms if len(t)), default=0))) + 1
-    truth = exact_top10(csr(d_terms, d_weights, dim), csr(q_terms, q_weights, dim))
-
-    string = seismic.get_seismic_string()
-    data = seismic.SeismicDataset()
-    for i, (t, w) in enumerate(zip(d_terms, d_weights)):
-        data.add_document(str(i), t.astype(str).astype(string), w)
+    # Queries name components as strings of their ids; a document term past every query's is
+    # left out of the exact scores only (it scores nothing).
+    dim = max(BERT_VOCAB, int(max((t.max() for t in q_terms if len(t)), default=0)) + 1)
+    truth = ExactTop10(csr(q_terms, q_weights, dim))
+    data = seismic.SeismicDataset(dim=dim)
+    n_docs = 0
+    t0 = time.time()
+    for comps, vals, offsets in doc_batches(a.docs):
+        n = len(offsets) - 1
+        truth.add(n_docs, comps, vals, offsets)
+        data.add_documents_by_id([str(i) for i in range(n_docs, n_docs + n)], comps, vals, offsets)
+        n_docs += n
+    truth = truth.sets()
+    print(f"seismic read docs={n_docs} seconds={time.time() - t0:.1f} (with the exact top 10)",
+          flush=True)
     t0 = time.time()
     index = seismic.SeismicIndex.build_from_dataset(
         data,
@@ -88,9 +130,11 @@ def main():
         summary_energy=a.summary_energy,
         num_threads=1,
     )
-    print(f"seismic index docs={len(d_ids)} n_postings={a.n_postings} "
+    del data  # the index holds its own copy
+    print(f"seismic index docs={n_docs} n_postings={a.n_postings} "
           f"centroid_fraction={a.centroid_fraction} summary_energy={a.summary_energy} "
           f"build_s={time.time() - t0:.2f} version=pyseismic-lsr")
+    string = seismic.get_seismic_string()
     qc = [t.astype(str).astype(string) for t in q_terms]
     names = np.array([str(i) for i in range(len(q_terms))], dtype=string)
     for pair in a.grid.split(","):

@@ -95,7 +95,8 @@ pub enum BenchCommand {
         #[arg(long)]
         dump: Option<PathBuf>,
         /// Write the index's quantized postings as CIFF here (terms named by id, docs by index),
-        /// so PISA (`ciff2pisa`) indexes exactly the same integers.
+        /// so PISA (`ciff2pisa`) indexes exactly the same integers; streamed from the built
+        /// index, a list at a time, so it works with --memory-budget.
         #[arg(long)]
         ciff: Option<PathBuf>,
         /// Also time the approximate algorithm at these `query_cut:heap_factor` settings
@@ -131,7 +132,7 @@ pub enum BenchCommand {
         algorithms: String,
         /// MiB of postings the index build may hold: the collection is streamed from disk through
         /// sorted runs, as the index stage does when its `memory_budget` is exceeded (always
-        /// spilled here, for collections larger than memory; not with --reorder bp or --ciff).
+        /// spilled here, for collections larger than memory; not with --reorder bp).
         /// 0: read into memory.
         #[arg(long, default_value_t = 0)]
         memory_budget: usize,
@@ -238,9 +239,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
                 "--approx-max-fraction must be a finite number > 0, got {approx_max_fraction}"
             );
             anyhow::ensure!(
-                memory_budget == 0 || (reorder != "bp" && ciff.is_none()),
+                memory_budget == 0 || reorder != "bp",
                 "--memory-budget builds the index from the file as the index stage does: \
-                 --reorder bp and --ciff need the collection in memory"
+                 --reorder bp needs the collection in memory"
             );
             let approx = approx
                 .map(|grid| -> Result<ApproxBench> {
@@ -865,11 +866,9 @@ fn approximate_curve(
 }
 
 /// Builds `inputs.index_dir` from the documents held in memory (reordered first with
-/// `inputs.reorder`), writing their CIFF to `ciff` when asked; returns the seconds the index
-/// build took (not the reading, reordering or CIFF).
+/// `inputs.reorder`); returns the seconds the index build took (not the reading or reordering).
 fn build_in_memory(
     inputs: &RetrieveInputs,
-    ciff: Option<&std::path::Path>,
 ) -> Result<(splade_stages::index::build::BuildStats, f64)> {
     let (_, mut docs) = splade_stages::parquet_io::read_sparse(&inputs.docs)?;
     if inputs.reorder {
@@ -886,14 +885,6 @@ fn build_in_memory(
     let t0 = Instant::now();
     let stats = splade_stages::index::build::build(&inputs.index_dir, &docs, BERT_VOCAB_SIZE, 0.0)?;
     let build_s = t0.elapsed().as_secs_f64();
-    if let Some(path) = ciff {
-        let ids: Vec<String> = (0..docs.len()).map(|d| d.to_string()).collect();
-        let scale = stats.scale;
-        let quant = |w: f32| splade_stages::index::build::quantize(w, scale) as i64;
-        let bytes =
-            splade_stages::export::ciff_bytes(&ids, &docs, &|t: u32| t.to_string(), &quant)?;
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    }
     Ok((stats, build_s))
 }
 
@@ -962,7 +953,7 @@ pub fn retrieve(
     let (stats, build_s, spilled_runs) = if inputs.memory_budget_mib > 0 {
         build_spilled(inputs)?
     } else {
-        let (stats, build_s) = build_in_memory(inputs, ciff)?;
+        let (stats, build_s) = build_in_memory(inputs)?;
         (stats, build_s, 0)
     };
     let t0 = Instant::now();
@@ -978,6 +969,9 @@ pub fn retrieve(
         open_ms,
         peak_rss_mib()
     );
+    if let Some(path) = ciff {
+        write_ciff(&index, path)?;
+    }
     if let Some(path) = dump {
         // MaxScore top-1000 per query as `query_index<TAB>doc_index<TAB>integer score`.
         let mut out = String::new();
@@ -1056,6 +1050,28 @@ pub fn retrieve(
             print_exact_timing(algo, k, repeats, n, t);
         }
     }
+    Ok(())
+}
+
+/// Writes the index's postings as CIFF (terms and doc ids named by their numbers), streamed a
+/// list at a time, for PISA's `ciff2pisa`.
+fn write_ciff(
+    index: &splade_stages::index::reader::InvertedIndex,
+    path: &std::path::Path,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let name = |n: u32| n.to_string();
+    splade_stages::export::index_ciff::write_index_ciff(index, &name, &name, &mut out)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::flush(&mut out).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "ciff path={} seconds={:.1}",
+        path.display(),
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

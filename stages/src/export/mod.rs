@@ -2,6 +2,7 @@
 //! (documents), Anserini pre-tokenized query TSV, and CIFF (for PISA's ciff2pisa).
 
 pub mod ciff;
+pub mod index_ciff;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
