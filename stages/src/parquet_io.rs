@@ -953,7 +953,8 @@ mod tests {
         }
     }
 
-    /// pyarrow (≥ 13) names list items `element`; such vectors must read like ours.
+    /// pyarrow (≥ 13) names list items `element` and compresses with snappy by default (as
+    /// pandas does); such vectors must read like ours.
     #[test]
     fn sparse_vectors_with_compliant_list_item_names_are_read() {
         let dir = tempfile::tempdir().unwrap();
@@ -980,7 +981,11 @@ mod tests {
             vec![Arc::new(ids.finish()), Arc::new(terms), Arc::new(weights)],
         )
         .unwrap();
-        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let file = File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, schema, Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         let (ids, vectors) = read_sparse(&path).unwrap();
