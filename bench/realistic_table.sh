@@ -31,11 +31,16 @@ PRUNING=${PRUNING:-per-list}
 MEMORY_BUDGET=${MEMORY_BUDGET:-0}
 SYSTEMS=${SYSTEMS:-ours,pisa,seismic}
 CIFF2PISA=${CIFF2PISA:-$(command -v ciff2pisa || true)}
+SYSTEMS=${SYSTEMS// /}
+for s in ${SYSTEMS//,/ }; do
+  case $s in ours | pisa | seismic) ;; *) echo "SYSTEMS: unknown \`$s' (ours, pisa, seismic)" >&2; exit 2 ;; esac
+done
 runs() { case ",$SYSTEMS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if runs pisa; then
   [ -n "$CIFF2PISA" ] || { echo "ciff2pisa not found: set CIFF2PISA or put it on PATH (cargo install ciff)" >&2; exit 2; }
 fi
-OURS_GRID=${OURS_GRID:-$(echo "$GRID" | sed 's/,/:96:0.7,/g; s/$/:96:0.7/')}
+# query_cut:heap_factor settings get the stage's default prefix; four-field ones are kept.
+OURS_GRID=${OURS_GRID:-$(echo "$GRID" | tr ',' '\n' | sed -E 's/^([^:]+:[^:]+)$/\1:96:0.7/' | paste -sd, -)}
 APPROX=()
 [ "$GRID" = none ] || APPROX=(--approx "$OURS_GRID" --approx-postings "$N_POSTINGS" --approx-pruning "$PRUNING")
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -43,7 +48,7 @@ if runs ours; then
   echo "== ours: $BIN ($(date -u +%FT%TZ))"
   "$BIN" bench retrieve "$DIR" --repeats "$REPEATS" --max-queries "$QUERIES" \
     --algorithms exhaustive,maxscore,block_max --dump "$DIR/ours.tsv" --ciff "$DIR/ours.ciff" \
-    --memory-budget "$MEMORY_BUDGET" "${APPROX[@]}"
+    --memory-budget "$MEMORY_BUDGET" ${APPROX[@]+"${APPROX[@]}"}
 fi
 if runs pisa; then
   echo "== PISA ($(date -u +%FT%TZ))"

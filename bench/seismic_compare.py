@@ -55,8 +55,11 @@ def doc_batches(path, rows=65536):
             terms, weights = batch.column("terms"), batch.column("weights")
             lengths = pc.fill_null(pc.list_value_length(terms), 0).to_numpy().astype(np.int64)
             offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            yield (terms.flatten().to_numpy().astype(np.int64),
-                   weights.flatten().to_numpy().astype(np.float32), offsets)
+            comps = terms.flatten().to_numpy().astype(np.int64)
+            vals = weights.flatten().to_numpy().astype(np.float32)
+            # Terms ascending within each row (Seismic requires it; our readers sort such rows).
+            order = np.lexsort((comps, np.repeat(np.arange(len(lengths)), lengths)))
+            yield comps[order], vals[order], offsets
 
 
 def csr(terms, weights, dim):
@@ -114,7 +117,10 @@ def main():
     # Seismic's global pruning budget is n_postings × its components: number only the terms the
     # documents hold (as token strings would be), so empty vocabulary entries add no budget.
     t0 = time.time()
-    present = np.unique(np.concatenate([np.unique(c) for c, _, _ in doc_batches(a.docs)]))
+    seen = [np.unique(c) for c, _, _ in doc_batches(a.docs)]
+    present = np.unique(np.concatenate(seen + [np.zeros(0, np.int64)]))
+    if len(present) == 0:
+        raise SystemExit(f"{a.docs}: no document holds a term")
     dense = np.full(max(int(present[-1]) + 1, dim) if len(present) else dim, -1, dtype=np.int64)
     dense[present] = np.arange(len(present))
     data = seismic.SeismicDataset(dim=len(present))

@@ -110,14 +110,15 @@ mod tests {
     use crate::domain::SparseVector;
     use crate::index::build::{build, quantize};
 
-    /// Pseudo-random vectors (splitmix64) with a tenth of the weights small enough to quantize
-    /// to 0, and an empty document.
+    /// Pseudo-random vectors (splitmix64) over 30 terms, so lists span several 128-posting
+    /// blocks, with a tenth of the weights small enough to quantize to 0, an empty document and
+    /// a trailing run of empty documents.
     fn vectors() -> Vec<SparseVector> {
         let mut state = 7u64;
         let mut draw = |n: u64| crate::rng::splitmix64(&mut state) % n;
         let mut docs: Vec<SparseVector> = (0..700)
             .map(|_| {
-                let mut terms: Vec<u32> = (0..draw(40) + 1).map(|_| draw(300) as u32).collect();
+                let mut terms: Vec<u32> = (0..draw(40) + 1).map(|_| draw(30) as u32).collect();
                 terms.sort_unstable();
                 terms.dedup();
                 let weights = terms
@@ -130,10 +131,12 @@ mod tests {
                 SparseVector { terms, weights }
             })
             .collect();
-        docs[5] = SparseVector {
-            terms: vec![],
-            weights: vec![],
-        };
+        for d in [5, 697, 698, 699] {
+            docs[d] = SparseVector {
+                terms: vec![],
+                weights: vec![],
+            };
+        }
         docs
     }
 
@@ -141,7 +144,7 @@ mod tests {
     fn equals_the_ciff_of_the_vectors_the_index_was_built_from() {
         let tmp = tempfile::tempdir().unwrap();
         let docs = vectors();
-        let stats = build(tmp.path(), &docs, 300, 0.0).unwrap();
+        let stats = build(tmp.path(), &docs, 30, 0.0).unwrap();
         let index = InvertedIndex::open(tmp.path()).unwrap();
         let ids: Vec<String> = (0..docs.len()).map(|d| format!("doc{d}")).collect();
         let quant = |w: f32| quantize(w, stats.scale) as i64;
@@ -153,11 +156,19 @@ mod tests {
             got == want,
             "CIFF from the index differs from CIFF of the vectors"
         );
-        // And it reads back: every list, the empty document's record with length 0.
+        // And it reads back: every list, several blocks long, and the empty documents' records
+        // with length 0.
         let (header, lists, records) = ciff::read_all(&mut got.as_slice()).unwrap();
         assert_eq!(header.num_docs, 700);
-        assert!(lists.len() > 250 && lists.windows(2).all(|w| w[0].term < w[1].term));
-        assert_eq!(records[5].doclength, 0);
+        assert!(lists.len() == 30 && lists.windows(2).all(|w| w[0].term < w[1].term));
+        assert!(
+            lists.iter().all(|l| l.df > 2 * 128),
+            "a list fits one block"
+        );
+        assert_eq!(records.len(), 700);
+        assert!([5, 697, 698, 699]
+            .iter()
+            .all(|&d| records[d].doclength == 0));
         assert!(
             stats.dropped_postings > 0,
             "no impact quantized to 0: the test misses a case"
