@@ -62,6 +62,13 @@ def doc_batches(path, rows=65536):
             yield comps[order], vals[order], offsets
 
 
+def doc_terms(path, rows=65536):
+    """Every document term id, a record batch at a time (the terms column only)."""
+    for f in parquet_files(path):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=rows, columns=["terms"]):
+            yield batch.column("terms").flatten().to_numpy()
+
+
 def csr(terms, weights, dim):
     indptr = np.cumsum([0] + [len(t) for t in terms])
     return sp.csr_matrix(
@@ -117,7 +124,7 @@ def main():
     # Seismic's global pruning budget is n_postings × its components: number only the terms the
     # documents hold (as token strings would be), so empty vocabulary entries add no budget.
     t0 = time.time()
-    seen = [np.unique(c) for c, _, _ in doc_batches(a.docs)]
+    seen = [np.unique(t) for t in doc_terms(a.docs)]
     present = np.unique(np.concatenate(seen + [np.zeros(0, np.int64)]))
     if len(present) == 0:
         raise SystemExit(f"{a.docs}: no document holds a term")

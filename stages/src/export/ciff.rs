@@ -77,6 +77,58 @@ pub struct DocRecord {
     pub doclength: i32,
 }
 
+impl Header {
+    /// The header of a whole collection: `n_lists` lists, `n_docs` documents whose lengths sum
+    /// to `total`.
+    pub fn for_collection(n_lists: usize, n_docs: usize, total: i64) -> Self {
+        Header {
+            version: 1,
+            num_postings_lists: n_lists as i32,
+            num_docs: n_docs as i32,
+            total_postings_lists: n_lists as i32,
+            total_docs: n_docs as i32,
+            total_terms_in_collection: total,
+            average_doclength: total as f64 / n_docs.max(1) as f64,
+            description: "splade export".into(),
+        }
+    }
+}
+
+impl PostingsList {
+    /// `term`'s list from its `(doc, tf)` postings in doc order: gap-coded, with df and cf.
+    pub fn gap_coded(term: String, postings: &[(u32, i32)]) -> Self {
+        let mut prev = 0;
+        let coded = postings
+            .iter()
+            .map(|&(doc, tf)| {
+                let gap = doc - prev;
+                prev = doc;
+                Posting {
+                    docid: gap as i32,
+                    tf,
+                }
+            })
+            .collect();
+        PostingsList {
+            term,
+            df: postings.len() as i64,
+            cf: postings.iter().map(|p| p.1 as i64).sum(),
+            postings: coded,
+        }
+    }
+}
+
+impl DocRecord {
+    /// Document `docid`, named `collection_docid`, its length clamped to i32.
+    pub fn new(docid: usize, collection_docid: String, length: i64) -> Self {
+        DocRecord {
+            docid: docid as i32,
+            collection_docid,
+            doclength: length.min(i32::MAX as i64) as i32,
+        }
+    }
+}
+
 /// Writes one length-delimited message.
 pub fn write_delimited<M: Message, W: Write>(w: &mut W, m: &M) -> std::io::Result<()> {
     w.write_all(&m.encode_length_delimited_to_vec())

@@ -20,17 +20,14 @@ pub fn write_index_ciff<W: Write>(
     let terms = terms_by_name(index, token);
     let lengths = doc_lengths(index, &terms);
     let io = |e: std::io::Error| StageError::Other(format!("writing CIFF: {e}"));
-    ciff::write_delimited(out, &header(index, terms.len(), &lengths)).map_err(io)?;
-    for (name, term) in &terms {
-        ciff::write_delimited(out, &postings_list(index, *term, name)).map_err(io)?;
+    let header = ciff::Header::for_collection(terms.len(), lengths.len(), lengths.iter().sum());
+    ciff::write_delimited(out, &header).map_err(io)?;
+    for (name, term) in terms {
+        ciff::write_delimited(out, &postings_list(index, term, name)).map_err(io)?;
     }
-    for (d, length) in lengths.iter().enumerate() {
-        let rec = ciff::DocRecord {
-            docid: d as i32,
-            collection_docid: doc_id(d as u32),
-            doclength: (*length).min(i32::MAX as i64) as i32,
-        };
-        ciff::write_delimited(out, &rec).map_err(io)?;
+    for (d, length) in lengths.into_iter().enumerate() {
+        ciff::write_delimited(out, &ciff::DocRecord::new(d, doc_id(d as u32), length))
+            .map_err(io)?;
     }
     Ok(())
 }
@@ -69,39 +66,11 @@ fn doc_lengths(index: &InvertedIndex, terms: &[(String, u32)]) -> Vec<i64> {
     lengths
 }
 
-fn header(index: &InvertedIndex, n_lists: usize, lengths: &[i64]) -> ciff::Header {
-    let total: i64 = lengths.iter().sum();
-    ciff::Header {
-        version: 1,
-        num_postings_lists: n_lists as i32,
-        num_docs: index.n_docs as i32,
-        total_postings_lists: n_lists as i32,
-        total_docs: index.n_docs as i32,
-        total_terms_in_collection: total,
-        average_doclength: total as f64 / index.n_docs.max(1) as f64,
-        description: "splade export".into(),
-    }
-}
-
 /// One term's list, doc ids gap-coded.
-fn postings_list(index: &InvertedIndex, term: u32, name: &str) -> ciff::PostingsList {
+fn postings_list(index: &InvertedIndex, term: u32, name: String) -> ciff::PostingsList {
     let mut postings = Vec::new();
-    let mut prev = 0u32;
-    let mut cf = 0i64;
-    for_each_posting(index, term, |d, impact| {
-        postings.push(ciff::Posting {
-            docid: (d - prev) as i32,
-            tf: impact as i32,
-        });
-        prev = d;
-        cf += impact as i64;
-    });
-    ciff::PostingsList {
-        term: name.to_string(),
-        df: postings.len() as i64,
-        cf,
-        postings,
-    }
+    for_each_posting(index, term, |d, impact| postings.push((d, impact as i32)));
+    ciff::PostingsList::gap_coded(name, &postings)
 }
 
 #[cfg(test)]

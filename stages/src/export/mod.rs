@@ -227,7 +227,7 @@ pub fn ciff_bytes(
     token: &dyn Fn(u32) -> String,
     quant: &dyn Fn(f32) -> i64,
 ) -> Result<Vec<u8>> {
-    let mut lists: BTreeMap<String, Vec<(i32, i32)>> = BTreeMap::new();
+    let mut lists: BTreeMap<String, Vec<(u32, i32)>> = BTreeMap::new();
     let mut lengths = vec![0i64; ids.len()];
     for (d, v) in vectors.iter().enumerate() {
         for (t, w) in v.terms.iter().zip(&v.weights) {
@@ -236,52 +236,22 @@ pub fn ciff_bytes(
                 lists
                     .entry(token(*t))
                     .or_default()
-                    .push((d as i32, q.min(i32::MAX as i64) as i32));
+                    .push((d as u32, q.min(i32::MAX as i64) as i32));
                 lengths[d] += q;
             }
         }
     }
-    let total: i64 = lengths.iter().sum();
-    let header = ciff::Header {
-        version: 1,
-        num_postings_lists: lists.len() as i32,
-        num_docs: ids.len() as i32,
-        total_postings_lists: lists.len() as i32,
-        total_docs: ids.len() as i32,
-        total_terms_in_collection: total,
-        average_doclength: total as f64 / ids.len().max(1) as f64,
-        description: "splade export".into(),
-    };
+    let header = ciff::Header::for_collection(lists.len(), ids.len(), lengths.iter().sum());
     let mut out = Vec::new();
     let io = |e: std::io::Error| StageError::Other(format!("writing CIFF: {e}"));
     ciff::write_delimited(&mut out, &header).map_err(io)?;
-    for (term, postings) in &lists {
-        let mut prev = 0;
-        let list = ciff::PostingsList {
-            term: term.clone(),
-            df: postings.len() as i64,
-            cf: postings.iter().map(|p| p.1 as i64).sum(),
-            postings: postings
-                .iter()
-                .map(|(d, tf)| {
-                    let gap = d - prev;
-                    prev = *d;
-                    ciff::Posting {
-                        docid: gap,
-                        tf: *tf,
-                    }
-                })
-                .collect(),
-        };
-        ciff::write_delimited(&mut out, &list).map_err(io)?;
+    for (term, postings) in lists {
+        ciff::write_delimited(&mut out, &ciff::PostingsList::gap_coded(term, &postings))
+            .map_err(io)?;
     }
-    for (d, id) in ids.iter().enumerate() {
-        let rec = ciff::DocRecord {
-            docid: d as i32,
-            collection_docid: id.clone(),
-            doclength: lengths[d].min(i32::MAX as i64) as i32,
-        };
-        ciff::write_delimited(&mut out, &rec).map_err(io)?;
+    for (d, (id, length)) in ids.iter().zip(lengths).enumerate() {
+        ciff::write_delimited(&mut out, &ciff::DocRecord::new(d, id.clone(), length))
+            .map_err(io)?;
     }
     Ok(out)
 }
